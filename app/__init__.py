@@ -1,0 +1,1 @@
+"""An OpenIM-style instant-messaging pipeline (gateway -> transfer -> push) on Celery."""

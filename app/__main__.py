@@ -1,0 +1,113 @@
+"""Command line: `python -m app <command>`; see README.md for every command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _setup_logging() -> None:
+    from app.config import settings
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from app.auth import mint_token
+
+    print(mint_token(args.user_id, args.platform_id, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_gateway(_: argparse.Namespace) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    _setup_logging()
+    from app.gateway import serve
+
+    serve()
+    return 0
+
+
+WORKER_KINDS = ("transfer", "persist", "push", "offline")
+
+
+def worker_argv(kind: str, extra: list[str]) -> list[str]:
+    from app.config import settings
+    from app.conversation import transfer_queue
+
+    if kind == "transfer":
+        queues = ",".join(transfer_queue(k) for k in range(settings.transfer_shards))
+        pool = ["-P", "solo"]
+    elif kind == "offline":
+        queues, pool = "offline", ["-P", "threads", "-c", "8"]
+    else:
+        queues, pool = kind, ["-P", "solo"]
+    return ["worker", "-n", f"{kind}@%h", "-Q", queues, *pool, "--loglevel", settings.log_level.upper(), *extra]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from app import storage
+    from app.celery_app import celery_app
+
+    if args.kind in ("transfer", "persist"):
+        storage.ensure_indexes()
+    celery_app.worker_main(worker_argv(args.kind, args.celery_args))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from app.devstack import run_stack
+
+    return run_stack(with_flower=not args.no_flower)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.chat import run_chat
+
+    return run_chat(args.user_id, args.peer_id, args.platform_id, args.url, args.send)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="OpenIM-style chat pipeline on Celery")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("token", help="print a user token (HS256 JWT signed with TOKEN_SECRET)")
+    p.add_argument("user_id")
+    p.add_argument("platform_id", type=int)
+    p.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default TOKEN_TTL_SECONDS)")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("gateway", help="run the websocket gateway (gevent)")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("worker", help="run a Celery worker for one pipeline stage")
+    p.add_argument("kind", choices=WORKER_KINDS)
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra arguments for `celery worker`")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("up", help="start embedded Redis/MongoDB when absent, then every Procfile process")
+    p.add_argument("--no-flower", action="store_true")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("chat", help="chat as a user from the terminal")
+    p.add_argument("user_id")
+    p.add_argument("peer_id")
+    p.add_argument("--platform-id", type=int, default=7, help="OpenIM platform (default 7, Linux)")
+    p.add_argument("--url", default=None, help="gateway websocket URL (default from GATEWAY_HOST/PORT)")
+    p.add_argument("--send", default=None, help="send this one message, print the answer and exit")
+    p.set_defaults(func=cmd_chat)
+
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

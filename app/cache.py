@@ -1,0 +1,142 @@
+"""Redis: every key this project uses, and the small scripts that touch them.
+
+Per-conversation keys carry the conversation id in a hash tag `{...}` so one conversation's keys
+live in one Redis Cluster slot and can be written in one pipeline or script.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from app.config import settings
+
+MSG_CACHE_TTL_SECONDS = 24 * 3600
+# P2: a clientMsgID keeps its seq for a week, far longer than any broker redelivery or client resend.
+CLIENT_MSG_TTL_SECONDS = 7 * 24 * 3600
+ONLINE_TTL_SECONDS = 90
+
+_client: redis.Redis | None = None
+
+
+def get_redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_timeout=10, health_check_interval=30
+        )
+    return _client
+
+
+def malloc_seq_key(conversation_id: str) -> str:
+    return f"MALLOC_SEQ:{{{conversation_id}}}"
+
+
+def max_seq_key(conversation_id: str) -> str:
+    """The visible max seq (P5): raised only after every message up to it is readable."""
+    return f"MAX_SEQ:{{{conversation_id}}}"
+
+
+def msg_cache_key(conversation_id: str, seq: int) -> str:
+    return f"MSG_CACHE:{{{conversation_id}}}:{seq}"
+
+
+def client_msg_key(conversation_id: str) -> str:
+    return f"CLIENT_MSG:{{{conversation_id}}}"
+
+
+def user_read_seq_key(conversation_id: str, user_id: str) -> str:
+    return f"SEQ_USER_READ:{{{conversation_id}}}:{user_id}"
+
+
+def online_key(user_id: str) -> str:
+    return f"ONLINE:{{{user_id}}}"
+
+
+def push_channel(node_id: str) -> str:
+    return f"PUSH_NODE:{node_id}"
+
+
+# KEYS[1] = key, ARGV[1] = value: raise an integer, never lower it.
+RAISE_TO_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if wanted > current then
+  redis.call('SET', KEYS[1], wanted)
+  return wanted
+end
+return current
+"""
+
+
+def encode_cached(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_cached(raw: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+def get_cached_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    seq_list = list(seqs)
+    if not seq_list:
+        return {}
+    raws = get_redis().mget([msg_cache_key(conversation_id, s) for s in seq_list])
+    return {s: decode_cached(str(raw)) for s, raw in zip(seq_list, raws, strict=True) if raw is not None}
+
+
+def get_visible_max_seqs(conversation_ids: list[str]) -> dict[str, int | None]:
+    if not conversation_ids:
+        return {}
+    raws = get_redis().mget([max_seq_key(c) for c in conversation_ids])
+    return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
+
+
+def raise_visible_max_seq(conversation_id: str, seq: int) -> int:
+    result = get_redis().eval(RAISE_TO_SCRIPT, 1, max_seq_key(conversation_id), seq)
+    return int(result)
+
+
+def get_online_platforms(user_ids: list[str]) -> dict[str, dict[int, str]]:
+    """user -> {platformID: gateway node id} for every user with a live connection."""
+    pipe = get_redis().pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hgetall(online_key(user_id))
+    out: dict[str, dict[int, str]] = {}
+    for user_id, entries in zip(user_ids, pipe.execute(), strict=True):
+        if entries:
+            out[user_id] = {int(p): node for p, node in entries.items()}
+    return out
+
+
+def set_online(user_id: str, platform_id: int, node_id: str) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.hset(online_key(user_id), str(platform_id), node_id)
+    pipe.expire(online_key(user_id), ONLINE_TTL_SECONDS)
+    pipe.execute()
+
+
+# Remove a platform's entry only if this node still owns it (a newer login elsewhere keeps it).
+CLEAR_ONLINE_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def clear_online(user_id: str, platform_id: int, node_id: str) -> None:
+    get_redis().eval(CLEAR_ONLINE_SCRIPT, 1, online_key(user_id), str(platform_id), node_id)
+
+
+def publish_to_node(node_id: str, payload: dict[str, Any]) -> int:
+    return int(get_redis().publish(push_channel(node_id), json.dumps(payload, separators=(",", ":"))))
+
+
+def conversation_ready_key(conversation_id: str) -> str:
+    """Set once the conversation's MongoDB records exist, so transfer creates them only once."""
+    return f"CONV_READY:{{{conversation_id}}}"

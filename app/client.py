@@ -1,0 +1,177 @@
+"""A small OpenIM-protocol client (sdkType=json) over websocket-client, for the CLI and the tests."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import websocket
+
+from app import protocol
+from app.conversation import SINGLE_CHAT, single_conversation_id
+
+TEXT = 101
+
+
+class ClientError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def connect_url(base: str, user_id: str, platform_id: int, token: str, **extra: str) -> str:
+    query = {
+        "token": token,
+        "sendID": user_id,
+        "platformID": str(platform_id),
+        "operationID": uuid.uuid4().hex,
+        "sdkType": "json",
+        "isBackground": "false",
+        **extra,
+    }
+    return f"{base.rstrip('/')}/?{urlencode(query)}"
+
+
+class ImClient:
+    """One connection: requests matched to responses by msgIncr, pushes collected on a queue."""
+
+    def __init__(self, base_url: str, user_id: str, platform_id: int, token: str, timeout: float = 10.0) -> None:
+        self.user_id = user_id
+        self.platform_id = platform_id
+        self.token = token
+        self.timeout = timeout
+        self.pushes: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._pending: dict[str, queue.Queue[dict[str, Any]]] = {}
+        self._incr = itertools.count(1)
+        self._lock = threading.Lock()
+        self.ws = websocket.create_connection(connect_url(base_url, user_id, platform_id, token), timeout=timeout)
+        self.closed = threading.Event()
+        self._reader = threading.Thread(target=self._read_forever, daemon=True)
+        self._reader.start()
+
+    def _read_forever(self) -> None:
+        try:
+            while True:
+                opcode, data = self.ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    break
+                if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                    continue
+                body = json.loads(data)
+                if body.get("reqIdentifier") == protocol.PUSH_MSG:
+                    self.pushes.put(body)
+                    continue
+                waiter = self._pending.pop(str(body.get("msgIncr", "")), None)
+                if waiter is not None:
+                    waiter.put(body)
+        except (websocket.WebSocketException, OSError, ValueError):
+            pass
+        finally:
+            self.closed.set()
+
+    def request(self, req_identifier: int, data: dict[str, Any] | None) -> dict[str, Any]:
+        """Send one request and wait for its response; raises ClientError on a non-zero errCode."""
+        resp = self.request_raw(req_identifier, data)
+        if resp.get("errCode"):
+            raise ClientError(int(resp["errCode"]), str(resp.get("errMsg", "")))
+        result: dict[str, Any] = resp.get("data") or {}
+        return result
+
+    def request_raw(
+        self, req_identifier: int, data: dict[str, Any] | None, send_id: str | None = None
+    ) -> dict[str, Any]:
+        incr = f"{self.user_id}_{next(self._incr)}"
+        waiter: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
+        self._pending[incr] = waiter
+        envelope = {
+            "reqIdentifier": req_identifier,
+            "token": self.token,
+            "sendID": self.user_id if send_id is None else send_id,
+            "operationID": uuid.uuid4().hex,
+            "msgIncr": incr,
+            "data": data,
+        }
+        with self._lock:
+            self.ws.send_binary(json.dumps(envelope).encode())
+        try:
+            return waiter.get(timeout=self.timeout)
+        except queue.Empty as exc:
+            self._pending.pop(incr, None)
+            raise TimeoutError(f"no answer to {req_identifier} within {self.timeout}s") from exc
+
+    def send_text(self, recv_id: str, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
+        msg = {
+            "sendID": self.user_id,
+            "recvID": recv_id,
+            "clientMsgID": client_msg_id or uuid.uuid4().hex,
+            "sessionType": SINGLE_CHAT,
+            "contentType": TEXT,
+            "content": _b64(json.dumps({"content": text})),
+            "createTime": str(int(time.time() * 1000)),
+        }
+        return self.request(protocol.SEND_MSG, msg)
+
+    def newest_seqs(self) -> dict[str, int]:
+        data = self.request(protocol.GET_NEWEST_SEQ, {"userID": self.user_id})
+        return {k: int(v) for k, v in (data.get("maxSeqs") or {}).items()}
+
+    def pull_range(self, conversation_id: str, begin: int, end: int, num: int = 100) -> dict[str, Any]:
+        data = self.request(
+            protocol.PULL_MSG_BY_RANGE,
+            {
+                "userID": self.user_id,
+                "seqRanges": [{"conversationID": conversation_id, "begin": begin, "end": end, "num": num}],
+            },
+        )
+        pulled: dict[str, Any] = (data.get("msgs") or {}).get(conversation_id, {})
+        return pulled
+
+    def next_push(self, timeout: float | None = None) -> dict[str, Any]:
+        return self.pushes.get(timeout=self.timeout if timeout is None else timeout)
+
+    def pushed_msgs(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Collect at least `count` pushed messages (MsgData dicts) within `timeout` seconds."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                push = self.pushes.get(timeout=remaining)
+            except queue.Empty:
+                break
+            for pulled in (push.get("data") or {}).get("msgs", {}).values():
+                got.extend(pulled.get("Msgs", []))
+        return got
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except (websocket.WebSocketException, OSError):
+            pass
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def text_of(msg: dict[str, Any]) -> str:
+    """The text of a pushed or pulled MsgData dict (content is base64 in the JSON mapping)."""
+    raw = base64.b64decode(msg.get("content", "") or "")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
+    return str(body.get("content", "")) if isinstance(body, dict) else raw.decode(errors="replace")
+
+
+__all__ = ["ImClient", "ClientError", "connect_url", "text_of", "single_conversation_id"]

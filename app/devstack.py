@@ -1,0 +1,69 @@
+"""`python -m app up`: the whole stack on one machine, with embedded Redis/MongoDB when none answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from app import embedded
+from app.auth import mint_token
+from app.config import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlparse(url)
+    host = parts.hostname or "127.0.0.1"
+    return urlunparse(parts._replace(netloc=f"{host}:{port}"))
+
+
+def run_stack(with_flower: bool = True) -> int:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    started: list[subprocess.Popen[bytes]] = []
+    DATA.mkdir(exist_ok=True)
+    try:
+        redis_url = settings.redis_url
+        if not embedded.redis_answers(redis_url):
+            port = embedded.url_port(redis_url, 6379)
+            print(f"no Redis at {redis_url}: starting the embedded one on port {port}")
+            started.append(embedded.start_redis(port, DATA / "redis", DATA / "redis.log"))
+            redis_url = _with_port(redis_url, port)
+        mongo_url = settings.mongo_url
+        if not embedded.mongo_answers(mongo_url):
+            port = embedded.url_port(mongo_url, 27017)
+            print(f"no MongoDB at {mongo_url}: starting embedded SecantusDB on port {port}")
+            started.append(embedded.start_mongo(port, DATA / "mongo", DATA / "mongo.log"))
+        env["REDIS_URL"] = redis_url
+        env["MONGO_URL"] = mongo_url
+
+        base = f"ws://{settings.gateway_host}:{settings.gateway_port}"
+        print("\nstack starting; connect a client with:")
+        print(f"  gateway   {base}/?sendID=alice&platformID=7&sdkType=json&token=<token>")
+        print(f"  token     {mint_token('alice', 7)}")
+        print("  chat      python -m app chat alice bob      (and in another terminal: python -m app chat bob alice)")
+        print(f"  flower    http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}\n", flush=True)
+
+        cmd = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
+        if not with_flower:
+            cmd += ["gateway", "transfer", "persist", "push", "offline"]
+        honcho = subprocess.Popen(cmd, env=env)
+        try:
+            return honcho.wait()
+        except KeyboardInterrupt:
+            honcho.send_signal(signal.SIGINT)
+            return honcho.wait()
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

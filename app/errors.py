@@ -1,0 +1,24 @@
+"""OpenIM's error codes (pkg/common/servererrs) and the one exception that carries them."""
+
+from __future__ import annotations
+
+SERVER_INTERNAL = 500
+ARGS_ERROR = 1001
+NO_PERMISSION = 1002
+RECORD_NOT_FOUND = 1004
+TOKEN_EXPIRED = 1501
+TOKEN_INVALID = 1502
+TOKEN_MALFORMED = 1503
+TOKEN_NOT_VALID_YET = 1504
+TOKEN_UNKNOWN = 1505
+TOKEN_KICKED = 1506
+CONN_ARGS_ERROR = 1602
+
+
+class ImError(Exception):
+    """An error answered to a client with an OpenIM errCode; never crashes the process."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

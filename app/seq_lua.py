@@ -1,0 +1,152 @@
+"""Per-conversation seq allocation: a Redis hash in front of MongoDB seq blocks.
+
+`MALLOC_SEQ:{conv}` holds CURR (last seq handed out), LAST (end of the block reserved in MongoDB),
+TIME and, while someone is fetching a new block, LOCK. Four outcomes of the malloc script, as in
+OpenIM's allocator:
+  0  served from the cached block
+  1  no cache (first use, expiry, or Redis lost its data): locked, fetch a block from MongoDB
+  2  locked by another allocator: wait briefly and retry
+  3  the cached block is too small: locked, fetch the next block from MongoDB
+MongoDB's `seq.max_seq` only ever grows, so even after Redis loses everything the next block starts
+above every seq already handed out (P4): a jump forward, never reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+
+from app.cache import malloc_seq_key
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] malloc key; ARGV: size, lock seconds, data seconds, now ms, lock owner
+MALLOC_SCRIPT = """
+local key = KEYS[1]
+local size = tonumber(ARGV[1])
+local lock_seconds = tonumber(ARGV[2])
+local data_seconds = tonumber(ARGV[3])
+local now_ms = ARGV[4]
+local owner = ARGV[5]
+if redis.call('EXISTS', key) == 0 then
+  redis.call('HSET', key, 'LOCK', owner)
+  redis.call('EXPIRE', key, lock_seconds)
+  return {1}
+end
+if redis.call('HEXISTS', key, 'LOCK') == 1 then
+  return {2}
+end
+local curr = tonumber(redis.call('HGET', key, 'CURR'))
+local last = tonumber(redis.call('HGET', key, 'LAST'))
+if curr == nil or last == nil then
+  -- a half-written hash is no block at all: start over from MongoDB
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'LOCK', owner)
+  redis.call('EXPIRE', key, lock_seconds)
+  return {1}
+end
+if curr + size > last then
+  redis.call('HSET', key, 'LOCK', owner, 'TIME', now_ms)
+  redis.call('EXPIRE', key, lock_seconds)
+  return {3, curr, last}
+end
+redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
+redis.call('EXPIRE', key, data_seconds)
+return {0, curr, last}
+"""
+
+# KEYS[1] malloc key; ARGV: owner, data seconds, curr, last, now ms.
+# 0 stored under our lock; 1 stored because the key had expired; 2 someone else holds it now.
+STORE_BLOCK_SCRIPT = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then
+  redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
+  redis.call('EXPIRE', key, tonumber(ARGV[2]))
+  return 1
+end
+if redis.call('HGET', key, 'LOCK') ~= ARGV[1] then
+  return 2
+end
+redis.call('HDEL', key, 'LOCK')
+redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
+redis.call('EXPIRE', key, tonumber(ARGV[2]))
+return 0
+"""
+
+GROUP_BLOCK = 100
+SINGLE_BLOCK = 50
+
+
+class SeqAllocationError(RuntimeError):
+    pass
+
+
+BlockSource = Callable[[str, int], int]
+"""(conversation_id, size) -> the max seq before MongoDB reserved `size` more."""
+
+
+class SeqAllocator:
+    def __init__(
+        self,
+        client: redis.Redis,
+        take_block: BlockSource,
+        lock_seconds: int = 3,
+        data_seconds: int = 365 * 24 * 3600,
+        wait_seconds: float = 0.02,
+    ) -> None:
+        self._redis = client
+        self._take_block = take_block
+        self._lock_seconds = lock_seconds
+        self._data_seconds = data_seconds
+        self._wait_seconds = wait_seconds
+        self._malloc = client.register_script(MALLOC_SCRIPT)
+        self._store = client.register_script(STORE_BLOCK_SCRIPT)
+
+    def malloc(self, conversation_id: str, size: int, group: bool = False) -> int:
+        """Reserve `size` consecutive seqs; returns start, the seqs are start+1 .. start+size."""
+        if size <= 0:
+            raise ValueError("size must be positive")
+        key = malloc_seq_key(conversation_id)
+        block = size + (GROUP_BLOCK if group else SINGLE_BLOCK)
+        # A crashed allocator's lock expires after lock_seconds; wait a little longer than that.
+        deadline = time.monotonic() + self._lock_seconds + 2
+        while True:
+            owner = uuid.uuid4().hex
+            now_ms = int(time.time() * 1000)
+            result = self._malloc(keys=[key], args=[size, self._lock_seconds, self._data_seconds, now_ms, owner])
+            state = int(result[0])
+            if state == 0:
+                return int(result[1])
+            if state == 1:
+                start = self._take_block(conversation_id, block)
+                self._store_block(key, owner, start + size, start + block, now_ms)
+                return start
+            if state == 3:
+                curr, last = int(result[1]), int(result[2])
+                start = self._take_block(conversation_id, block)
+                if start == last:
+                    # MongoDB's block continues the cached one: keep using the cached remainder.
+                    self._store_block(key, owner, curr + size, start + block, now_ms)
+                    return curr
+                log.warning(
+                    "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
+                    conversation_id,
+                    last,
+                    start,
+                )
+                self._store_block(key, owner, start + size, start + block, now_ms)
+                return start
+            if time.monotonic() > deadline:
+                raise SeqAllocationError(f"seq allocator for {conversation_id} stayed locked")
+            time.sleep(self._wait_seconds)
+
+    def _store_block(self, key: str, owner: str, curr: int, last: int, now_ms: int) -> None:
+        state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms]))
+        if state == 2:
+            # Our lock expired and another allocator took over; our seqs stay unique because they came
+            # from our own MongoDB block, the cache simply does not remember its remainder.
+            log.warning("seq lock on %s was lost before storing the block", key)

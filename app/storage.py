@@ -1,0 +1,174 @@
+"""MongoDB: the collections, their indexes, and every query this project makes.
+
+Collections follow OpenIM's models: `msg` (documents of 100 message slots), `seq` (per-conversation
+block allocator), `conversation` (one record per owner and conversation).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo import ASCENDING, MongoClient, ReturnDocument, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from app.config import settings
+from app.conversation import MSGS_PER_DOC, doc_id, doc_index, doc_slot
+
+_client: MongoClient[dict[str, Any]] | None = None
+
+
+def get_db() -> Database[dict[str, Any]]:
+    global _client
+    if _client is None:
+        _client = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000)
+    return _client.get_default_database()
+
+
+def ensure_indexes() -> None:
+    db = get_db()
+    db.msg.create_index([("doc_id", ASCENDING)], unique=True)
+    db.seq.create_index([("conversation_id", ASCENDING)], unique=True)
+    db.conversation.create_index([("owner_user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
+    db.conversation.create_index([("conversation_id", ASCENDING)])
+
+
+# --- seq blocks ------------------------------------------------------------------------------
+
+
+def take_seq_block(conversation_id: str, size: int) -> int:
+    """Atomically reserve `size` seqs; returns the max seq before the reservation."""
+    coll = get_db().seq
+    found = coll.find_one_and_update(
+        {"conversation_id": conversation_id},
+        {"$inc": {"max_seq": size}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if found is None:
+        # Create the counter first: concurrent upserts through find_one_and_update are not safe on
+        # every MongoDB-wire server, and min_seq must never be reset by a later upsert.
+        coll.update_one(
+            {"conversation_id": conversation_id},
+            {"$setOnInsert": {"max_seq": 0, "min_seq": 0}},
+            upsert=True,
+        )
+        found = coll.find_one_and_update(
+            {"conversation_id": conversation_id},
+            {"$inc": {"max_seq": size}},
+            return_document=ReturnDocument.AFTER,
+        )
+    if found is None:
+        raise RuntimeError(f"seq document for {conversation_id} vanished")
+    return int(found["max_seq"]) - size
+
+
+def get_min_seqs(conversation_ids: list[str]) -> dict[str, int]:
+    if not conversation_ids:
+        return {}
+    docs = get_db().seq.find({"conversation_id": {"$in": conversation_ids}}, {"conversation_id": 1, "min_seq": 1})
+    return {d["conversation_id"]: int(d.get("min_seq", 0)) for d in docs}
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def empty_slot() -> dict[str, Any]:
+    return {"msg": None, "revoke": None, "del_list": [], "is_read": False}
+
+
+def filled_slot(msg: dict[str, Any]) -> dict[str, Any]:
+    return {"msg": msg, "revoke": None, "del_list": [], "is_read": False}
+
+
+def write_msgs(conversation_id: str, msgs: Iterable[dict[str, Any]]) -> int:
+    """Write messages into their slots idempotently, one round trip per document; returns docs written."""
+    by_doc: dict[int, dict[int, dict[str, Any]]] = {}
+    for msg in msgs:
+        seq = int(msg["seq"])
+        by_doc.setdefault(doc_index(seq), {})[doc_slot(seq)] = msg
+    coll = get_db().msg
+    for index, slots in sorted(by_doc.items()):
+        current_doc_id = doc_id(conversation_id, index * MSGS_PER_DOC + 1)
+        update = {"$set": {f"msgs.{slot}": filled_slot(m) for slot, m in slots.items()}}
+        if coll.update_one({"doc_id": current_doc_id}, update).matched_count:
+            continue
+        full = [empty_slot() for _ in range(MSGS_PER_DOC)]
+        for slot, m in slots.items():
+            full[slot] = filled_slot(m)
+        try:
+            coll.insert_one({"doc_id": current_doc_id, "msgs": full})
+        except DuplicateKeyError:
+            # Another writer created the document first: set our slots in it.
+            coll.update_one({"doc_id": current_doc_id}, update)
+    return len(by_doc)
+
+
+def find_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    wanted = sorted(set(seqs))
+    if not wanted:
+        return {}
+    ids = sorted({doc_id(conversation_id, s) for s in wanted})
+    docs = {d["doc_id"]: d for d in get_db().msg.find({"doc_id": {"$in": ids}})}
+    out: dict[int, dict[str, Any]] = {}
+    for seq in wanted:
+        doc = docs.get(doc_id(conversation_id, seq))
+        if doc is None:
+            continue
+        slot = doc["msgs"][doc_slot(seq)]
+        if slot and slot.get("msg"):
+            out[seq] = slot["msg"]
+    return out
+
+
+def max_stored_seq(conversation_id: str) -> int:
+    """The highest seq persisted in MongoDB (used when Redis lost the visible max)."""
+    prefix = f"{conversation_id}:"
+    best_index = -1
+    for d in get_db().msg.find({"doc_id": {"$regex": f"^{re.escape(prefix)}"}}, {"doc_id": 1}):
+        tail = d["doc_id"][len(prefix) :]
+        if tail.isdigit():
+            best_index = max(best_index, int(tail))
+    if best_index < 0:
+        return 0
+    doc = get_db().msg.find_one({"doc_id": f"{prefix}{best_index}"})
+    if doc is None:
+        return 0
+    for slot in range(MSGS_PER_DOC - 1, -1, -1):
+        entry = doc["msgs"][slot]
+        if entry and entry.get("msg"):
+            return best_index * MSGS_PER_DOC + slot + 1
+    return 0
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+def create_conversations(conversation_id: str, owners: Iterable[str], fields: dict[str, Any]) -> None:
+    """One record per owner, created once; later calls never overwrite what owners changed."""
+    ops = [
+        UpdateOne(
+            {"owner_user_id": owner, "conversation_id": conversation_id},
+            {"$setOnInsert": {"owner_user_id": owner, "conversation_id": conversation_id, "recv_msg_opt": 0, **fields}},
+            upsert=True,
+        )
+        for owner in owners
+    ]
+    if ops:
+        try:
+            get_db().conversation.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            # Concurrent creation of the same record is fine; anything else is not.
+            if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
+                raise
+
+
+def conversations_of(user_id: str) -> list[str]:
+    docs = get_db().conversation.find({"owner_user_id": user_id}, {"conversation_id": 1})
+    return [d["conversation_id"] for d in docs]
+
+
+def is_conversation_owner(user_id: str, conversation_id: str) -> bool:
+    found = get_db().conversation.find_one({"owner_user_id": user_id, "conversation_id": conversation_id}, {"_id": 1})
+    return found is not None

@@ -1,0 +1,1 @@
+"""Celery tasks, one module per pipeline stage: transfer -> persist and push -> offline."""
