@@ -1,0 +1,104 @@
+"""Real infrastructure for the tests: Redis, a MongoDB-wire server, the broker, and the stack's processes.
+
+The machine's Redis (127.0.0.1:6379) is used when it answers, on a database of the tests' own;
+otherwise an embedded redis-server is started. SecantusDB always runs on a free port with a
+throw-away directory. The environment is set here, before any `app` module reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import embedded  # imports nothing that reads the configuration
+
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
+WORK_DIR = Path(tempfile.mkdtemp(prefix="openim-tests-"))
+_started: list[subprocess.Popen[bytes]] = []
+
+if embedded.redis_answers("redis://127.0.0.1:6379/0"):
+    REDIS_URL = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+else:
+    _port = embedded.free_port()
+    _started.append(embedded.start_redis(_port, WORK_DIR / "redis", WORK_DIR / "redis.log"))
+    REDIS_URL = f"redis://127.0.0.1:{_port}/{TEST_REDIS_DB}"
+
+MONGO_PORT = embedded.free_port()
+MONGO_URL = f"mongodb://127.0.0.1:{MONGO_PORT}/openim_test?retryWrites=false"
+
+os.environ.update(
+    {
+        "REDIS_URL": REDIS_URL,
+        "BROKER_URL": REDIS_URL,
+        "MONGO_URL": MONGO_URL,
+        "TOKEN_SECRET": "test-token-secret-0123456789abcdef0123",
+        "ADMIN_SECRET": "test-admin-secret-0123456789abcdef0123",
+        "TRANSFER_SHARDS": "4",
+        "LOG_LEVEL": "INFO",
+    }
+)
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[str]:
+    proc = embedded.start_mongo(MONGO_PORT, WORK_DIR / "mongo", WORK_DIR / "mongo.log")
+    yield MONGO_URL
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def clean_redis() -> str:
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def infra(mongo_server: str, clean_redis: str) -> dict[str, str]:
+    return {"REDIS_URL": clean_redis, "MONGO_URL": mongo_server}
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh suffix so each test's users and conversations are its own."""
+    return uuid.uuid4().hex[:8]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for proc in _started:
+        proc.terminate()
+        proc.wait(timeout=10)
+    if exitstatus == 0:
+        shutil.rmtree(WORK_DIR, ignore_errors=True)
+    else:
+        print(f"\nprocess logs kept in {WORK_DIR}")
+
+
+@pytest.fixture(scope="session")
+def provider() -> Iterator[object]:
+    from tests.fake_provider import FakeProvider
+
+    fake = FakeProvider()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def stack(infra: dict[str, str], provider: object) -> Iterator[object]:
+    """The whole pipeline on the Redis broker: gateway + transfer/persist/push/offline workers."""
+    from tests.stack import Stack
+
+    running = Stack(WORK_DIR / "stack-redis", {**infra, "OFFLINE_PUSH_URL": provider.url})  # type: ignore[attr-defined]
+    try:
+        yield running.start()
+    finally:
+        running.stop()

@@ -1,0 +1,26 @@
+"""Small helpers shared by the stack tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from app.auth import mint_token
+from app.client import ImClient
+
+WEB = 5
+LINUX = 7
+
+
+def login(stack: Any, user_id: str, platform_id: int = LINUX) -> ImClient:
+    return ImClient(stack.ws_url, user_id, platform_id, mint_token(user_id, platform_id))
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll until `check()` returns something truthy; returns it, or the last falsy value."""
+    deadline = time.monotonic() + timeout
+    result = check()
+    while not result and time.monotonic() < deadline:
+        time.sleep(interval)
+        result = check()
+    return result

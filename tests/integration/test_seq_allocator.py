@@ -1,0 +1,89 @@
+"""The seq allocator against the real Redis and the MongoDB-wire server (no workers needed)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app import cache, storage
+from app.seq_lua import SINGLE_BLOCK, SeqAllocator
+
+
+@pytest.fixture
+def allocator(infra: dict[str, str]) -> SeqAllocator:
+    storage.ensure_indexes()
+    return SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=1)
+
+
+def seq_doc(conv: str) -> dict[str, int]:
+    doc = storage.get_db().seq.find_one({"conversation_id": conv})
+    assert doc is not None
+    return {"max_seq": doc["max_seq"], "min_seq": doc["min_seq"]}
+
+
+def test_contiguous_ranges_from_one_block(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_b{uid}"
+    starts = [allocator.malloc(conv, n) for n in (1, 3, 10)]
+    assert starts == [0, 1, 4]
+    # one MongoDB block served all three: n + 50 for the first request
+    assert seq_doc(conv) == {"max_seq": 1 + SINGLE_BLOCK, "min_seq": 0}
+
+
+def test_next_block_continues_the_cached_one(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_c{uid}"
+    assert allocator.malloc(conv, 40) == 0  # block 0..90
+    assert allocator.malloc(conv, 40) == 40
+    assert allocator.malloc(conv, 40) == 80  # crosses the block end: the next block continues it
+    assert allocator.malloc(conv, 1) == 120
+    assert seq_doc(conv)["max_seq"] >= 121
+
+
+def test_redis_data_loss_never_reuses_a_seq(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_d{uid}"
+    handed_out = [allocator.malloc(conv, 5) + i + 1 for i in range(5)]
+    cache.get_redis().delete(cache.malloc_seq_key(conv))  # what FLUSHALL does to this conversation
+    start = allocator.malloc(conv, 5)
+    assert start + 1 > max(handed_out)
+    assert seq_doc(conv)["min_seq"] == 0  # never reset
+
+
+def test_inconsistent_block_jumps_ahead(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_e{uid}"
+    allocator.malloc(conv, 50)  # block 0..100, cached CURR 50
+    storage.take_seq_block(conv, 1000)  # someone else reserved seqs in MongoDB meanwhile
+    allocator.malloc(conv, 50)  # still inside the cached block
+    start = allocator.malloc(conv, 10)  # needs a new block, which does not continue the cache
+    assert start >= 1100
+
+
+def test_stale_lock_expires_and_allocation_proceeds(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_f{uid}"
+    allocator.malloc(conv, 1)
+    key = cache.malloc_seq_key(conv)
+    r = cache.get_redis()
+    r.hset(key, "LOCK", "crashed-allocator")
+    r.expire(key, 1)  # as the crashed allocator left it
+    start = allocator.malloc(conv, 1)
+    assert start >= 1
+
+
+def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) -> None:
+    conv = f"si_a{uid}_g{uid}"
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=2)
+        for _ in range(30):
+            start = mine.malloc(conv, 3)
+            with lock:
+                got.extend(range(start + 1, start + 4))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 * 30 * 3
+    assert len(set(got)) == len(got)

@@ -1,0 +1,146 @@
+"""One message's whole path, through real processes: websocket -> broker -> workers -> Redis/MongoDB -> push."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app import storage
+from app.client import text_of
+from app.conversation import single_conversation_id
+from tests.integration.helpers import WEB, eventually, login
+
+
+def slots_in_mongo(conv: str, index: int) -> list[dict[str, Any] | None]:
+    doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:{index}"})
+    if doc is None:
+        return []
+    return [slot["msg"] for slot in doc["msgs"]]
+
+
+def test_hundred_messages_reach_online_recipient_in_order(stack: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    b = login(stack, bob, WEB)
+    try:
+        sent = []
+        for i in range(100):
+            ack = a.send_text(bob, f"message {i}")
+            assert ack["clientMsgID"] and ack["serverMsgID"] and int(ack["sendTime"]) > 0
+            sent.append(ack["clientMsgID"])
+
+        pushed = b.pushed_msgs(100, timeout=60)
+        assert [int(m["seq"]) for m in pushed] == list(range(1, 101))
+        assert [m["clientMsgID"] for m in pushed] == sent
+        assert [text_of(m) for m in pushed] == [f"message {i}" for i in range(100)]
+        assert all(m["sendID"] == alice and m["recvID"] == bob for m in pushed)
+
+        assert b.newest_seqs()[conv] == 100
+        pulled = b.pull_range(conv, 1, 100, num=100)
+        assert [int(m["seq"]) for m in pulled["Msgs"]] == list(range(1, 101))
+        assert [m["clientMsgID"] for m in pulled["Msgs"]] == sent
+        assert pulled["isEnd"] is True
+
+        def persisted() -> list[Any]:
+            slots = slots_in_mongo(conv, 0)
+            return slots if slots and all(slots) else []
+
+        slots = eventually(persisted)
+        assert [s["seq"] for s in slots] == list(range(1, 101))
+        assert [s["client_msg_id"] for s in slots] == sent
+        assert all(s["send_id"] == alice and s["recv_id"] == bob and s["status"] == 2 for s in slots)
+        assert json.loads(slots[0]["content"]) == {"content": "message 0"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_offline_recipient_gets_provider_push_and_pulls_later(stack: Any, provider: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    try:
+        sent = [a.send_text(bob, f"while you were away {i}")["clientMsgID"] for i in range(5)]
+    finally:
+        a.close()
+
+    posts = provider.wait_for_user(bob, 5)
+    # the offline worker runs several requests at once: notifications may arrive in any order
+    offline = sorted((m for post in posts for m in post["msgs"]), key=lambda m: m["seq"])
+    assert [m["clientMsgID"] for m in offline] == sent
+    assert [m["seq"] for m in offline] == [1, 2, 3, 4, 5]
+    assert all(post["conversationID"] == conv for post in posts)
+    last_post = max(posts, key=lambda p: p["msgs"][-1]["seq"])
+    assert last_post["desc"] == "while you were away 4"
+    assert not provider.for_user(alice)  # the sender is never pushed offline
+
+    b = login(stack, bob, WEB)
+    try:
+        assert b.newest_seqs()[conv] == 5
+        pulled = b.pull_range(conv, 1, 5)
+        assert [m["clientMsgID"] for m in pulled["Msgs"]] == sent
+        assert [text_of(m) for m in pulled["Msgs"]] == [f"while you were away {i}" for i in range(5)]
+    finally:
+        b.close()
+
+
+def test_offline_push_is_retried_when_provider_fails(stack: Any, provider: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    attempts_before = provider.attempts
+    provider.fail_next = 2
+    a = login(stack, alice)
+    try:
+        cid = a.send_text(bob, "retry me")["clientMsgID"]
+    finally:
+        a.close()
+    posts = provider.wait_for_user(bob, 1, timeout=60)
+    assert [m["clientMsgID"] for post in posts for m in post["msgs"]] == [cid]
+    assert provider.attempts - attempts_before >= 3  # two 503s, then the accepted one
+
+
+def test_sender_other_device_gets_the_push(stack: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    a_desktop = login(stack, alice)
+    a_phone = login(stack, alice, 2)
+    try:
+        cid = a_desktop.send_text(bob, "synced")["clientMsgID"]
+        pushed = a_phone.pushed_msgs(1, timeout=30)
+        assert [m["clientMsgID"] for m in pushed] == [cid]
+        # the sending device itself is not pushed its own message
+        assert a_desktop.pushed_msgs(1, timeout=1) == []
+    finally:
+        a_desktop.close()
+        a_phone.close()
+
+
+def test_resent_client_msg_id_keeps_one_seq(stack: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    try:
+        a.send_text(bob, "once", client_msg_id=f"cid-{uid}")
+        a.send_text(bob, "once", client_msg_id=f"cid-{uid}")
+        a.send_text(bob, "twice", client_msg_id=f"cid2-{uid}")
+        assert eventually(lambda: a.newest_seqs().get(conv) == 2)
+        pulled = a.pull_range(conv, 1, 10)
+        assert [m["clientMsgID"] for m in pulled["Msgs"]] == [f"cid-{uid}", f"cid2-{uid}"]
+    finally:
+        a.close()
+
+
+def test_pull_of_someone_elses_conversation_is_refused(stack: Any, uid: str) -> None:
+    alice, bob, eve = f"alice{uid}", f"bob{uid}", f"eve{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    e = login(stack, eve)
+    try:
+        a.send_text(bob, "private")
+        assert eventually(lambda: a.newest_seqs().get(conv) == 1)
+        resp = e.request_raw(1002, {"userID": eve, "seqRanges": [{"conversationID": conv, "begin": 1, "end": 1, "num": 1}]})
+        assert resp["errCode"] == 1002
+        assert resp["data"] is None
+        assert conv not in e.newest_seqs()
+    finally:
+        a.close()
+        e.close()

@@ -1,0 +1,99 @@
+"""Start the stack's processes (gateway and the four Celery workers) as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from app import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = ("transfer", "persist", "push", "offline")
+
+
+class Stack:
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.gateway_port = embedded.free_port()
+        self.node_id = f"gw-test-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            **env,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.gateway_port),
+            "GATEWAY_NODE_ID": self.node_id,
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway_port}"
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start_process(self, name: str, args: list[str]) -> None:
+        out = open(self.log_path(name), "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "app", *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+    def start(self) -> Stack:
+        for kind in WORKERS:
+            self.start_process(kind, ["worker", kind])
+        self.start_process("gateway", ["gateway"])
+        deadline = time.monotonic() + 90
+        for kind in WORKERS:
+            self._wait_for_log(kind, " ready.", deadline)
+        self._wait_for_gateway(deadline)
+        return self
+
+    def _wait_for_log(self, name: str, marker: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if marker in self.log_path(name).read_text(errors="replace"):
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not become ready:\n{self.tail(name)}")
+
+    def _wait_for_gateway(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.gateway_port}/healthz", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            if self.procs["gateway"].poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.tail('gateway')}")
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway did not answer:\n{self.tail('gateway')}")
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def alive(self) -> dict[str, bool]:
+        return {name: proc.poll() is None for name, proc in self.procs.items()}
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

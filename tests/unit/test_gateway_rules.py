@@ -1,0 +1,65 @@
+"""The gateway's pure rules: connection parameters and the checks on an outgoing message."""
+
+import pytest
+
+from app import protocol
+from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
+from app.gateway import Conn, ConnArgs, parse_conn_args, prepare_outgoing
+from app.proto import sdkws_pb2 as pb
+
+
+def conn_for(user: str = "alice", platform: int = 5) -> Conn:
+    args = ConnArgs(token="", send_id=user, platform_id=platform, operation_id="", sdk_type="json",
+                    compression="", is_background=False, is_msg_resp=False)
+    return Conn(ws=None, args=args)
+
+
+def test_conn_args() -> None:
+    args = parse_conn_args({"sendID": "alice", "platformID": "5", "token": "t", "isMsgResp": "true"})
+    assert (args.send_id, args.platform_id, args.sdk_type, args.is_msg_resp) == ("alice", 5, "json", True)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"platformID": "5"}, {"sendID": "a", "platformID": "x"}, {"sendID": "a", "platformID": "5", "sdkType": "go"},
+     {"sendID": "a", "platformID": "5", "compression": "br"}],
+)
+def test_bad_conn_args(query: dict[str, str]) -> None:
+    with pytest.raises(ImError) as err:
+        parse_conn_args(query)
+    assert err.value.code == CONN_ARGS_ERROR
+
+
+def outgoing(**fields: object) -> pb.MsgData:
+    base: dict[str, object] = {"recvID": "bob", "clientMsgID": "c1", "sessionType": 1, "contentType": 101,
+                               "content": b'{"content":"hi"}'}
+    base.update(fields)
+    return pb.MsgData(**base)  # type: ignore[arg-type]
+
+
+def test_prepare_fills_server_fields() -> None:
+    conv, doc = prepare_outgoing(conn_for(), outgoing(), max_content=1000, now_ms=1234)
+    assert conv == "si_alice_bob"
+    assert doc["send_id"] == "alice"
+    assert doc["sender_platform_id"] == 5
+    assert doc["send_time"] == 1234 and doc["create_time"] == 1234
+    assert doc["server_msg_id"] and doc["seq"] == 0
+    assert doc["status"] == protocol.MSG_STATUS_SENDING and doc["msg_from"] == protocol.MSG_FROM_USER
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"sendID": "mallory"}, NO_PERMISSION),
+        ({"sessionType": 9}, ARGS_ERROR),
+        ({"recvID": ""}, ARGS_ERROR),
+        ({"clientMsgID": ""}, ARGS_ERROR),
+        ({"clientMsgID": "x" * 65}, ARGS_ERROR),
+        ({"contentType": 0}, ARGS_ERROR),
+        ({"content": b"x" * 1001}, ARGS_ERROR),
+    ],
+)
+def test_prepare_rejects(fields: dict[str, object], code: int) -> None:
+    with pytest.raises(ImError) as err:
+        prepare_outgoing(conn_for(), outgoing(**fields), max_content=1000, now_ms=1)
+    assert err.value.code == code
