@@ -154,10 +154,13 @@ class ImClient:
         return got
 
     def close(self) -> None:
+        # The reader thread owns receiving, so it is the one that sees the server's close reply.
         try:
-            self.ws.close()
+            self.ws.send_close()
         except (websocket.WebSocketException, OSError):
             pass
+        self.closed.wait(timeout=3)
+        self.ws.shutdown()
 
 
 def _b64(text: str) -> str:

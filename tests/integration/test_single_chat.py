@@ -137,7 +137,9 @@ def test_pull_of_someone_elses_conversation_is_refused(stack: Any, uid: str) -> 
     try:
         a.send_text(bob, "private")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
-        resp = e.request_raw(1002, {"userID": eve, "seqRanges": [{"conversationID": conv, "begin": 1, "end": 1, "num": 1}]})
+        resp = e.request_raw(
+            1002, {"userID": eve, "seqRanges": [{"conversationID": conv, "begin": 1, "end": 1, "num": 1}]}
+        )
         assert resp["errCode"] == 1002
         assert resp["data"] is None
         assert conv not in e.newest_seqs()

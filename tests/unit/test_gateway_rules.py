@@ -9,8 +9,16 @@ from app.proto import sdkws_pb2 as pb
 
 
 def conn_for(user: str = "alice", platform: int = 5) -> Conn:
-    args = ConnArgs(token="", send_id=user, platform_id=platform, operation_id="", sdk_type="json",
-                    compression="", is_background=False, is_msg_resp=False)
+    args = ConnArgs(
+        token="",
+        send_id=user,
+        platform_id=platform,
+        operation_id="",
+        sdk_type="json",
+        compression="",
+        is_background=False,
+        is_msg_resp=False,
+    )
     return Conn(ws=None, args=args)
 
 
@@ -21,8 +29,12 @@ def test_conn_args() -> None:
 
 @pytest.mark.parametrize(
     "query",
-    [{"platformID": "5"}, {"sendID": "a", "platformID": "x"}, {"sendID": "a", "platformID": "5", "sdkType": "go"},
-     {"sendID": "a", "platformID": "5", "compression": "br"}],
+    [
+        {"platformID": "5"},
+        {"sendID": "a", "platformID": "x"},
+        {"sendID": "a", "platformID": "5", "sdkType": "go"},
+        {"sendID": "a", "platformID": "5", "compression": "br"},
+    ],
 )
 def test_bad_conn_args(query: dict[str, str]) -> None:
     with pytest.raises(ImError) as err:
@@ -31,8 +43,13 @@ def test_bad_conn_args(query: dict[str, str]) -> None:
 
 
 def outgoing(**fields: object) -> pb.MsgData:
-    base: dict[str, object] = {"recvID": "bob", "clientMsgID": "c1", "sessionType": 1, "contentType": 101,
-                               "content": b'{"content":"hi"}'}
+    base: dict[str, object] = {
+        "recvID": "bob",
+        "clientMsgID": "c1",
+        "sessionType": 1,
+        "contentType": 101,
+        "content": b'{"content":"hi"}',
+    }
     base.update(fields)
     return pb.MsgData(**base)  # type: ignore[arg-type]
 

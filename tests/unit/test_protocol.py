@@ -10,10 +10,22 @@ from app.proto import sdkws_pb2 as pb
 
 def sample_msg() -> pb.MsgData:
     msg = pb.MsgData(
-        sendID="alice", recvID="bob", clientMsgID="c1", serverMsgID="s1", senderPlatformID=7, sessionType=1,
-        msgFrom=100, contentType=101, content='{"content":"héllo"}'.encode(), seq=42, sendTime=1700000000123,
-        createTime=1700000000000, status=2, options={"history": True, "offlinePush": False},
-        atUserIDList=["carol"], ex="x",
+        sendID="alice",
+        recvID="bob",
+        clientMsgID="c1",
+        serverMsgID="s1",
+        senderPlatformID=7,
+        sessionType=1,
+        msgFrom=100,
+        contentType=101,
+        content='{"content":"héllo"}'.encode(),
+        seq=42,
+        sendTime=1700000000123,
+        createTime=1700000000000,
+        status=2,
+        options={"history": True, "offlinePush": False},
+        atUserIDList=["carol"],
+        ex="x",
     )
     msg.offlinePushInfo.title = "T"
     msg.offlinePushInfo.desc = "D"
@@ -32,8 +44,14 @@ def test_parse_request_fields() -> None:
 
 @pytest.mark.parametrize(
     "frame",
-    [b"not json", b"[1,2]", b'{"reqIdentifier":"1003"}', b'{"reqIdentifier":true}', b'{"reqIdentifier":1,"sendID":[]}',
-     b"\xff\xfe"],
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"reqIdentifier":"1003"}',
+        b'{"reqIdentifier":true}',
+        b'{"reqIdentifier":1,"sendID":[]}',
+        b"\xff\xfe",
+    ],
 )
 def test_parse_request_rejects(frame: bytes) -> None:
     with pytest.raises(ImError) as err:
@@ -98,7 +116,14 @@ def test_non_utf8_content_is_refused() -> None:
 def test_response_envelope_and_gzip() -> None:
     frame = protocol.encode_response(1001, "7", "op", {"x": 1}, err_code=0)
     body = json.loads(frame)
-    assert body == {"reqIdentifier": 1001, "msgIncr": "7", "operationID": "op", "errCode": 0, "errMsg": "", "data": {"x": 1}}
+    assert body == {
+        "reqIdentifier": 1001,
+        "msgIncr": "7",
+        "operationID": "op",
+        "errCode": 0,
+        "errMsg": "",
+        "data": {"x": 1},
+    }
     assert protocol.gunzip_frame(protocol.gzip_frame(frame)) == frame
     with pytest.raises(ImError):
         protocol.gunzip_frame(b"plain")
