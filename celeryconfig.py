@@ -38,6 +38,8 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = int(os.environ.get("WORKER_PREFETCH", "4"))
 worker_hijack_root_logger = False
+# Task events feed Flower; one event per batch task, so the cost is small.
+worker_send_task_events = os.environ.get("CELERY_TASK_EVENTS", "1") != "0"
 broker_connection_retry_on_startup = True
 
 broker_transport_options: dict[str, object] = {}

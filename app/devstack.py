@@ -23,7 +23,12 @@ def _with_port(url: str, port: int) -> str:
     return urlunparse(parts._replace(netloc=f"{host}:{port}"))
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_stack(with_flower: bool = True) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # stop the embedded services on SIGTERM too
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     started: list[subprocess.Popen[bytes]] = []
