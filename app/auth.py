@@ -10,17 +10,34 @@ import jwt
 from app.config import settings
 from app.errors import TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_MALFORMED, TOKEN_NOT_VALID_YET, ImError
 
+ADMIN_PLATFORM = 10
+
 
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: str
     platform_id: int
+    admin: bool = False
 
 
-def mint_token(user_id: str, platform_id: int, ttl_seconds: int | None = None, secret: str | None = None) -> str:
+def mint_token(
+    user_id: str,
+    platform_id: int,
+    ttl_seconds: int | None = None,
+    secret: str | None = None,
+    admin: bool = False,
+) -> str:
     now = int(time.time())
     ttl = settings.token_ttl_seconds if ttl_seconds is None else ttl_seconds
-    claims = {"userID": user_id, "platformID": int(platform_id), "exp": now + ttl, "nbf": now - 5, "iat": now}
+    claims: dict[str, object] = {
+        "userID": user_id,
+        "platformID": int(platform_id),
+        "exp": now + ttl,
+        "nbf": now - 5,
+        "iat": now,
+    }
+    if admin:
+        claims["admin"] = True
     return jwt.encode(claims, secret or settings.token_secret, algorithm="HS256")
 
 
@@ -42,4 +59,4 @@ def parse_token(token: str, secret: str | None = None) -> TokenClaims:
     platform_id = claims.get("platformID")
     if not isinstance(user_id, str) or not user_id or not isinstance(platform_id, int):
         raise ImError(TOKEN_INVALID, "token lacks userID/platformID")
-    return TokenClaims(user_id=user_id, platform_id=platform_id)
+    return TokenClaims(user_id=user_id, platform_id=platform_id, admin=claims.get("admin") is True)

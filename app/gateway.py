@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,9 +20,11 @@ from typing import Any
 import gevent
 from flask import Flask, jsonify, request
 from flask_sock import Sock
+from gevent.queue import Full, Queue
 from google.protobuf.message import Message
 
 from app import cache, history, protocol, storage
+from app.admin_api import admin_api
 from app.auth import parse_token
 from app.batcher import ShardBatcher
 from app.celery_app import celery_app
@@ -38,6 +39,7 @@ PUBLISH_TIMEOUT_SECONDS = 15
 READ_DEADLINE_SECONDS = 120
 ONLINE_RENEW_SECONDS = 30
 WS_POLICY_VIOLATION = 1008
+OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
 
 
 # --- connection parameters -------------------------------------------------------------------
@@ -92,6 +94,10 @@ def authenticate(args: ConnArgs) -> None:
 
 
 class Conn:
+    """One client socket. Every write goes through its outbox and one writer greenlet, so responses
+    and pushes reach the client in the order they were produced and a slow client never blocks the
+    greenlet that produced them."""
+
     def __init__(self, ws: Any, args: ConnArgs) -> None:
         self.ws = ws
         self.user_id = args.send_id
@@ -99,18 +105,52 @@ class Conn:
         self.sdk_type = args.sdk_type
         self.gzip = args.compression == "gzip"
         self.conn_id = uuid.uuid4().hex
-        # gevent greenlets (request handler, push subscriber) share the socket: one writer at a time.
-        self._write_lock = threading.Lock()
+        self._outbox: Queue[bytes | str | None] = Queue(maxsize=OUTBOX_LIMIT)
+        self._writer = gevent.spawn(self._write_forever)
 
     def send_frame(self, frame: bytes) -> None:
-        if self.gzip:
-            frame = protocol.gzip_frame(frame)
-        with self._write_lock:
-            self.ws.send(frame)
+        self._enqueue(protocol.gzip_frame(frame) if self.gzip else frame)
 
     def send_text(self, text: str) -> None:
-        with self._write_lock:
-            self.ws.send(text)
+        self._enqueue(text)
+
+    def _enqueue(self, item: bytes | str) -> None:
+        try:
+            self._outbox.put_nowait(item)
+        except Full:
+            # The client reads slower than we write: drop it; it reconnects and pulls what it missed.
+            log.warning("closing %s/%d: %d frames unsent", self.user_id, self.platform_id, OUTBOX_LIMIT)
+            self.close()
+
+    def _write_forever(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            try:
+                self.ws.send(item)
+            except Exception:
+                log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)
+                return
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """The session ended: write what is still queued, then stop the writer."""
+        try:
+            self._outbox.put_nowait(None)
+        except Full:
+            self._writer.kill(block=False)
+        self._writer.join(timeout=timeout)
+
+    def close(self) -> None:
+        """Stop the writer (after what is queued) and close the socket."""
+        try:
+            self._outbox.put_nowait(None)
+        except Full:
+            self._writer.kill(block=False)
+        try:
+            self.ws.close()
+        except Exception:
+            pass
 
     def respond(
         self, req_id: int, msg_incr: str, operation_id: str, data: Message | None = None, err: ImError | None = None
@@ -178,11 +218,8 @@ class Hub:
                         frame = frames[conn.sdk_type] = protocol.encode_response(
                             protocol.PUSH_MSG, "", "", protocol.encode_data(conn.sdk_type, push)
                         )
-                    try:
-                        conn.send_frame(frame)
-                        sent += 1
-                    except Exception:
-                        log.info("push to %s/%d failed: connection gone", user_id, conn.platform_id)
+                    conn.send_frame(frame)
+                    sent += 1
         return sent
 
 
@@ -301,7 +338,8 @@ class Gateway:
                 pubsub.subscribe(cache.push_channel(self.hub.node_id))
                 for message in pubsub.listen():
                     if message.get("type") == "message":
-                        gevent.spawn(self._deliver_raw, message["data"])
+                        # inline, in arrival order: delivery only queues frames on the sockets' outboxes
+                        self._deliver_raw(message["data"])
             except Exception:
                 log.warning("push subscription lost; resubscribing", exc_info=True)
                 gevent.sleep(1)
@@ -340,6 +378,7 @@ def create_app(gateway: Gateway) -> Flask:
     app = Flask(__name__)
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": protocol.MAX_FRAME_BYTES}
     sock = Sock(app)
+    app.register_blueprint(admin_api)
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -368,6 +407,7 @@ def create_app(gateway: Gateway) -> Flask:
                 gateway.handle_frame(conn, frame)
         finally:
             gateway.hub.remove(conn)
+            conn.finish()
             log.info("user %s disconnected from platform %d", conn.user_id, conn.platform_id)
 
     return app

@@ -1,10 +1,11 @@
 """The gateway's pure rules: connection parameters and the checks on an outgoing message."""
 
+import gevent
 import pytest
 
 from app import protocol
 from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
-from app.gateway import Conn, ConnArgs, parse_conn_args, prepare_outgoing
+from app.gateway import OUTBOX_LIMIT, Conn, ConnArgs, parse_conn_args, prepare_outgoing
 from app.proto import sdkws_pb2 as pb
 
 
@@ -80,3 +81,38 @@ def test_prepare_rejects(fields: dict[str, object], code: int) -> None:
     with pytest.raises(ImError) as err:
         prepare_outgoing(conn_for(), outgoing(**fields), max_content=1000, now_ms=1)
     assert err.value.code == code
+
+
+class RecordingSocket:
+    def __init__(self, block: bool = False) -> None:
+        self.sent: list[bytes | str] = []
+        self.closed = False
+        self.block = block
+
+    def send(self, item: bytes | str) -> None:
+        if self.block:
+            gevent.sleep(3600)
+        self.sent.append(item)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_conn_writes_in_order_through_one_writer() -> None:
+    ws = RecordingSocket()
+    conn = conn_for()
+    conn.ws = ws
+    for i in range(50):
+        conn.send_frame(f"frame {i}".encode())
+    conn.send_text("pong")
+    conn.finish()
+    assert ws.sent == [f"frame {i}".encode() for i in range(50)] + ["pong"]
+
+
+def test_slow_client_is_closed_instead_of_queueing_forever() -> None:
+    ws = RecordingSocket(block=True)
+    conn = conn_for()
+    conn.ws = ws
+    for _ in range(OUTBOX_LIMIT + 5):
+        conn.send_frame(b"x")
+    assert ws.closed

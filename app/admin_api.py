@@ -1,0 +1,73 @@
+"""Admin REST on the gateway's port, shaped as OpenIM's API: `{errCode, errMsg, errDlt, data}`.
+
+POST /auth/get_admin_token {secret, userID}   -> an admin token, when `secret` is ADMIN_SECRET
+POST /auth/get_user_token  {platformID, userID} with header `token: <admin token>` -> a user token
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from app.auth import ADMIN_PLATFORM, mint_token, parse_token
+from app.config import settings
+from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
+
+log = logging.getLogger(__name__)
+
+admin_api = Blueprint("admin_api", __name__)
+
+
+def api_response(data: Any = None, err: ImError | None = None) -> Response:
+    body = {"errCode": err.code if err else 0, "errMsg": err.message if err else "", "errDlt": "", "data": data}
+    return jsonify(body)
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ImError(ARGS_ERROR, "the body must be a JSON object")
+    return body
+
+
+def require_admin() -> None:
+    claims = parse_token(request.headers.get("token", ""))
+    if not claims.admin:
+        raise ImError(NO_PERMISSION, "an admin token is required")
+
+
+def user_id_of(body: dict[str, Any]) -> str:
+    user_id = body.get("userID")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
+        raise ImError(ARGS_ERROR, "userID must be a non-empty string of at most 64 characters")
+    return user_id
+
+
+@admin_api.errorhandler(ImError)
+def on_im_error(err: ImError) -> Response:
+    log.info("admin request %s refused (%d): %s", request.path, err.code, err.message)
+    return api_response(err=err)
+
+
+@admin_api.post("/auth/get_admin_token")
+def get_admin_token() -> Response:
+    body = json_body()
+    secret = body.get("secret")
+    if not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), settings.admin_secret.encode()):
+        raise ImError(NO_PERMISSION, "secret is invalid")
+    token = mint_token(user_id_of(body), ADMIN_PLATFORM, admin=True)
+    return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
+
+
+@admin_api.post("/auth/get_user_token")
+def get_user_token() -> Response:
+    require_admin()
+    body = json_body()
+    platform_id = body.get("platformID")
+    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id < ADMIN_PLATFORM:
+        raise ImError(ARGS_ERROR, "platformID must be an OpenIM client platform (1-9)")
+    token = mint_token(user_id_of(body), platform_id)
+    return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
