@@ -1,48 +1,50 @@
 """Gateway side of the transfer queues: one broker message per shard per short linger window.
 
-Each shard has a single flusher greenlet, so batches of one shard are published in acceptance order;
-a SendMsg is answered only after the batch carrying it was published (and confirmed, on RabbitMQ).
+Each shard has a single flusher greenlet, so batches of one shard are handed over in acceptance
+order. The handler answers each item (a value, or an Exception for that item alone); a SendMsg is
+answered only after the batch carrying it was published (and confirmed, on RabbitMQ).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import gevent
 from gevent.event import AsyncResult, Event
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[int, list[dict[str, Any]]], None]
+T = TypeVar("T")
+Handler = Callable[[int, list[T]], Sequence[object]]
 
 
-class _Shard:
+class _Shard(Generic[T]):
     def __init__(self) -> None:
-        self.pending: list[tuple[dict[str, Any], AsyncResult]] = []
+        self.pending: list[tuple[T, AsyncResult]] = []
         self.wakeup = Event()
 
 
-class ShardBatcher:
-    def __init__(self, publish: Publish, linger_seconds: float, max_batch: int) -> None:
-        self._publish = publish
+class ShardBatcher(Generic[T]):
+    def __init__(self, handle: Handler[T], linger_seconds: float, max_batch: int) -> None:
+        self._handle = handle
         self._linger = linger_seconds
         self._max_batch = max_batch
-        self._shards: dict[int, _Shard] = {}
+        self._shards: dict[int, _Shard[T]] = {}
 
-    def submit(self, shard: int, msg: dict[str, Any]) -> AsyncResult:
-        """Queue `msg` for `shard`; the result is set once it was published (or failed to be)."""
+    def submit(self, shard: int, item: T) -> AsyncResult:
+        """Queue `item` for `shard`; the result is set once its batch was handled."""
         state = self._shards.get(shard)
         if state is None:
             state = self._shards[shard] = _Shard()
             gevent.spawn(self._flush_forever, shard, state)
         done = AsyncResult()
-        state.pending.append((msg, done))
+        state.pending.append((item, done))
         state.wakeup.set()
         return done
 
-    def _flush_forever(self, shard: int, state: _Shard) -> None:
+    def _flush_forever(self, shard: int, state: _Shard[T]) -> None:
         while True:
             state.wakeup.wait()
             state.wakeup.clear()
@@ -50,12 +52,20 @@ class ShardBatcher:
                 gevent.sleep(self._linger)
             while state.pending:
                 batch, state.pending = state.pending[: self._max_batch], state.pending[self._max_batch :]
-                try:
-                    self._publish(shard, [msg for msg, _ in batch])
-                except Exception as exc:  # the broker refused or is gone: every waiter learns it
-                    log.error("publishing %d messages to shard %d failed: %r", len(batch), shard, exc)
-                    for _, done in batch:
-                        done.set_exception(exc)
-                else:
-                    for _, done in batch:
-                        done.set(True)
+                self._flush(shard, batch)
+
+    def _flush(self, shard: int, batch: list[tuple[T, AsyncResult]]) -> None:
+        try:
+            results = list(self._handle(shard, [item for item, _ in batch]))
+            if len(results) != len(batch):
+                raise RuntimeError(f"handler answered {len(results)} of {len(batch)} items")
+        except Exception as exc:  # the whole batch failed: every waiter learns it
+            log.error("handling %d items for shard %d failed: %r", len(batch), shard, exc)
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                done.set_exception(result)
+            else:
+                done.set(result)

@@ -140,3 +140,45 @@ def publish_to_node(node_id: str, payload: dict[str, Any]) -> int:
 def conversation_ready_key(conversation_id: str) -> str:
     """Set once the conversation's MongoDB records exist, so transfer creates them only once."""
     return f"CONV_READY:{{{conversation_id}}}"
+
+
+# KEYS[1] = read seq key, KEYS[2] = visible max key, ARGV[1] = wanted: raise, never past the max.
+RAISE_CAPPED_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(redis.call('GET', KEYS[2]) or '0')
+local wanted = math.min(tonumber(ARGV[1]), limit)
+if wanted > current then
+  redis.call('SET', KEYS[1], wanted)
+  return wanted
+end
+return current
+"""
+
+
+def client_ack_key(conversation_id: str, client_msg_id: str) -> str:
+    """The gateway's answer to a clientMsgID (P2: a resend is answered as the first send was)."""
+    return f"CLIENT_ACK:{{{conversation_id}}}:{client_msg_id}"
+
+
+def reserve_client_acks(entries: list[tuple[str, str, str]]) -> list[str | None]:
+    """(conversation, clientMsgID, pending answer) -> None where reserved now, else the value already there."""
+    pipe = get_redis().pipeline(transaction=False)
+    for conv, cid, value in entries:
+        pipe.set(client_ack_key(conv, cid), value, nx=True, ex=CLIENT_MSG_TTL_SECONDS)
+        pipe.get(client_ack_key(conv, cid))
+    replies = pipe.execute()
+    out: list[str | None] = []
+    for i in range(len(entries)):
+        reserved, current = replies[2 * i], replies[2 * i + 1]
+        out.append(None if reserved else (None if current is None else str(current)))
+    return out
+
+
+def settle_client_acks(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
+    """Mark published answers final; drop reservations whose publish failed so a resend can retry."""
+    pipe = get_redis().pipeline(transaction=False)
+    for conv, cid, value in confirmed:
+        pipe.set(client_ack_key(conv, cid), value, ex=CLIENT_MSG_TTL_SECONDS)
+    for conv, cid in released:
+        pipe.delete(client_ack_key(conv, cid))
+    pipe.execute()

@@ -23,7 +23,8 @@ from flask_sock import Sock
 from gevent.queue import Full, Queue
 from google.protobuf.message import Message
 
-from app import cache, history, protocol, storage
+from app import cache, classify, history, protocol, storage
+from app.acceptance import Ack, Pending, accept_batch
 from app.admin_api import admin_api
 from app.auth import parse_token
 from app.batcher import ShardBatcher
@@ -244,6 +245,11 @@ def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int)
         raise ImError(ARGS_ERROR, "contentType is required")
     if len(msg.content) > max_content:
         raise ImError(ARGS_ERROR, f"content is larger than {max_content} bytes")
+    if msg.contentType == classify.READ_RECEIPT:
+        try:
+            classify.read_receipt_seq(msg.content.decode("utf-8", errors="replace"))
+        except ValueError as exc:
+            raise ImError(ARGS_ERROR, str(exc)) from exc
     msg.sendID = conn.user_id
     msg.senderPlatformID = conn.platform_id
     msg.serverMsgID = new_server_msg_id(conn.user_id, now_ms)
@@ -259,7 +265,7 @@ def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int)
 
 
 class Gateway:
-    def __init__(self, node_id: str, batcher: ShardBatcher) -> None:
+    def __init__(self, node_id: str, batcher: ShardBatcher[Pending]) -> None:
         self.hub = Hub(node_id)
         self.batcher = batcher
         self.handlers: dict[int, Callable[[Conn, protocol.Request], Message | None]] = {
@@ -309,12 +315,13 @@ class Gateway:
     def send_msg(self, conn: Conn, req: protocol.Request) -> Message:
         msg = protocol.decode_data(conn.sdk_type, req.data, pb.MsgData)
         conv, doc = prepare_outgoing(conn, msg, settings.max_content_bytes, int(time.time() * 1000))
-        published = self.batcher.submit(shard_of(conv, settings.transfer_shards), doc)
+        pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
+        answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
         try:
-            published.get(timeout=PUBLISH_TIMEOUT_SECONDS)
+            ack: Ack = answered.get(timeout=PUBLISH_TIMEOUT_SECONDS)
         except Exception as exc:
             raise ImError(SERVER_INTERNAL, "message was not accepted, send it again") from exc
-        return pb.UserSendMsgResp(serverMsgID=msg.serverMsgID, clientMsgID=msg.clientMsgID, sendTime=msg.sendTime)
+        return pb.UserSendMsgResp(serverMsgID=ack.server_msg_id, clientMsgID=msg.clientMsgID, sendTime=ack.send_time)
 
     def get_newest_seq(self, conn: Conn, req: protocol.Request) -> Message:
         body = protocol.decode_data(conn.sdk_type, req.data, pb.GetMaxSeqReq)
@@ -367,8 +374,11 @@ def _is_ping(text: str) -> bool:
     return isinstance(body, dict) and body.get("type") == "ping"
 
 
-def publish_batch(shard: int, msgs: list[dict[str, Any]]) -> None:
-    celery_app.send_task("transfer.batch", args=[msgs], queue=transfer_queue(shard))
+def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
+    def publish(docs: list[dict[str, Any]]) -> None:
+        celery_app.send_task("transfer.batch", args=[docs], queue=transfer_queue(shard))
+
+    return accept_batch(batch, publish)
 
 
 # --- Flask app -------------------------------------------------------------------------------
@@ -418,7 +428,9 @@ def serve() -> None:
     from gevent.pywsgi import WSGIServer
 
     storage.ensure_indexes()
-    batcher = ShardBatcher(publish_batch, settings.batch_linger_ms / 1000.0, settings.batch_max_msgs)
+    batcher: ShardBatcher[Pending] = ShardBatcher(
+        accept_shard_batch, settings.batch_linger_ms / 1000.0, settings.batch_max_msgs
+    )
     gateway = Gateway(settings.node_id, batcher)
     gevent.spawn(gateway.subscribe_pushes)
     gevent.spawn(gateway.renew_online_forever)

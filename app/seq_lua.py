@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -108,41 +109,65 @@ class SeqAllocator:
 
     def malloc(self, conversation_id: str, size: int, group: bool = False) -> int:
         """Reserve `size` consecutive seqs; returns start, the seqs are start+1 .. start+size."""
-        if size <= 0:
+        return self.malloc_many([(conversation_id, size, group)])[conversation_id]
+
+    def malloc_many(self, wants: list[tuple[str, int, bool]]) -> dict[str, int]:
+        """Reserve seqs for several conversations: one pipelined round trip when the cached blocks
+        suffice (the common case); blocks from MongoDB and lock waits are handled per conversation."""
+        if any(size <= 0 for _, size, _ in wants):
             raise ValueError("size must be positive")
-        key = malloc_seq_key(conversation_id)
+        if len({conv for conv, _, _ in wants}) != len(wants):
+            raise ValueError("one request per conversation")
+        now_ms = int(time.time() * 1000)
+        owners = [uuid.uuid4().hex for _ in wants]
+        pipe = self._redis.pipeline(transaction=False)
+        for (conv, size, _), owner in zip(wants, owners, strict=True):
+            self._run_malloc(conv, size, owner, now_ms, pipe)
+        results = pipe.execute()
+        return {
+            conv: self._settle(conv, size, group, owner, now_ms, result)
+            for (conv, size, group), owner, result in zip(wants, owners, results, strict=True)
+        }
+
+    def _run_malloc(self, conv: str, size: int, owner: str, now_ms: int, client: Any = None) -> Any:
+        args: list[int | str] = [size, self._lock_seconds, self._data_seconds, now_ms, owner]
+        return self._malloc(keys=[malloc_seq_key(conv)], args=args, client=client)
+
+    def _settle(self, conv: str, size: int, group: bool, owner: str, now_ms: int, result: Any) -> int:
+        """Finish one allocation from the malloc script's answer."""
+        key = malloc_seq_key(conv)
         block = size + (GROUP_BLOCK if group else SINGLE_BLOCK)
         # A crashed allocator's lock expires after lock_seconds; wait a little longer than that.
         deadline = time.monotonic() + self._lock_seconds + 2
         while True:
-            owner = uuid.uuid4().hex
-            now_ms = int(time.time() * 1000)
-            result = self._malloc(keys=[key], args=[size, self._lock_seconds, self._data_seconds, now_ms, owner])
             state = int(result[0])
             if state == 0:
                 return int(result[1])
             if state == 1:
-                start = self._take_block(conversation_id, block)
+                start = self._take_block(conv, block)
                 self._store_block(key, owner, start + size, start + block, now_ms)
                 return start
             if state == 3:
                 curr, last = int(result[1]), int(result[2])
-                start = self._take_block(conversation_id, block)
+                start = self._take_block(conv, block)
                 if start == last:
                     # MongoDB's block continues the cached one: keep using the cached remainder.
                     self._store_block(key, owner, curr + size, start + block, now_ms)
                     return curr
                 log.warning(
                     "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
-                    conversation_id,
+                    conv,
                     last,
                     start,
                 )
                 self._store_block(key, owner, start + size, start + block, now_ms)
                 return start
             if time.monotonic() > deadline:
-                raise SeqAllocationError(f"seq allocator for {conversation_id} stayed locked")
+                raise SeqAllocationError(f"seq allocator for {conv} stayed locked")
             time.sleep(self._wait_seconds)
+            owner = uuid.uuid4().hex
+            now_ms = int(time.time() * 1000)
+            result = self._run_malloc(conv, size, owner, now_ms)
 
     def _store_block(self, key: str, owner: str, curr: int, last: int, now_ms: int) -> None:
         state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms]))

@@ -33,6 +33,7 @@ def ensure_indexes() -> None:
     db.seq.create_index([("conversation_id", ASCENDING)], unique=True)
     db.conversation.create_index([("owner_user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
     db.conversation.create_index([("conversation_id", ASCENDING)])
+    db.seq_user.create_index([("user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
 
 
 # --- seq blocks ------------------------------------------------------------------------------
@@ -145,14 +146,23 @@ def max_stored_seq(conversation_id: str) -> int:
 # --- conversations ---------------------------------------------------------------------------
 
 
-def create_conversations(conversation_id: str, owners: Iterable[str], fields: dict[str, Any]) -> None:
-    """One record per owner, created once; later calls never overwrite what owners changed."""
+def create_conversations_many(wanted: dict[str, tuple[list[str], int]]) -> None:
+    """conversation -> (owners, conversation type): one record per owner, created once, in one
+    round trip; later calls never overwrite what owners changed."""
     ops = [
         UpdateOne(
-            {"owner_user_id": owner, "conversation_id": conversation_id},
-            {"$setOnInsert": {"owner_user_id": owner, "conversation_id": conversation_id, "recv_msg_opt": 0, **fields}},
+            {"owner_user_id": owner, "conversation_id": conv},
+            {
+                "$setOnInsert": {
+                    "owner_user_id": owner,
+                    "conversation_id": conv,
+                    "conversation_type": conv_type,
+                    "recv_msg_opt": 0,
+                }
+            },
             upsert=True,
         )
+        for conv, (owners, conv_type) in wanted.items()
         for owner in owners
     ]
     if ops:
@@ -172,3 +182,28 @@ def conversations_of(user_id: str) -> list[str]:
 def is_conversation_owner(user_id: str, conversation_id: str) -> bool:
     found = get_db().conversation.find_one({"owner_user_id": user_id, "conversation_id": conversation_id}, {"_id": 1})
     return found is not None
+
+
+# --- per-user read state ---------------------------------------------------------------------
+
+
+def raise_read_seqs(read_seqs: Iterable[tuple[str, str, int]]) -> None:
+    """`seq_user` records (OpenIM's model): read_seq only moves forward, min_seq is never reset."""
+    ops = [
+        UpdateOne(
+            {"user_id": user, "conversation_id": conv},
+            {"$max": {"read_seq": seq}, "$setOnInsert": {"min_seq": 0, "max_seq": 0}},
+            upsert=True,
+        )
+        for conv, user, seq in read_seqs
+    ]
+    if not ops:
+        return
+    try:
+        get_db().seq_user.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        # Two writers created the same record at once: the losers' $max goes onto the winner's record.
+        failed = [ops[err["index"]] for err in exc.details.get("writeErrors", []) if err.get("code") == 11000]
+        if len(failed) != len(exc.details.get("writeErrors", [])):
+            raise
+        get_db().seq_user.bulk_write(failed, ordered=False)

@@ -1,4 +1,4 @@
-"""Persist stage: write committed messages into MongoDB's 100-slot documents.
+"""Persist stage: write committed messages into MongoDB's 100-slot documents, and read seqs.
 
 Idempotent and order-insensitive: a redelivered batch sets the same slots again. The broker message
 is acknowledged only after MongoDB confirmed every write (P1); while MongoDB is down the task waits
@@ -19,8 +19,11 @@ log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="persist.batch", acks_late=True)
-def persist_batch(committed: dict[str, list[dict[str, Any]]]) -> int:
+def persist_batch(committed: dict[str, list[dict[str, Any]]], read_seqs: list[list[Any]] | None = None) -> int:
     written = 0
     for conv, msgs in committed.items():
         written += until_done(partial(storage.write_msgs, conv, msgs), f"persist {conv}")
+    if read_seqs:
+        triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
+        until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
     return written

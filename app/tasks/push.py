@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app import cache
+from app import cache, classify
 from app.celery_app import celery_app
-from app.conversation import SINGLE_CHAT
+from app.conversation import NOTIFICATION_CHAT, SINGLE_CHAT
 
 log = logging.getLogger(__name__)
 
 
 def recipients(msg: dict[str, Any]) -> list[tuple[str, int]]:
-    """(user, platform to skip) pairs: the receiver on all devices, the sender on its other devices."""
-    if msg["session_type"] != SINGLE_CHAT:
+    """(user, platform to skip) pairs: the receiver on all devices, and the sender on its other
+    devices unless the message's senderSync option is off."""
+    if msg["session_type"] not in (SINGLE_CHAT, NOTIFICATION_CHAT):
         return []
     out = [(msg["recv_id"], 0)]
-    if msg["send_id"] != msg["recv_id"]:
+    if msg["send_id"] != msg["recv_id"] and classify.syncs_sender(msg):
         out.append((msg["send_id"], int(msg["sender_platform_id"])))
     return out
 
@@ -40,7 +41,9 @@ def plan_deliveries(
         for user_id, skip_platform in recipients(msgs[0]):
             nodes = {node for platform, node in online.get(user_id, {}).items() if platform != skip_platform}
             if not nodes:
-                if skip_platform == 0:  # the receiver; the sender's own devices never go offline
+                # the receiver only (the sender's own devices never go offline), and only for
+                # messages that may go offline at all (not typing, receipts, online-only)
+                if skip_platform == 0 and any(classify.goes_offline(m) for m in msgs):
                     offline.setdefault(conv, []).append(user_id)
                 continue
             for node in nodes:
@@ -65,5 +68,6 @@ def push_batch(committed: dict[str, list[dict[str, Any]]]) -> int:
         from app.tasks.offline import offline_push
 
         for conv, user_ids in offline.items():
-            offline_push.apply_async(args=[conv, user_ids, committed[conv]])
+            pushable = [m for m in committed[conv] if classify.goes_offline(m)]
+            offline_push.apply_async(args=[conv, user_ids, pushable])
     return len(by_node)

@@ -1,19 +1,22 @@
 """Transfer stage (OpenIM's msgtransfer): give each message its seq, cache it, hand off.
 
-One task per batch published by a gateway for one shard. A shard queue has one consumer, and a batch
-is handled in order, conversation by conversation, so seq order is the gateway's acceptance order.
-Infrastructure outages are waited out inside the task (never a Celery retry to the back of the
-queue, which would reorder the conversation).
+One task per batch that a gateway published for one shard. A shard queue has one consumer and a
+batch is handled in acceptance order, so seq order within a conversation is acceptance order (P3).
+Redis is touched in three pipelined round trips per batch, whatever the number of conversations:
+probe (known clientMsgIDs), allocate (seq ranges), commit (one transaction: cache, clientMsgID
+records, visible max seqs, read seqs). Outages are waited out inside the task, never by a Celery
+retry to the back of the queue, which would reorder the conversation.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, storage
+from app import cache, classify, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, conversation_id_for
@@ -22,8 +25,9 @@ from app.seq_lua import SeqAllocator
 
 log = logging.getLogger(__name__)
 
-Committed = dict[str, list[dict[str, Any]]]
-"""conversation id -> its messages of this batch, in seq order."""
+Msgs = list[dict[str, Any]]
+ByConversation = dict[str, Msgs]
+ReadSeq = tuple[str, str, int]  # (conversation, user, seq)
 
 DEAD_LETTER_KEY = "DEAD_LETTER:transfer"
 
@@ -37,9 +41,9 @@ def allocator() -> SeqAllocator:
     return _allocator
 
 
-def group_by_conversation(msgs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def group_by_conversation(msgs: Msgs) -> ByConversation:
     """Split a batch per conversation, keeping each conversation's acceptance order."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
+    grouped: ByConversation = {}
     for msg in msgs:
         conv = conversation_id_for(msg["session_type"], msg["send_id"], msg["recv_id"], msg["group_id"])
         grouped.setdefault(conv, []).append(msg)
@@ -50,76 +54,127 @@ def conversation_owners(msg: dict[str, Any]) -> list[str]:
     return sorted({msg["send_id"], msg["recv_id"]} - {""})
 
 
-def commit_conversation(conv: str, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Allocate seqs and make the messages readable in the cache; returns them in seq order.
+def split_known(msgs: Msgs, known: list[str | None]) -> tuple[Msgs, dict[int, dict[str, Any]]]:
+    """(messages needing a seq, seq -> message for clientMsgIDs that already have one).
 
-    A clientMsgID that already has a seq in this conversation (broker redelivery, client resend)
-    keeps it (P2): it is neither allocated again nor written again.
-    """
-    r = cache.get_redis()
-    cids = [m["client_msg_id"] for m in msgs]
-    probe = r.pipeline(transaction=False)
-    probe.hmget(cache.client_msg_key(conv), cids)
-    probe.exists(cache.conversation_ready_key(conv))
-    known_raw, conv_ready = probe.execute()
-
-    fresh: list[dict[str, Any]] = []
+    The same clientMsgID twice in one batch keeps only its first occurrence (P2)."""
+    fresh: Msgs = []
     repeated: dict[int, dict[str, Any]] = {}
     seen: set[str] = set()
-    for msg, known in zip(msgs, known_raw, strict=True):
-        cid = msg["client_msg_id"]
-        if known is not None:
-            repeated[int(known)] = msg
-        elif cid in seen:
-            continue  # the same clientMsgID twice in one batch: the first one wins
-        else:
-            seen.add(cid)
+    for msg, seq in zip(msgs, known, strict=True):
+        if seq is not None:
+            repeated[int(seq)] = msg
+        elif msg["client_msg_id"] not in seen:
+            seen.add(msg["client_msg_id"])
             fresh.append(msg)
+    return fresh, repeated
 
-    if not conv_ready:
-        storage.create_conversations(conv, conversation_owners(msgs[0]), {"conversation_type": msgs[0]["session_type"]})
 
-    out: list[dict[str, Any]] = []
-    if fresh:
-        group = msgs[0]["session_type"] == GROUP_CHAT
-        start = allocator().malloc(conv, len(fresh), group=group)
-        read_seqs: dict[str, int] = {}
-        write = r.pipeline(transaction=True)
-        for i, msg in enumerate(fresh):
-            seq = start + i + 1
-            msg["seq"] = seq
+@dataclass
+class CommitResult:
+    committed: ByConversation = field(default_factory=dict)
+    read_seqs: list[ReadSeq] = field(default_factory=list)
+
+
+def commit_batch(by_conv: ByConversation) -> CommitResult:
+    """Allocate seqs and make the messages readable; returns them per conversation in seq order."""
+    r = cache.get_redis()
+    convs = list(by_conv)
+
+    probe = r.pipeline(transaction=False)
+    for conv in convs:
+        probe.hmget(cache.client_msg_key(conv), [m["client_msg_id"] for m in by_conv[conv]])
+        probe.exists(cache.conversation_ready_key(conv))
+    answers = probe.execute()
+
+    fresh: ByConversation = {}
+    repeated: dict[str, dict[int, dict[str, Any]]] = {}
+    missing_records: dict[str, tuple[list[str], int]] = {}
+    for i, conv in enumerate(convs):
+        fresh[conv], repeated[conv] = split_known(by_conv[conv], answers[2 * i])
+        if not answers[2 * i + 1]:
+            first = by_conv[conv][0]
+            missing_records[conv] = (conversation_owners(first), first["session_type"])
+    if missing_records:
+        storage.create_conversations_many(missing_records)
+
+    wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
+    starts = allocator().malloc_many(wants) if wants else {}
+
+    result = CommitResult()
+    commit = r.pipeline(transaction=True)
+    for conv, start in starts.items():
+        msgs = fresh[conv]
+        read: dict[str, int] = {}
+        for i, msg in enumerate(msgs):
+            msg["seq"] = start + i + 1
             msg["status"] = MSG_STATUS_SUCCESS
-            read_seqs[msg["send_id"]] = seq
-            write.set(cache.msg_cache_key(conv, seq), cache.encode_cached(msg), ex=cache.MSG_CACHE_TTL_SECONDS)
-        write.hset(cache.client_msg_key(conv), mapping={m["client_msg_id"]: m["seq"] for m in fresh})
-        write.expire(cache.client_msg_key(conv), cache.CLIENT_MSG_TTL_SECONDS)
-        # Same transaction as the cache writes: the max is never visible before its messages (P5).
-        write.eval(cache.RAISE_TO_SCRIPT, 1, cache.max_seq_key(conv), start + len(fresh))
-        for user_id, seq in read_seqs.items():
-            write.eval(cache.RAISE_TO_SCRIPT, 1, cache.user_read_seq_key(conv, user_id), seq)
-        write.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
-        write.execute()
-        out.extend(fresh)
+            read[msg["send_id"]] = msg["seq"]
+            commit.set(cache.msg_cache_key(conv, msg["seq"]), cache.encode_cached(msg), ex=cache.MSG_CACHE_TTL_SECONDS)
+        commit.hset(cache.client_msg_key(conv), mapping={m["client_msg_id"]: m["seq"] for m in msgs})
+        commit.expire(cache.client_msg_key(conv), cache.CLIENT_MSG_TTL_SECONDS)
+        # In the same transaction as the cache writes: a max is never visible before its messages (P5).
+        commit.eval(cache.RAISE_TO_SCRIPT, 1, cache.max_seq_key(conv), start + len(msgs))
+        for user_id, seq in read.items():  # a sender has read its own messages
+            commit.eval(cache.RAISE_TO_SCRIPT, 1, cache.user_read_seq_key(conv, user_id), seq)
+            result.read_seqs.append((conv, user_id, seq))
+    for conv in convs:
+        commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
+    commit.execute()
 
-    if repeated:
-        cached = cache.get_cached_msgs(conv, repeated.keys())
-        # Re-hand-off what we still hold (a redelivery may have crashed before its hand-off);
-        # older repeats were persisted long ago.
-        out.extend(cached[s] for s in sorted(cached))
-    out.sort(key=lambda m: m["seq"])
-    return out
+    for conv in convs:
+        out = list(fresh[conv]) if conv in starts else []
+        if repeated[conv]:
+            # Re-hand-off what the cache still holds: a redelivered batch may have died before its
+            # hand-off. Older repeats were persisted long ago.
+            cached = cache.get_cached_msgs(conv, repeated[conv].keys())
+            out.extend(cached[s] for s in sorted(cached))
+        if out:
+            result.committed[conv] = sorted(out, key=lambda m: m["seq"])
+    return result
+
+
+def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
+    """Move each reader's read seq forward (never back, never past the visible max)."""
+    wanted: dict[tuple[str, str], int] = {}
+    for conv, msgs in receipts.items():
+        for msg in msgs:
+            try:
+                seq = classify.read_receipt_seq(msg["content"])
+            except ValueError:
+                log.warning("ignoring malformed read receipt %s in %s", msg["client_msg_id"], conv)
+                continue
+            key = (conv, msg["send_id"])
+            wanted[key] = max(seq, wanted.get(key, 0))
+    if not wanted:
+        return []
+    pipe = cache.get_redis().pipeline(transaction=False)
+    for (conv, user_id), seq in wanted.items():
+        pipe.eval(cache.RAISE_CAPPED_SCRIPT, 2, cache.user_read_seq_key(conv, user_id), cache.max_seq_key(conv), seq)
+    return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, pipe.execute(), strict=True)]
 
 
 @celery_app.task(name="transfer.batch", acks_late=True)
-def transfer_batch(msgs: list[dict[str, Any]]) -> int:
+def transfer_batch(msgs: Msgs) -> int:
     try:
-        committed: Committed = {}
-        for conv, conv_msgs in group_by_conversation(msgs).items():
-            committed[conv] = until_done(partial(commit_conversation, conv, conv_msgs), f"commit {conv}")
-        committed = {c: m for c, m in committed.items() if m}
-        if committed:
-            until_done(partial(hand_off, committed), "hand off to persist and push")
-        return sum(len(m) for m in committed.values())
+        by_conv = group_by_conversation(msgs)
+        stored: ByConversation = {}
+        ephemeral: ByConversation = {}
+        receipts: ByConversation = {}
+        for conv, conv_msgs in by_conv.items():
+            for msg in conv_msgs:
+                if classify.is_stored(msg):
+                    stored.setdefault(conv, []).append(msg)
+                else:
+                    msg["seq"] = 0
+                    ephemeral.setdefault(conv, []).append(msg)
+                    if classify.is_read_receipt(msg):
+                        receipts.setdefault(conv, []).append(msg)
+        result = until_done(partial(commit_batch, stored), "commit batch") if stored else CommitResult()
+        if receipts:
+            result.read_seqs.extend(until_done(partial(apply_read_receipts, receipts), "read receipts"))
+        until_done(partial(hand_off, result, ephemeral), "hand off to persist and push")
+        return sum(len(m) for m in result.committed.values())
     except Exception:
         # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
         log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY)
@@ -127,9 +182,14 @@ def transfer_batch(msgs: list[dict[str, Any]]) -> int:
         raise
 
 
-def hand_off(committed: Committed) -> None:
+def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.persist import persist_batch
     from app.tasks.push import push_batch
 
-    persist_batch.apply_async(args=[committed])
-    push_batch.apply_async(args=[committed])
+    if result.committed or result.read_seqs:
+        persist_batch.apply_async(args=[result.committed, result.read_seqs])
+    to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
+    for conv, msgs in ephemeral.items():
+        to_push.setdefault(conv, []).extend(msgs)
+    if to_push:
+        push_batch.apply_async(args=[to_push])

@@ -7,37 +7,62 @@ from app.batcher import ShardBatcher
 
 
 def test_batches_per_shard_in_order() -> None:
-    published: list[tuple[int, list[Any]]] = []
-    batcher = ShardBatcher(lambda shard, msgs: published.append((shard, list(msgs))), 0.01, 3)
+    handled: list[tuple[int, list[Any]]] = []
+
+    def handle(shard: int, items: list[dict[str, int]]) -> list[object]:
+        handled.append((shard, list(items)))
+        return [item["n"] * 10 for item in items]
+
+    batcher: ShardBatcher[dict[str, int]] = ShardBatcher(handle, 0.01, 3)
     results = [batcher.submit(i % 2, {"n": i}) for i in range(8)]
-    for r in results:
-        assert r.get(timeout=2) is True
+    assert [r.get(timeout=2) for r in results] == [i * 10 for i in range(8)]
     by_shard: dict[int, list[int]] = {}
-    for shard, msgs in published:
-        assert 1 <= len(msgs) <= 3
-        by_shard.setdefault(shard, []).extend(m["n"] for m in msgs)
+    for shard, items in handled:
+        assert 1 <= len(items) <= 3
+        by_shard.setdefault(shard, []).extend(m["n"] for m in items)
     assert by_shard == {0: [0, 2, 4, 6], 1: [1, 3, 5, 7]}
-    # eight messages over two shards, at most three a batch: a handful of publishes, not eight
-    assert len(published) <= 4
+    # eight items over two shards, at most three a batch: a handful of flushes, not eight
+    assert len(handled) <= 4
 
 
-def test_publish_failure_reaches_every_waiter() -> None:
-    def fail(shard: int, msgs: list[Any]) -> None:
+def test_handler_failure_reaches_every_waiter() -> None:
+    def fail(shard: int, items: list[int]) -> list[object]:
         raise ConnectionError("broker gone")
 
-    batcher = ShardBatcher(fail, 0.0, 10)
-    waiters = [batcher.submit(0, {"n": i}) for i in range(3)]
+    batcher: ShardBatcher[int] = ShardBatcher(fail, 0.0, 10)
+    waiters = [batcher.submit(0, i) for i in range(3)]
     for w in waiters:
         with pytest.raises(ConnectionError):
             w.get(timeout=2)
 
 
-def test_later_messages_wait_for_the_linger() -> None:
-    published: list[int] = []
-    batcher = ShardBatcher(lambda shard, msgs: published.append(len(msgs)), 0.05, 100)
-    first = batcher.submit(0, {"n": 0})
+def test_per_item_errors_reach_only_their_waiter() -> None:
+    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: [ValueError(i) if i == 1 else i for i in items], 0.0, 10)
+    waiters = [batcher.submit(0, i) for i in range(3)]
+    assert waiters[0].get(timeout=2) == 0
+    with pytest.raises(ValueError):
+        waiters[1].get(timeout=2)
+    assert waiters[2].get(timeout=2) == 2
+
+
+def test_a_handler_that_answers_too_few_fails_the_batch() -> None:
+    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: items[:-1], 0.0, 10)
+    waiters = [batcher.submit(0, i) for i in range(2)]
+    with pytest.raises(RuntimeError):
+        waiters[0].get(timeout=2)
+
+
+def test_later_items_wait_for_the_linger() -> None:
+    sizes: list[int] = []
+
+    def handle(shard: int, items: list[int]) -> list[object]:
+        sizes.append(len(items))
+        return list(items)
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.05, 100)
+    first = batcher.submit(0, 0)
     gevent.sleep(0.01)
-    second = batcher.submit(0, {"n": 1})
+    second = batcher.submit(0, 1)
     first.get(timeout=2)
     second.get(timeout=2)
-    assert published == [2]
+    assert sizes == [2]

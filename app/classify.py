@@ -1,0 +1,60 @@
+"""Pure message classification, as OpenIM's msgprocessor: what is stored, what goes offline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TEXT = 101
+REVOKE = 111
+TYPING = 113
+CUSTOM_ONLINE_ONLY = 120
+READ_RECEIPT = 2200
+GROUP_NOTIFICATION_BEGIN = 1500
+GROUP_NOTIFICATION_END = 1599
+
+# Option keys (OpenIM's constant.IsHistory ...); a missing key means true.
+OPT_HISTORY = "history"
+OPT_PERSISTENT = "persistent"
+OPT_OFFLINE_PUSH = "offlinePush"
+OPT_SENDER_SYNC = "senderSync"
+
+EPHEMERAL_TYPES = frozenset({TYPING, CUSTOM_ONLINE_ONLY, READ_RECEIPT})
+
+
+def option(msg: dict[str, Any], key: str) -> bool:
+    return bool((msg.get("options") or {}).get(key, True))
+
+
+def is_stored(msg: dict[str, Any]) -> bool:
+    """Stored messages get a seq, a cache entry and a MongoDB slot; the rest are pushed with seq 0."""
+    if msg["content_type"] in EPHEMERAL_TYPES:
+        return False
+    return option(msg, OPT_HISTORY) and option(msg, OPT_PERSISTENT)
+
+
+def is_read_receipt(msg: dict[str, Any]) -> bool:
+    return bool(msg["content_type"] == READ_RECEIPT)
+
+
+def goes_offline(msg: dict[str, Any]) -> bool:
+    """Typing, online-only messages and read receipts never reach the offline push provider."""
+    return msg["content_type"] not in EPHEMERAL_TYPES and option(msg, OPT_OFFLINE_PUSH)
+
+
+def syncs_sender(msg: dict[str, Any]) -> bool:
+    return option(msg, OPT_SENDER_SYNC)
+
+
+def read_receipt_seq(content: str) -> int:
+    """`hasReadSeq` from a read receipt's content (OpenIM's MarkAsReadTips as JSON)."""
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise ValueError("read receipt content must be JSON") from exc
+    seq = body.get("hasReadSeq") if isinstance(body, dict) else None
+    if isinstance(seq, str) and seq.isdigit():
+        seq = int(seq)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ValueError("read receipt needs a non-negative integer hasReadSeq")
+    return seq
