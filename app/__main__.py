@@ -37,12 +37,12 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 WORKER_KINDS = ("transfer", "persist", "push", "offline")
 
 
-def worker_argv(kind: str, extra: list[str]) -> list[str]:
+def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None = None) -> list[str]:
     from app.config import settings
     from app.conversation import transfer_queue
 
     if kind == "transfer":
-        queues = ",".join(transfer_queue(k) for k in range(settings.transfer_shards))
+        queues = ",".join(transfer_queues or [transfer_queue(k) for k in settings.transfer_worker_shards])
         pool = ["-P", "solo"]
     elif kind == "offline":
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
@@ -58,7 +58,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     if args.kind in ("transfer", "persist"):
         storage.ensure_indexes()
+    if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
+        return run_leased_transfer_worker(args.celery_args)
     celery_app.worker_main(worker_argv(args.kind, args.celery_args))
+    return 0
+
+
+def run_leased_transfer_worker(extra: list[str]) -> int:
+    """Redis broker: hold the shards' lease while consuming them (see app/shard_lease.py)."""
+    import os
+
+    from app.cache import get_redis
+    from app.celery_app import celery_app
+    from app.config import settings
+    from app.conversation import transfer_queue
+    from app.shard_lease import ShardLease
+    from app.tasks.transfer import replay_journal
+
+    log = logging.getLogger("app.worker")
+    queues = [transfer_queue(k) for k in settings.transfer_worker_shards]
+    lease = ShardLease(get_redis(), queues, settings.transfer_lease_seconds)
+    lease.acquire_blocking()
+
+    def lost(holder: str) -> None:
+        # Never consume beside another worker: stop now; unacknowledged batches go back to the queue.
+        log.critical("lease on %s taken by %s: exiting", ",".join(queues), holder)
+        os._exit(3)
+
+    lease.keep_renewing(lost)
+    try:
+        replayed = replay_journal(queues)
+        if replayed:
+            log.warning("replayed %d journaled batches left by a previous consumer", replayed)
+        celery_app.worker_main(worker_argv("transfer", extra, queues))
+    finally:
+        lease.release()
     return 0
 
 

@@ -182,3 +182,34 @@ def settle_client_acks(confirmed: list[tuple[str, str, str]], released: list[tup
     for conv, cid in released:
         pipe.delete(client_ack_key(conv, cid))
     pipe.execute()
+
+
+# --- transfer journal (Redis broker only) ----------------------------------------------------
+# kombu's Redis transport pops a message (BRPOP) before it records it as unacknowledged; a worker
+# killed in between loses it. So each published batch is also journaled until transfer handed it
+# off, and a transfer worker taking over a shard replays what is left (transfer dedupes, P2).
+JOURNAL_MAX_ENTRIES = 100_000
+
+
+def journal_key(queue: str) -> str:
+    return f"TRANSFER_JOURNAL:{{{queue}}}"
+
+
+def journal_append(queue: str, docs: list[dict[str, Any]]) -> str:
+    entry_id = get_redis().xadd(
+        journal_key(queue),
+        {"msgs": json.dumps(docs, separators=(",", ":"))},
+        maxlen=JOURNAL_MAX_ENTRIES,
+        approximate=True,
+    )
+    return str(entry_id)
+
+
+def journal_remove(queue: str, entry_id: str) -> None:
+    get_redis().xdel(journal_key(queue), entry_id)
+
+
+def journal_entries(queue: str, count: int = 500) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The oldest `count` journaled batches of `queue`, in publish order."""
+    rows: list[tuple[str, dict[str, str]]] = get_redis().xrange(journal_key(queue), count=count) or []  # type: ignore[assignment]
+    return [(str(entry_id), json.loads(fields["msgs"])) for entry_id, fields in rows]

@@ -45,12 +45,24 @@ class Settings:
     batch_linger_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MS", 3.0))
     batch_max_msgs: int = field(default_factory=lambda: _env_int("BATCH_MAX_MSGS", 200))
     max_content_bytes: int = field(default_factory=lambda: _env_int("MAX_CONTENT_BYTES", 40 * 1024))
+    # Which shards this transfer worker consumes ("0,2"); empty means all of them.
+    transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))
+    transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
 
     @property
     def effective_broker_url(self) -> str:
         """BROKER_URL, or the Redis at REDIS_URL when unset (the embedded default)."""
         return self.broker_url or self.redis_url
+
+    @property
+    def transfer_worker_shards(self) -> list[int]:
+        if not self.transfer_worker_shards_raw.strip():
+            return list(range(self.transfer_shards))
+        shards = sorted({int(part) for part in self.transfer_worker_shards_raw.split(",") if part.strip()})
+        if any(not 0 <= k < self.transfer_shards for k in shards):
+            raise ValueError(f"TRANSFER_WORKER_SHARDS must be within 0..{self.transfer_shards - 1}")
+        return shards
 
     @property
     def node_id(self) -> str:

@@ -375,10 +375,22 @@ def _is_ping(text: str) -> bool:
 
 
 def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
+    queue = transfer_queue(shard)
+
     def publish(docs: list[dict[str, Any]]) -> None:
-        celery_app.send_task("transfer.batch", args=[docs], queue=transfer_queue(shard))
+        journal = [queue, cache.journal_append(queue, docs)] if JOURNAL_BATCHES else None
+        try:
+            celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
+        except Exception:
+            if journal:
+                cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
+            raise
 
     return accept_batch(batch, publish)
+
+
+# Only the Redis transport can lose a delivered message (see app/cache.py, transfer journal).
+JOURNAL_BATCHES = not settings.effective_broker_url.startswith(("amqp://", "pyamqp://", "amqps://"))
 
 
 # --- Flask app -------------------------------------------------------------------------------

@@ -154,32 +154,55 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
     return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, pipe.execute(), strict=True)]
 
 
+def process_batch(msgs: Msgs) -> int:
+    """The whole transfer of one batch: classify, commit, hand off. Safe to repeat (P2)."""
+    by_conv = group_by_conversation(msgs)
+    stored: ByConversation = {}
+    ephemeral: ByConversation = {}
+    receipts: ByConversation = {}
+    for conv, conv_msgs in by_conv.items():
+        for msg in conv_msgs:
+            if classify.is_stored(msg):
+                stored.setdefault(conv, []).append(msg)
+            else:
+                msg["seq"] = 0
+                ephemeral.setdefault(conv, []).append(msg)
+                if classify.is_read_receipt(msg):
+                    receipts.setdefault(conv, []).append(msg)
+    result = until_done(partial(commit_batch, stored), "commit batch") if stored else CommitResult()
+    if receipts:
+        result.read_seqs.extend(until_done(partial(apply_read_receipts, receipts), "read receipts"))
+    until_done(partial(hand_off, result, ephemeral), "hand off to persist and push")
+    return sum(len(m) for m in result.committed.values())
+
+
 @celery_app.task(name="transfer.batch", acks_late=True)
-def transfer_batch(msgs: Msgs) -> int:
+def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
+    """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
     try:
-        by_conv = group_by_conversation(msgs)
-        stored: ByConversation = {}
-        ephemeral: ByConversation = {}
-        receipts: ByConversation = {}
-        for conv, conv_msgs in by_conv.items():
-            for msg in conv_msgs:
-                if classify.is_stored(msg):
-                    stored.setdefault(conv, []).append(msg)
-                else:
-                    msg["seq"] = 0
-                    ephemeral.setdefault(conv, []).append(msg)
-                    if classify.is_read_receipt(msg):
-                        receipts.setdefault(conv, []).append(msg)
-        result = until_done(partial(commit_batch, stored), "commit batch") if stored else CommitResult()
-        if receipts:
-            result.read_seqs.extend(until_done(partial(apply_read_receipts, receipts), "read receipts"))
-        until_done(partial(hand_off, result, ephemeral), "hand off to persist and push")
-        return sum(len(m) for m in result.committed.values())
+        count = process_batch(msgs)
     except Exception:
         # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
         log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY)
         cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
+        if journal:
+            cache.journal_remove(journal[0], journal[1])
         raise
+    if journal:
+        until_done(partial(cache.journal_remove, journal[0], journal[1]), "journal")
+    return count
+
+
+def replay_journal(queues: list[str]) -> int:
+    """Before consuming shards it just took over: finish every batch still journaled, in order.
+    Batches that were in fact committed are recognised by clientMsgID and not committed twice."""
+    replayed = 0
+    for queue in queues:
+        while entries := cache.journal_entries(queue):
+            for entry_id, msgs in entries:
+                transfer_batch(msgs, [queue, entry_id])
+                replayed += 1
+    return replayed
 
 
 def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:

@@ -1,0 +1,110 @@
+"""One consumer per transfer shard when the broker is Redis (RabbitMQ uses x-single-active-consumer).
+
+A transfer worker takes a lease on all its shards at once before it consumes (all or nothing, so two
+workers wanting overlapping shards never deadlock), renews it while it runs, and exits at once if
+another worker holds it (it must never consume beside another). A second worker started for the
+same shards waits. A killed worker's lease expires after TRANSFER_LEASE_SECONDS; the next holder
+first replays the transfer journal (batches published but never handed off), then consumes (P3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+# KEYS: lease keys; ARGV[1] owner, ARGV[2] ttl seconds. Returns "" when all are ours now, else a holder.
+ACQUIRE_ALL_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[1] then
+    return holder
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'EX', tonumber(ARGV[2]))
+end
+return ''
+"""
+
+RELEASE_SCRIPT = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    released = released + 1
+  end
+end
+return released
+"""
+
+
+def lease_key(queue: str) -> str:
+    return f"LEASE:{{transfer}}:{queue}"  # one hash tag: the all-or-nothing script is single-slot
+
+
+class ShardLease:
+    def __init__(self, client: redis.Redis, queues: list[str], ttl_seconds: int = 15) -> None:
+        self.client = client
+        self.queues = queues
+        self.ttl = ttl_seconds
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._keys = [lease_key(q) for q in queues]
+        self._acquire = client.register_script(ACQUIRE_ALL_SCRIPT)
+        self._release = client.register_script(RELEASE_SCRIPT)
+        self._stop = threading.Event()
+
+    def try_acquire(self) -> str:
+        """Take or renew every lease; returns "" on success, else who holds one of them."""
+        holder = self._acquire(keys=self._keys, args=[self.owner, self.ttl])
+        return holder.decode() if isinstance(holder, bytes) else str(holder)
+
+    def acquire_blocking(self, poll_seconds: float = 1.0) -> None:
+        waited_since = time.monotonic()
+        last_log = 0.0
+        while True:
+            holder = self.try_acquire()
+            if not holder:
+                log.info("took the lease on %s as %s", ",".join(self.queues), self.owner)
+                return
+            if time.monotonic() - last_log > 10:
+                log.warning(
+                    "waiting for %s: leased by %s (waited %.0fs)",
+                    ",".join(self.queues),
+                    holder,
+                    time.monotonic() - waited_since,
+                )
+                last_log = time.monotonic()
+            time.sleep(poll_seconds)
+
+    def keep_renewing(self, on_lost: Callable[[str], None]) -> threading.Thread:
+        """Renew every third of the TTL; a lease taken by someone else calls on_lost(holder)."""
+
+        def renew() -> None:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    holder = self.try_acquire()
+                except redis.RedisError:
+                    log.warning("could not renew the transfer lease", exc_info=True)
+                    continue
+                if holder:
+                    on_lost(holder)
+                    return
+
+        thread = threading.Thread(target=renew, name="transfer-lease", daemon=True)
+        thread.start()
+        return thread
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            self._release(keys=self._keys, args=[self.owner])
+        except redis.RedisError:
+            log.warning("could not release the transfer lease; it expires in %ds", self.ttl)
