@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -48,7 +49,8 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
     else:
         queues, pool = kind, ["-P", "solo"]
-    return ["worker", "-n", f"{kind}@%h", "-Q", queues, *pool, "--loglevel", settings.log_level.upper(), *extra]
+    # pid in the node name: a standby worker on the same host must not share the first one's name
+    return ["worker", "-n", f"{kind}-{os.getpid()}@%h", "-Q", queues, *pool, "--loglevel", settings.log_level.upper(), *extra]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -66,8 +68,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def run_leased_transfer_worker(extra: list[str]) -> int:
     """Redis broker: hold the shards' lease while consuming them (see app/shard_lease.py)."""
-    import os
-
     from app.cache import get_redis
     from app.celery_app import celery_app
     from app.config import settings

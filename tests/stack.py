@@ -57,6 +57,23 @@ class Stack:
         self._wait_for_gateway(deadline)
         return self
 
+    def start_worker(self, name: str, kind: str, ready_marker: str = " ready.", timeout: float = 60) -> None:
+        """Start one more worker process (e.g. a standby transfer worker) and wait for its marker."""
+        self.start_process(name, ["worker", kind])
+        self.wait_for_log(name, ready_marker, timeout)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no shutdown handlers, nothing acknowledged or released."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def wait_for_log(self, name: str, marker: str, timeout: float = 60) -> None:
+        self._wait_for_log(name, marker, time.monotonic() + timeout)
+
+    def log_text(self, name: str) -> str:
+        return self.log_path(name).read_text(errors="replace")
+
     def _wait_for_log(self, name: str, marker: str, deadline: float) -> None:
         while time.monotonic() < deadline:
             if marker in self.log_path(name).read_text(errors="replace"):

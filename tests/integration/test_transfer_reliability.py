@@ -1,0 +1,204 @@
+"""Transfer under faults, through real processes: P2 (one seq per clientMsgID), P3 (order), P4 (no reuse).
+
+Each scenario runs its own stack, since it kills or wipes things.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import redis
+
+from app import storage
+from app.client import ClientError, ImClient
+from app.conversation import single_conversation_id
+from tests.conftest import REDIS_URL, WORK_DIR
+from tests.integration.helpers import WEB, eventually, login
+from tests.integration.test_rabbitmq_broker import AMQP_URL, rabbitmq_reachable
+from tests.stack import Stack
+
+BROKER_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"  # a broker database apart from the data one
+
+
+def send_reliably(client: ImClient, recv: str, text: str, cid: str, attempts: int = 30) -> dict[str, Any]:
+    """What an OpenIM client does: resend the same clientMsgID until the gateway accepts it."""
+    for attempt in range(attempts):
+        try:
+            return client.send_text(recv, text, client_msg_id=cid)
+        except (ClientError, TimeoutError):
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError(f"{cid} was never accepted")
+
+
+class Senders:
+    """Several users, each sending numbered messages to their own peer in its own conversation."""
+
+    def __init__(self, stack: Stack, count: int, per_sender: int, pause: float = 0.01) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.pairs = [(f"s{tag}_{i}", f"r{tag}_{i}") for i in range(count)]
+        self.per_sender = per_sender
+        self.pause = pause
+        self.stack = stack
+        self.acked: dict[str, list[str]] = {single_conversation_id(a, b): [] for a, b in self.pairs}
+        self.progress = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=pair) for pair in self.pairs]
+
+    def _run(self, sender: str, receiver: str) -> None:
+        client = login(self.stack, sender)
+        conv = single_conversation_id(sender, receiver)
+        try:
+            for i in range(self.per_sender):
+                cid = f"{sender}-{i}"
+                send_reliably(client, receiver, f"{i}", cid)
+                with self._lock:
+                    self.acked[conv].append(cid)
+                    self.progress += 1
+                time.sleep(self.pause)
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def wait_progress(self, fraction: float, timeout: float = 120) -> None:
+        target = int(len(self.pairs) * self.per_sender * fraction)
+        assert eventually(lambda: self.progress >= target, timeout=timeout), f"stuck at {self.progress}/{target}"
+
+    def join(self, timeout: float = 180) -> None:
+        for t in self._threads:
+            t.join(timeout)
+            assert not t.is_alive(), "a sender never finished"
+
+
+def pulled_seqs(stack: Stack, user: str, conv: str, expected: list[str], timeout: float = 90) -> dict[str, list[int]]:
+    """clientMsgID -> every seq it holds in the conversation, read back through the gateway once
+    every expected clientMsgID is visible (or the timeout passed)."""
+    client = login(stack, user, WEB)
+    try:
+
+        def read_all() -> dict[str, list[int]]:
+            newest = client.newest_seqs().get(conv, 0)
+            found: dict[str, list[int]] = {}
+            for begin in range(1, newest + 1, 100):
+                for msg in client.pull_range(conv, begin, min(newest, begin + 99), 100)["Msgs"]:
+                    if int(msg.get("status", 0)) == 4:
+                        continue  # an allocated but never committed seq (P5 placeholder)
+                    found.setdefault(msg["clientMsgID"], []).append(int(msg["seq"]))
+            return found
+
+        deadline = time.monotonic() + timeout
+        found = read_all()
+        while not set(expected) <= set(found) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = read_all()
+        return found
+    finally:
+        client.close()
+
+
+def assert_one_seq_each_in_order(stack: Stack, senders: Senders) -> None:
+    for (sender, _receiver), (conv, acked) in zip(senders.pairs, senders.acked.items(), strict=True):
+        assert len(acked) == senders.per_sender
+        found = pulled_seqs(stack, sender, conv, acked)
+        assert all(len(seqs) == 1 for seqs in found.values()), f"P2: a clientMsgID got two seqs in {conv}"
+        assert set(found) == set(acked), f"P1: acknowledged messages missing from {conv}"
+        seqs = [found[cid][0] for cid in acked]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"P3: {conv} out of acceptance order"
+
+        assert eventually(partial(persisted_exactly, conv, acked), timeout=90), f"P1: {conv} not persisted once"
+
+
+def persisted_exactly(conv: str, acked: list[str]) -> bool:
+    docs = storage.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+    cids = [slot["msg"]["client_msg_id"] for d in docs for slot in d["msgs"] if slot["msg"]]
+    return sorted(cids) == sorted(acked)
+
+
+def stack_for(name: str, env: dict[str, str]) -> Callable[[], Iterator[Stack]]:
+    def fixture() -> Iterator[Stack]:
+        running = Stack(WORK_DIR / name, env)
+        try:
+            yield running.start()
+        finally:
+            running.stop()
+
+    return fixture
+
+
+@pytest.fixture
+def redis_broker_stack(infra: dict[str, str]) -> Iterator[Stack]:
+    redis.Redis.from_url(BROKER_REDIS_URL).flushdb()
+    env = {**infra, "BROKER_URL": BROKER_REDIS_URL, "TRANSFER_LEASE_SECONDS": "3"}
+    yield from stack_for(f"stack-kill-redis-{uuid.uuid4().hex[:6]}", env)()
+
+
+@pytest.fixture
+def amqp_broker_stack(infra: dict[str, str]) -> Iterator[Stack]:
+    if not rabbitmq_reachable():
+        pytest.skip(f"no RabbitMQ answers at {AMQP_URL}")
+    yield from stack_for(f"stack-kill-amqp-{uuid.uuid4().hex[:6]}", {**infra, "BROKER_URL": AMQP_URL})()
+
+
+def test_same_client_msg_id_three_times_gets_one_seq_and_one_answer(stack: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    try:
+        answers = [a.send_text(bob, "only once", client_msg_id=f"dup-{uid}") for _ in range(3)]
+        assert len({(ans["serverMsgID"], ans["sendTime"]) for ans in answers}) == 1
+        a.send_text(bob, "next", client_msg_id=f"next-{uid}")
+        found = pulled_seqs(stack, alice, conv, [f"dup-{uid}", f"next-{uid}"])
+        assert found == {f"dup-{uid}": [1], f"next-{uid}": [2]}
+        stored = eventually(lambda: storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}))
+        assert stored["msgs"][0]["msg"]["server_msg_id"] == answers[0]["serverMsgID"]
+    finally:
+        a.close()
+
+
+@pytest.mark.rabbitmq
+def test_transfer_worker_sigkill_on_rabbitmq(amqp_broker_stack: Stack) -> None:
+    stack = amqp_broker_stack
+    stack.start_worker("transfer-standby", "transfer")  # single-active-consumer keeps it idle
+    senders = Senders(stack, count=4, per_sender=60)
+    senders.start()
+    senders.wait_progress(0.3)
+    stack.kill("transfer")
+    senders.join()
+    assert_one_seq_each_in_order(stack, senders)
+
+
+def test_transfer_worker_sigkill_on_redis_broker_with_standby(redis_broker_stack: Stack) -> None:
+    stack = redis_broker_stack
+    stack.start_worker("transfer-standby", "transfer", ready_marker="waiting for")
+    senders = Senders(stack, count=4, per_sender=60)
+    senders.start()
+    senders.wait_progress(0.3)
+    # the standby waited instead of consuming beside the live worker
+    assert "transfer.batch" not in stack.log_text("transfer-standby")
+    stack.kill("transfer")
+    stack.wait_for_log("transfer-standby", "took the lease", timeout=30)
+    senders.join()
+    assert_one_seq_each_in_order(stack, senders)
+    assert "transfer.batch" in stack.log_text("transfer-standby")
+
+
+def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: Stack) -> None:
+    stack = redis_broker_stack
+    senders = Senders(stack, count=2, per_sender=500, pause=0.0)
+    senders.start()
+    senders.wait_progress(0.4)
+    redis.Redis.from_url(REDIS_URL).flushdb()  # the data Redis loses every key (the broker lives apart)
+    senders.join()
+    assert_one_seq_each_in_order(stack, senders)
+    # seqs were never reused: MongoDB's block allocator is above everything handed out
+    for conv in senders.acked:
+        doc = storage.get_db().seq.find_one({"conversation_id": conv})
+        assert doc is not None and doc["max_seq"] >= senders.per_sender and doc["min_seq"] == 0
