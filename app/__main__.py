@@ -50,7 +50,17 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
     else:
         queues, pool = kind, ["-P", "solo"]
     # pid in the node name: a standby worker on the same host must not share the first one's name
-    return ["worker", "-n", f"{kind}-{os.getpid()}@%h", "-Q", queues, *pool, "--loglevel", settings.log_level.upper(), *extra]
+    return [
+        "worker",
+        "-n",
+        f"{kind}-{os.getpid()}@%h",
+        "-Q",
+        queues,
+        *pool,
+        "--loglevel",
+        settings.log_level.upper(),
+        *extra,
+    ]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -108,6 +118,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args.user_id, args.peer_id, args.platform_id, args.url, args.send)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    _setup_logging()
+    from app import bench
+
+    if args.what == "allocator":
+        bench.bench_allocator(args.calls)
+    else:
+        bench.bench_transfer(args.messages, args.conversations, args.batch)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="OpenIM-style chat pipeline on Celery")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", default=None, help="gateway websocket URL (default from GATEWAY_HOST/PORT)")
     p.add_argument("--send", default=None, help="send this one message, print the answer and exit")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("bench", help="print stage throughput figures (see app/bench.py)")
+    p.add_argument("what", choices=["allocator", "transfer"])
+    p.add_argument("--calls", type=int, default=2000, help="allocator: calls per batch size")
+    p.add_argument("--messages", type=int, default=20000, help="transfer: messages in all")
+    p.add_argument("--conversations", type=int, default=200, help="transfer: conversations")
+    p.add_argument("--batch", type=int, default=200, help="transfer: messages per broker message")
+    p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     result: int = args.func(args)

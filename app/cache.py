@@ -213,3 +213,41 @@ def journal_entries(queue: str, count: int = 500) -> list[tuple[str, list[dict[s
     """The oldest `count` journaled batches of `queue`, in publish order."""
     rows: list[tuple[str, dict[str, str]]] = get_redis().xrange(journal_key(queue), count=count) or []  # type: ignore[assignment]
     return [(str(entry_id), json.loads(fields["msgs"])) for entry_id, fields in rows]
+
+
+# One conversation's commit, atomically (P5: the max seq never becomes visible before its messages).
+# KEYS: visible max, clientMsgID hash, conversation-ready marker, n message cache keys, m read-seq keys
+# ARGV: n, cache ttl, record ttl, new max seq, n message JSONs, n clientMsgIDs, n seqs, m read seqs
+COMMIT_SCRIPT = """
+local n = tonumber(ARGV[1])
+local function raise(key, value)
+  local current = tonumber(redis.call('GET', key) or '0')
+  if tonumber(value) > current then redis.call('SET', key, value) end
+end
+for i = 1, n do
+  redis.call('SET', KEYS[3 + i], ARGV[4 + i], 'EX', ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[4 + n + i], ARGV[4 + 2 * n + i])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+raise(KEYS[1], ARGV[4])
+for j = 1, #KEYS - 3 - n do
+  raise(KEYS[3 + n + j], ARGV[4 + 3 * n + j])
+end
+redis.call('SET', KEYS[3], 1, 'EX', ARGV[3])
+return n
+"""
+
+
+def commit_args(
+    conversation_id: str, msgs: list[dict[str, Any]], read_seqs: dict[str, int]
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of COMMIT_SCRIPT for one conversation's messages (already given their seqs)."""
+    keys = [max_seq_key(conversation_id), client_msg_key(conversation_id), conversation_ready_key(conversation_id)]
+    keys += [msg_cache_key(conversation_id, m["seq"]) for m in msgs]
+    keys += [user_read_seq_key(conversation_id, user) for user in read_seqs]
+    args: list[str | int] = [len(msgs), MSG_CACHE_TTL_SECONDS, CLIENT_MSG_TTL_SECONDS, max(m["seq"] for m in msgs)]
+    args += [encode_cached(m) for m in msgs]
+    args += [m["client_msg_id"] for m in msgs]
+    args += [m["seq"] for m in msgs]
+    args += list(read_seqs.values())
+    return keys, args

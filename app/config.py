@@ -48,6 +48,8 @@ class Settings:
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))
     transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
+    seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
+    seq_block_group: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROUP", 100))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
 
     @property

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from app.cache import malloc_seq_key
+from app.config import settings
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,32 @@ return {0, curr, last}
 """
 
 # KEYS[1] malloc key; ARGV: owner, data seconds, curr, last, now ms.
-# 0 stored under our lock; 1 stored because the key had expired; 2 someone else holds it now.
+# 0 stored under our lock; 1 stored without our lock (it had expired) because ours is the newer
+# block; 2 not stored: the cache already holds a newer block. The cached CURR only ever moves up,
+# so an allocator whose lock expired mid-fetch can never make the cache hand out lower seqs (P4).
 STORE_BLOCK_SCRIPT = """
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then
+local curr = tonumber(ARGV[3])
+if redis.call('HGET', key, 'LOCK') == ARGV[1] then
+  redis.call('HDEL', key, 'LOCK')
   redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
   redis.call('EXPIRE', key, tonumber(ARGV[2]))
-  return 1
+  return 0
 end
-if redis.call('HGET', key, 'LOCK') ~= ARGV[1] then
+local cached = tonumber(redis.call('HGET', key, 'CURR'))
+if cached ~= nil and cached >= curr then
   return 2
 end
-redis.call('HDEL', key, 'LOCK')
 redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
-redis.call('EXPIRE', key, tonumber(ARGV[2]))
-return 0
+if redis.call('HEXISTS', key, 'LOCK') == 0 then
+  redis.call('EXPIRE', key, tonumber(ARGV[2]))
+end
+return 1
 """
 
-GROUP_BLOCK = 100
-SINGLE_BLOCK = 50
+# Seqs reserved beyond a request, per MongoDB round trip (OpenIM: n+100 for groups, n+50 otherwise).
+GROUP_BLOCK = settings.seq_block_group
+SINGLE_BLOCK = settings.seq_block_single
 
 
 class SeqAllocationError(RuntimeError):
@@ -95,12 +103,14 @@ class SeqAllocator:
         self,
         client: redis.Redis,
         take_block: BlockSource,
+        newest_block_end: Callable[[str], int] | None = None,
         lock_seconds: int = 3,
         data_seconds: int = 365 * 24 * 3600,
         wait_seconds: float = 0.02,
     ) -> None:
         self._redis = client
         self._take_block = take_block
+        self._newest_block_end = newest_block_end or (lambda conv: take_block(conv, 0))
         self._lock_seconds = lock_seconds
         self._data_seconds = data_seconds
         self._wait_seconds = wait_seconds
@@ -171,7 +181,16 @@ class SeqAllocator:
 
     def _store_block(self, key: str, owner: str, curr: int, last: int, now_ms: int) -> None:
         state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms]))
-        if state == 2:
-            # Our lock expired and another allocator took over; our seqs stay unique because they came
-            # from our own MongoDB block, the cache simply does not remember its remainder.
-            log.warning("seq lock on %s was lost before storing the block", key)
+        if state == 0:
+            return
+        # Our lock expired while we fetched the block (a slow MongoDB, or Redis lost the key).
+        # Our seqs stay unique: they came from our own MongoDB block.
+        log.warning("seq lock on %s was lost before storing the block", key)
+        if state == 1 and self._block_is_stale(key, last):
+            # Someone reserved a later block in MongoDB meanwhile (and may have handed it out before
+            # Redis lost it): do not serve our older remainder; the next call starts from MongoDB.
+            self._redis.delete(key)
+
+    def _block_is_stale(self, key: str, last: int) -> bool:
+        conversation_id = key[key.index("{") + 1 : key.rindex("}")]
+        return self._newest_block_end(conversation_id) > last

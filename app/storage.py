@@ -65,6 +65,12 @@ def take_seq_block(conversation_id: str, size: int) -> int:
     return int(found["max_seq"]) - size
 
 
+def reserved_seq_end(conversation_id: str) -> int:
+    """The end of the newest block MongoDB has handed out (0 before the first)."""
+    doc = get_db().seq.find_one({"conversation_id": conversation_id}, {"max_seq": 1})
+    return int(doc["max_seq"]) if doc else 0
+
+
 def get_min_seqs(conversation_ids: list[str]) -> dict[str, int]:
     if not conversation_ids:
         return {}

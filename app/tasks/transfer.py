@@ -37,7 +37,7 @@ _allocator: SeqAllocator | None = None
 def allocator() -> SeqAllocator:
     global _allocator
     if _allocator is None:
-        _allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block)
+        _allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end)
     return _allocator
 
 
@@ -102,24 +102,21 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
     starts = allocator().malloc_many(wants) if wants else {}
 
     result = CommitResult()
-    commit = r.pipeline(transaction=True)
+    commit = r.pipeline(transaction=False)
+    committer = r.register_script(cache.COMMIT_SCRIPT)
     for conv, start in starts.items():
         msgs = fresh[conv]
         read: dict[str, int] = {}
         for i, msg in enumerate(msgs):
             msg["seq"] = start + i + 1
             msg["status"] = MSG_STATUS_SUCCESS
-            read[msg["send_id"]] = msg["seq"]
-            commit.set(cache.msg_cache_key(conv, msg["seq"]), cache.encode_cached(msg), ex=cache.MSG_CACHE_TTL_SECONDS)
-        commit.hset(cache.client_msg_key(conv), mapping={m["client_msg_id"]: m["seq"] for m in msgs})
-        commit.expire(cache.client_msg_key(conv), cache.CLIENT_MSG_TTL_SECONDS)
-        # In the same transaction as the cache writes: a max is never visible before its messages (P5).
-        commit.eval(cache.RAISE_TO_SCRIPT, 1, cache.max_seq_key(conv), start + len(msgs))
-        for user_id, seq in read.items():  # a sender has read its own messages
-            commit.eval(cache.RAISE_TO_SCRIPT, 1, cache.user_read_seq_key(conv, user_id), seq)
-            result.read_seqs.append((conv, user_id, seq))
+            read[msg["send_id"]] = msg["seq"]  # a sender has read its own messages
+        keys, args = cache.commit_args(conv, msgs, read)
+        committer(keys=keys, args=args, client=commit)
+        result.read_seqs.extend((conv, user_id, seq) for user_id, seq in read.items())
     for conv in convs:
-        commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
+        if conv not in starts:  # only repeats: still mark the conversation's records as created
+            commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
     commit.execute()
 
     for conv in convs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -87,3 +88,66 @@ def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) 
         t.join()
     assert len(got) == 4 * 30 * 3
     assert len(set(got)) == len(got)
+
+
+def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
+    """Redis loses the key (and our lock) while we fetch a block; another allocator gets in first."""
+    conv = f"si_a{uid}_h{uid}"
+    r = cache.get_redis()
+    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    interfere = [True]
+
+    def take_block_with_redis_loss(conv_id: str, size: int) -> int:
+        if interfere[0]:
+            interfere[0] = False
+            r.delete(cache.malloc_seq_key(conv_id))
+            other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5
+        return storage.take_seq_block(conv_id, size)  # ours: 55..110
+
+    mine = SeqAllocator(r, take_block_with_redis_loss, lock_seconds=1)
+    first = mine.malloc(conv, 5)
+    second = mine.malloc(conv, 5)
+    assert second >= first + 5
+    assert other.malloc(conv, 1) >= second + 5
+
+
+def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
+    conv = f"si_a{uid}_i{uid}"
+    r = cache.get_redis()
+    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    interfere = [True]
+
+    def slow_take_block(conv_id: str, size: int) -> int:
+        if interfere[0]:
+            interfere[0] = False
+            time.sleep(1.2)  # longer than lock_seconds: our lock expires
+            other.malloc(conv_id, 5)
+        return storage.take_seq_block(conv_id, size)
+
+    mine = SeqAllocator(r, slow_take_block, lock_seconds=1)
+    first = mine.malloc(conv, 5)
+    second = mine.malloc(conv, 5)
+    assert second >= first + 5
+
+
+def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid: str) -> None:
+    """We fetch a block slowly; meanwhile another allocator takes and hands out a later one, then
+    Redis loses the key: our older remainder must not be served."""
+    conv = f"si_a{uid}_j{uid}"
+    r = cache.get_redis()
+    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    handed: list[int] = []
+    interfere = [True]
+
+    def take_block_then_lose(conv_id: str, size: int) -> int:
+        start = storage.take_seq_block(conv_id, size)  # ours: 0..55
+        if interfere[0]:
+            interfere[0] = False
+            r.delete(cache.malloc_seq_key(conv_id))
+            handed.append(other.malloc(conv_id, 5) + 5)  # the later block 55..110: hands out 56..60
+            r.delete(cache.malloc_seq_key(conv_id))  # and Redis loses everything again
+        return start
+
+    mine = SeqAllocator(r, take_block_then_lose, lock_seconds=1)
+    mine.malloc(conv, 5)  # 1..5 from our block; storing it must be refused as stale
+    assert mine.malloc(conv, 5) + 1 > max(handed)

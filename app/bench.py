@@ -1,0 +1,162 @@
+"""`python -m app bench ...`: figures for the stages, printed, never asserted.
+
+  allocator  seqs/s from the seq allocator (Redis Lua + MongoDB blocks) for batch sizes 1, 10, 100,
+             one conversation at a time and pipelined over many conversations (as transfer does)
+  transfer   messages/s through the running transfer worker(s), queue to cache: synthetic batches
+             are published to the transfer queues and timed until their max seqs are visible
+Both use the configured REDIS_URL / MONGO_URL / BROKER_URL (start the stack first for `transfer`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from app import cache, storage
+from app.celery_app import celery_app
+from app.config import settings
+from app.conversation import shard_of, single_conversation_id, transfer_queue
+from app.seq_lua import SeqAllocator
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    print(f"\n{title}")
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def bench_allocator(calls: int = 2000) -> list[dict[str, Any]]:
+    storage.ensure_indexes()
+    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end)
+    tag = uuid.uuid4().hex[:8]
+    results: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for i in range(50):
+        storage.take_seq_block(f"si_benchblock{tag}_{i}", 50)
+    block_ms = (time.perf_counter() - start) / 50 * 1000
+    print(f"MongoDB block reservation (findAndModify $inc): {block_ms:.2f} ms each")
+    for size in (1, 10, 100):
+        convs = [f"si_bench{tag}_{size}_{i}" for i in range(50)]
+        for conv in convs:  # warm: the first call of a conversation always reserves a block
+            allocator.malloc(conv, size)
+        start = time.perf_counter()
+        for i in range(calls):
+            allocator.malloc(convs[i % len(convs)], size)
+        elapsed = time.perf_counter() - start
+        results.append(
+            {
+                "mode": "one call per conversation",
+                "batch": size,
+                "calls_per_s": calls / elapsed,
+                "seqs_per_s": calls * size / elapsed,
+            }
+        )
+    for size in (1, 10, 100):
+        convs = [f"si_benchp{tag}_{size}_{i}" for i in range(100)]
+        allocator.malloc_many([(c, size, False) for c in convs])
+        rounds = max(1, calls // 100)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            allocator.malloc_many([(c, size, False) for c in convs])
+        elapsed = time.perf_counter() - start
+        results.append(
+            {
+                "mode": "pipelined, 100 conversations",
+                "batch": size,
+                "calls_per_s": rounds * 100 / elapsed,
+                "seqs_per_s": rounds * 100 * size / elapsed,
+            }
+        )
+    _table(
+        "seq allocator",
+        ["mode", "seqs per call", "calls/s", "seqs/s"],
+        [[r["mode"], str(r["batch"]), f"{r['calls_per_s']:,.0f}", f"{r['seqs_per_s']:,.0f}"] for r in results],
+    )
+    return results
+
+
+def _synthetic(sender: str, receiver: str, i: int, now_ms: int) -> dict[str, Any]:
+    return {
+        "send_id": sender,
+        "recv_id": receiver,
+        "group_id": "",
+        "client_msg_id": f"{sender}-{i}",
+        "server_msg_id": uuid.uuid4().hex,
+        "sender_platform_id": 7,
+        "sender_nickname": "",
+        "sender_face_url": "",
+        "session_type": 1,
+        "msg_from": 100,
+        "content_type": 101,
+        "content": json.dumps({"content": f"bench {i}"}),
+        "seq": 0,
+        "send_time": now_ms,
+        "create_time": now_ms,
+        "status": 1,
+        "is_read": False,
+        "options": {},
+        "offline_push": None,
+        "at_user_id_list": [],
+        "attached_info": "",
+        "ex": "",
+    }
+
+
+def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int = 200) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    pairs = [(f"bs{tag}_{i}", f"br{tag}_{i}") for i in range(conversations)]
+    per_conv = messages // conversations
+    now_ms = int(time.time() * 1000)
+    by_shard: dict[int, list[dict[str, Any]]] = {}
+    for i in range(per_conv):
+        for sender, receiver in pairs:
+            conv = single_conversation_id(sender, receiver)
+            by_shard.setdefault(shard_of(conv, settings.transfer_shards), []).append(
+                _synthetic(sender, receiver, i, now_ms)
+            )
+    convs = [single_conversation_id(a, b) for a, b in pairs]
+    start = time.perf_counter()
+    published = 0
+    for shard, docs in by_shard.items():
+        for offset in range(0, len(docs), batch):
+            celery_app.send_task("transfer.batch", args=[docs[offset : offset + batch]], queue=transfer_queue(shard))
+            published += 1
+    publish_s = time.perf_counter() - start
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        seqs = cache.get_visible_max_seqs(convs)
+        if all((s or 0) >= per_conv for s in seqs.values()):
+            break
+        time.sleep(0.05)
+    else:
+        raise SystemExit("the transfer worker did not commit everything within 300 s: is the stack running?")
+    elapsed = time.perf_counter() - start
+    total = per_conv * conversations
+    result = {
+        "messages": total,
+        "conversations": conversations,
+        "batches": published,
+        "batch_size": batch,
+        "publish_s": publish_s,
+        "elapsed_s": elapsed,
+        "msgs_per_s": total / elapsed,
+    }
+    _table(
+        "transfer (queue to cache, through the running transfer worker)",
+        ["messages", "conversations", "batches", "publish s", "total s", "msgs/s"],
+        [
+            [
+                f"{total:,}",
+                str(conversations),
+                str(published),
+                f"{publish_s:.2f}",
+                f"{elapsed:.2f}",
+                f"{total / elapsed:,.0f}",
+            ]
+        ],
+    )
+    return result
