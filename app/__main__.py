@@ -78,7 +78,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def run_leased_transfer_worker(extra: list[str]) -> int:
     """Redis broker: hold the shards' lease while consuming them (see app/shard_lease.py)."""
-    from app.cache import get_redis
+    from app.cache import get_broker_redis
     from app.celery_app import celery_app
     from app.config import settings
     from app.conversation import transfer_queue
@@ -87,7 +87,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
 
     log = logging.getLogger("app.worker")
     queues = [transfer_queue(k) for k in settings.transfer_worker_shards]
-    lease = ShardLease(get_redis(), queues, settings.transfer_lease_seconds)
+    lease = ShardLease(get_broker_redis(), queues, settings.transfer_lease_seconds)
     lease.acquire_blocking()
 
     def lost(holder: str) -> None:

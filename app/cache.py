@@ -31,6 +31,20 @@ def get_redis() -> redis.Redis:
     return _client
 
 
+_broker_client: redis.Redis | None = None
+
+
+def get_broker_redis() -> redis.Redis:
+    """The broker's Redis (when the broker is Redis): shard leases and the transfer journal belong
+    with the queues they guard, not with the data."""
+    global _broker_client
+    if _broker_client is None:
+        _broker_client = redis.Redis.from_url(
+            settings.effective_broker_url, decode_responses=True, socket_timeout=10, health_check_interval=30
+        )
+    return _broker_client
+
+
 def malloc_seq_key(conversation_id: str) -> str:
     return f"MALLOC_SEQ:{{{conversation_id}}}"
 
@@ -196,7 +210,7 @@ def journal_key(queue: str) -> str:
 
 
 def journal_append(queue: str, docs: list[dict[str, Any]]) -> str:
-    entry_id = get_redis().xadd(
+    entry_id = get_broker_redis().xadd(
         journal_key(queue),
         {"msgs": json.dumps(docs, separators=(",", ":"))},
         maxlen=JOURNAL_MAX_ENTRIES,
@@ -206,12 +220,12 @@ def journal_append(queue: str, docs: list[dict[str, Any]]) -> str:
 
 
 def journal_remove(queue: str, entry_id: str) -> None:
-    get_redis().xdel(journal_key(queue), entry_id)
+    get_broker_redis().xdel(journal_key(queue), entry_id)
 
 
 def journal_entries(queue: str, count: int = 500) -> list[tuple[str, list[dict[str, Any]]]]:
     """The oldest `count` journaled batches of `queue`, in publish order."""
-    rows: list[tuple[str, dict[str, str]]] = get_redis().xrange(journal_key(queue), count=count) or []  # type: ignore[assignment]
+    rows: list[tuple[str, dict[str, str]]] = get_broker_redis().xrange(journal_key(queue), count=count) or []  # type: ignore[assignment]
     return [(str(entry_id), json.loads(fields["msgs"])) for entry_id, fields in rows]
 
 
