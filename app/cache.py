@@ -110,6 +110,13 @@ def get_visible_max_seqs(conversation_ids: list[str]) -> dict[str, int | None]:
     return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
 
 
+def get_read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int | None]:
+    if not conversation_ids:
+        return {}
+    raws = get_redis().mget([user_read_seq_key(c, user_id) for c in conversation_ids])
+    return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
+
+
 def raise_visible_max_seq(conversation_id: str, seq: int) -> int:
     result = get_redis().eval(RAISE_TO_SCRIPT, 1, max_seq_key(conversation_id), seq)
     return int(result)

@@ -108,16 +108,7 @@ class ImClient:
             raise TimeoutError(f"no answer to {req_identifier} within {self.timeout}s") from exc
 
     def send_text(self, recv_id: str, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
-        msg = {
-            "sendID": self.user_id,
-            "recvID": recv_id,
-            "clientMsgID": client_msg_id or uuid.uuid4().hex,
-            "sessionType": SINGLE_CHAT,
-            "contentType": TEXT,
-            "content": _b64(json.dumps({"content": text})),
-            "createTime": str(int(time.time() * 1000)),
-        }
-        return self.request(protocol.SEND_MSG, msg)
+        return self.send(recv_id, TEXT, json.dumps({"content": text}), client_msg_id=client_msg_id)
 
     def newest_seqs(self) -> dict[str, int]:
         data = self.request(protocol.GET_NEWEST_SEQ, {"userID": self.user_id})
@@ -133,6 +124,49 @@ class ImClient:
         )
         pulled: dict[str, Any] = (data.get("msgs") or {}).get(conversation_id, {})
         return pulled
+
+    def pull_seqs(self, conversation_id: str, seqs: list[int]) -> dict[str, Any]:
+        data = self.request(
+            protocol.PULL_MSG_BY_SEQ_LIST,
+            {"userID": self.user_id, "conversations": [{"conversationID": conversation_id, "seqs": seqs}]},
+        )
+        pulled: dict[str, Any] = (data.get("msgs") or {}).get(conversation_id, {})
+        return pulled
+
+    def read_state(self, conversation_ids: list[str] | None = None) -> dict[str, dict[str, int]]:
+        """conversation -> {maxSeq, hasReadSeq, maxSeqTime} (1006)."""
+        data = self.request(
+            protocol.GET_CONV_MAX_READ_SEQ, {"userID": self.user_id, "conversationIDs": conversation_ids or []}
+        )
+        return {c: {k: int(v) for k, v in s.items()} for c, s in (data.get("seqs") or {}).items()}
+
+    def last_messages(self, conversation_ids: list[str]) -> dict[str, dict[str, Any]]:
+        data = self.request(
+            protocol.PULL_CONV_LAST_MESSAGE, {"userID": self.user_id, "conversationIDs": conversation_ids}
+        )
+        msgs: dict[str, dict[str, Any]] = data.get("msgs") or {}
+        return msgs
+
+    def send(
+        self,
+        recv_id: str,
+        content_type: int,
+        content: str,
+        options: dict[str, bool] | None = None,
+        client_msg_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Any single-chat message: content is the message's text (JSON for most content types)."""
+        msg: dict[str, Any] = {
+            "sendID": self.user_id,
+            "recvID": recv_id,
+            "clientMsgID": client_msg_id or uuid.uuid4().hex,
+            "sessionType": SINGLE_CHAT,
+            "contentType": content_type,
+            "content": _b64(content),
+            "createTime": str(int(time.time() * 1000)),
+            "options": options or {},
+        }
+        return self.request(protocol.SEND_MSG, msg)
 
     def next_push(self, timeout: float | None = None) -> dict[str, Any]:
         return self.pushes.get(timeout=self.timeout if timeout is None else timeout)

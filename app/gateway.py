@@ -272,6 +272,9 @@ class Gateway:
             protocol.GET_NEWEST_SEQ: self.get_newest_seq,
             protocol.PULL_MSG_BY_RANGE: self.pull_by_range,
             protocol.SEND_MSG: self.send_msg,
+            protocol.PULL_MSG_BY_SEQ_LIST: self.pull_by_seq_list,
+            protocol.GET_CONV_MAX_READ_SEQ: self.get_conv_max_read_seq,
+            protocol.PULL_CONV_LAST_MESSAGE: self.pull_conv_last_message,
         }
 
     def handle_frame(self, conn: Conn, frame: bytes | str) -> None:
@@ -325,15 +328,28 @@ class Gateway:
 
     def get_newest_seq(self, conn: Conn, req: protocol.Request) -> Message:
         body = protocol.decode_data(conn.sdk_type, req.data, pb.GetMaxSeqReq)
-        if body.userID and body.userID != conn.user_id:
-            raise ImError(NO_PERMISSION, "userID is not the connection's user")
+        _check_user_field(conn, body.userID)
         return history.newest_seqs(conn.user_id)
 
     def pull_by_range(self, conn: Conn, req: protocol.Request) -> Message:
         body = protocol.decode_data(conn.sdk_type, req.data, pb.PullMessageBySeqsReq)
-        if body.userID and body.userID != conn.user_id:
-            raise ImError(NO_PERMISSION, "userID is not the connection's user")
+        _check_user_field(conn, body.userID)
         return history.pull_by_range(conn.user_id, body)
+
+    def pull_by_seq_list(self, conn: Conn, req: protocol.Request) -> Message:
+        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetSeqMessageReq)
+        _check_user_field(conn, body.userID)
+        return history.pull_by_seq_list(conn.user_id, body)
+
+    def get_conv_max_read_seq(self, conn: Conn, req: protocol.Request) -> Message:
+        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetConversationsHasReadAndMaxSeqReq)
+        _check_user_field(conn, body.userID)
+        return history.has_read_and_max(conn.user_id, body)
+
+    def pull_conv_last_message(self, conn: Conn, req: protocol.Request) -> Message:
+        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetLastMessageReq)
+        _check_user_field(conn, body.userID)
+        return history.last_messages(conn.user_id, body)
 
     # --- background greenlets ---
 
@@ -364,6 +380,11 @@ class Gateway:
                 self.hub.renew_online()
             except Exception:
                 log.warning("renewing online state failed", exc_info=True)
+
+
+def _check_user_field(conn: Conn, user_id: str) -> None:
+    if user_id and user_id != conn.user_id:
+        raise ImError(NO_PERMISSION, "userID is not the connection's user")
 
 
 def _is_ping(text: str) -> bool:

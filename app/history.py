@@ -1,4 +1,7 @@
-"""Read side: newest seqs and message pulls, from the Redis cache first, then MongoDB."""
+"""Read side: newest seqs, read seqs and message pulls, from the Redis cache first, then MongoDB.
+
+A user reads only conversations they own a record of, and never below their own min seq.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from app.proto import sdkws_pb2 as pb
 from app.protocol import doc_to_msgdata, placeholder_msg
 
 MAX_PULL_NUM = 100
+MAX_SEQ_LIST = 1000
 
 
 def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
@@ -25,14 +29,19 @@ def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
     return out
 
 
-def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
-    convs = storage.conversations_of(user_id)
-    resp = pb.GetMaxSeqResp()
-    min_seqs = storage.get_min_seqs(convs)
-    for conv, seq in visible_max_seqs(convs).items():
-        resp.maxSeqs[conv] = seq
-        resp.minSeqs[conv] = min_seqs.get(conv, 0)
-    return resp
+def min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    """The lowest seq this user may read: the conversation's and the user's own, whichever is higher."""
+    conv_min = storage.get_min_seqs(conversation_ids)
+    user = storage.get_user_seqs(user_id, conversation_ids)
+    return {c: max(1, conv_min.get(c, 0), user.get(c, {}).get("min_seq", 0)) for c in conversation_ids}
+
+
+def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    """Redis first (moved at once by transfer), MongoDB's seq_user when Redis lost it."""
+    found = cache.get_read_seqs(user_id, conversation_ids)
+    missing = [c for c, seq in found.items() if seq is None]
+    stored = storage.get_user_seqs(user_id, missing) if missing else {}
+    return {c: (seq if seq is not None else stored.get(c, {}).get("read_seq", 0)) for c, seq in found.items()}
 
 
 def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
@@ -44,20 +53,37 @@ def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
     return [doc_to_msgdata(found[s]) if s in found else placeholder_msg(conversation_id, s) for s in seqs]
 
 
-def check_member(user_id: str, conversation_id: str) -> None:
-    if not storage.is_conversation_owner(user_id, conversation_id):
-        raise ImError(NO_PERMISSION, f"{user_id} is not in conversation {conversation_id}")
+def check_members(user_id: str, conversation_ids: list[str]) -> None:
+    if any(not c for c in conversation_ids):
+        raise ImError(ARGS_ERROR, "empty conversationID")
+    wanted = sorted(set(conversation_ids))
+    owned = storage.owned_conversations(user_id, wanted) if wanted else set()
+    denied = [c for c in wanted if c not in owned]
+    if denied:
+        raise ImError(NO_PERMISSION, f"{user_id} is not in conversation {denied[0]}")
+
+
+def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
+    """1001: max and min seq of every conversation the user has."""
+    convs = storage.conversations_of(user_id)
+    resp = pb.GetMaxSeqResp()
+    lows = min_seqs(user_id, convs)
+    for conv, seq in visible_max_seqs(convs).items():
+        resp.maxSeqs[conv] = seq
+        resp.minSeqs[conv] = lows[conv] if seq else 0
+    return resp
 
 
 def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageBySeqsResp:
+    """1002: ranges per conversation; at most `num` (the newest) per range."""
+    convs = [r.conversationID for r in req.seqRanges]
+    check_members(user_id, convs)
+    highs = visible_max_seqs(sorted(set(convs)))
+    lows = min_seqs(user_id, sorted(set(convs)))
     resp = pb.PullMessageBySeqsResp()
     for seq_range in req.seqRanges:
         conv = seq_range.conversationID
-        if not conv:
-            raise ImError(ARGS_ERROR, "seqRange without conversationID")
-        check_member(user_id, conv)
-        max_seq = visible_max_seqs([conv])[conv]
-        min_seq = max(1, storage.get_min_seqs([conv]).get(conv, 0))
+        max_seq, min_seq = highs[conv], lows[conv]
         num = seq_range.num if 0 < seq_range.num <= MAX_PULL_NUM else MAX_PULL_NUM
         begin = max(seq_range.begin, min_seq)
         end = min(seq_range.end, max_seq)
@@ -70,4 +96,58 @@ def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageB
         pulled.Msgs.extend(get_msgs(conv, list(range(begin, end + 1))))
         pulled.isEnd = end >= max_seq if req.order == pb.PullOrderAsc else begin <= min_seq
         pulled.endSeq = end
+    return resp
+
+
+def pull_by_seq_list(user_id: str, req: pb.GetSeqMessageReq) -> pb.GetSeqMessageResp:
+    """1005: given seqs per conversation; seqs outside [min seq, visible max] are left out."""
+    convs = [c.conversationID for c in req.conversations]
+    if sum(len(c.seqs) for c in req.conversations) > MAX_SEQ_LIST:
+        raise ImError(ARGS_ERROR, f"at most {MAX_SEQ_LIST} seqs per request")
+    check_members(user_id, convs)
+    highs = visible_max_seqs(sorted(set(convs)))
+    lows = min_seqs(user_id, sorted(set(convs)))
+    resp = pb.GetSeqMessageResp()
+    for wanted in req.conversations:
+        conv = wanted.conversationID
+        seqs = sorted({s for s in wanted.seqs if lows[conv] <= s <= highs[conv]})
+        if req.order == pb.PullOrderDesc:
+            seqs.reverse()
+        pulled = resp.msgs[conv]
+        pulled.Msgs.extend(get_msgs(conv, seqs))
+        pulled.isEnd = not seqs or min(seqs) <= lows[conv]
+        pulled.endSeq = max(seqs) if seqs else 0
+    return resp
+
+
+def has_read_and_max(
+    user_id: str, req: pb.GetConversationsHasReadAndMaxSeqReq
+) -> pb.GetConversationsHasReadAndMaxSeqResp:
+    """1006: per conversation (all of the user's when none are named) its max seq and the user's read seq."""
+    convs = list(req.conversationIDs) or storage.conversations_of(user_id)
+    check_members(user_id, convs)
+    convs = sorted(set(convs))
+    highs = visible_max_seqs(convs)
+    reads = read_seqs(user_id, convs)
+    last = last_msgs(convs, highs)
+    resp = pb.GetConversationsHasReadAndMaxSeqResp()
+    for conv in convs:
+        entry = resp.seqs[conv]
+        entry.maxSeq = highs[conv]
+        entry.hasReadSeq = min(reads[conv], highs[conv])
+        entry.maxSeqTime = last[conv].sendTime if conv in last else 0
+    return resp
+
+
+def last_msgs(convs: list[str], highs: dict[str, int]) -> dict[str, pb.MsgData]:
+    return {c: get_msgs(c, [highs[c]])[0] for c in convs if highs[c] > 0}
+
+
+def last_messages(user_id: str, req: pb.GetLastMessageReq) -> pb.GetLastMessageResp:
+    """1007: the newest message of each named conversation."""
+    convs = sorted(set(req.conversationIDs))
+    check_members(user_id, convs)
+    resp = pb.GetLastMessageResp()
+    for conv, msg in last_msgs(convs, visible_max_seqs(convs)).items():
+        resp.msgs[conv].CopyFrom(msg)
     return resp

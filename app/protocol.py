@@ -149,7 +149,8 @@ def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:
 def encode_data(sdk_type: str, message: Message) -> Any:
     if sdk_type == SDK_JS:
         return base64.b64encode(message.SerializeToString()).decode("ascii")
-    return json_format.MessageToDict(message)
+    # Zero values too: a JSON client should see "hasReadSeq": 0, not a missing key.
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
 def gzip_frame(frame: bytes) -> bytes:

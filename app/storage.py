@@ -113,19 +113,28 @@ def write_msgs(conversation_id: str, msgs: Iterable[dict[str, Any]]) -> int:
 
 
 def find_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Stored messages by seq, reading only the slots needed ($slice) of each document."""
     wanted = sorted(set(seqs))
-    if not wanted:
-        return {}
-    ids = sorted({doc_id(conversation_id, s) for s in wanted})
-    docs = {d["doc_id"]: d for d in get_db().msg.find({"doc_id": {"$in": ids}})}
-    out: dict[int, dict[str, Any]] = {}
+    by_doc: dict[int, list[int]] = {}
     for seq in wanted:
-        doc = docs.get(doc_id(conversation_id, seq))
+        by_doc.setdefault(doc_index(seq), []).append(seq)
+    out: dict[int, dict[str, Any]] = {}
+    coll = get_db().msg
+    for doc_seqs in by_doc.values():
+        first_slot = doc_slot(doc_seqs[0])
+        count = doc_slot(doc_seqs[-1]) - first_slot + 1
+        doc = coll.find_one(
+            {"doc_id": doc_id(conversation_id, doc_seqs[0])},
+            {"_id": 0, "msgs": {"$slice": [first_slot, count]}},
+        )
         if doc is None:
             continue
-        slot = doc["msgs"][doc_slot(seq)]
-        if slot and slot.get("msg"):
-            out[seq] = slot["msg"]
+        slots = doc.get("msgs") or []
+        for seq in doc_seqs:
+            offset = doc_slot(seq) - first_slot
+            slot = slots[offset] if offset < len(slots) else None
+            if slot and slot.get("msg"):
+                out[seq] = slot["msg"]
     return out
 
 
@@ -185,9 +194,11 @@ def conversations_of(user_id: str) -> list[str]:
     return [d["conversation_id"] for d in docs]
 
 
-def is_conversation_owner(user_id: str, conversation_id: str) -> bool:
-    found = get_db().conversation.find_one({"owner_user_id": user_id, "conversation_id": conversation_id}, {"_id": 1})
-    return found is not None
+def owned_conversations(user_id: str, conversation_ids: list[str]) -> set[str]:
+    docs = get_db().conversation.find(
+        {"owner_user_id": user_id, "conversation_id": {"$in": conversation_ids}}, {"conversation_id": 1}
+    )
+    return {d["conversation_id"] for d in docs}
 
 
 # --- per-user read state ---------------------------------------------------------------------
@@ -213,3 +224,16 @@ def raise_read_seqs(read_seqs: Iterable[tuple[str, str, int]]) -> None:
         if len(failed) != len(exc.details.get("writeErrors", [])):
             raise
         get_db().seq_user.bulk_write(failed, ordered=False)
+
+
+def get_user_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, dict[str, int]]:
+    """conversation -> {min_seq, read_seq} of this user (OpenIM's seq_user)."""
+    if not conversation_ids:
+        return {}
+    docs = get_db().seq_user.find(
+        {"user_id": user_id, "conversation_id": {"$in": conversation_ids}},
+        {"conversation_id": 1, "min_seq": 1, "read_seq": 1},
+    )
+    return {
+        d["conversation_id"]: {"min_seq": int(d.get("min_seq", 0)), "read_seq": int(d.get("read_seq", 0))} for d in docs
+    }

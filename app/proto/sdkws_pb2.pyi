@@ -198,3 +198,99 @@ class OfflinePushInfo(_message.Message):
     iOSBadgeCount: bool
     signalInfo: str
     def __init__(self, title: _Optional[str] = ..., desc: _Optional[str] = ..., ex: _Optional[str] = ..., iOSPushSound: _Optional[str] = ..., iOSBadgeCount: _Optional[bool] = ..., signalInfo: _Optional[str] = ...) -> None: ...
+
+class ConversationSeqs(_message.Message):
+    __slots__ = ("conversationID", "seqs")
+    CONVERSATIONID_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    conversationID: str
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, conversationID: _Optional[str] = ..., seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetSeqMessageReq(_message.Message):
+    __slots__ = ("userID", "conversations", "order")
+    USERID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    userID: str
+    conversations: _containers.RepeatedCompositeFieldContainer[ConversationSeqs]
+    order: PullOrder
+    def __init__(self, userID: _Optional[str] = ..., conversations: _Optional[_Iterable[_Union[ConversationSeqs, _Mapping]]] = ..., order: _Optional[_Union[PullOrder, str]] = ...) -> None: ...
+
+class GetSeqMessageResp(_message.Message):
+    __slots__ = ("msgs", "notificationMsgs")
+    class MsgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PullMsgs
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PullMsgs, _Mapping]] = ...) -> None: ...
+    class NotificationMsgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PullMsgs
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PullMsgs, _Mapping]] = ...) -> None: ...
+    MSGS_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATIONMSGS_FIELD_NUMBER: _ClassVar[int]
+    msgs: _containers.MessageMap[str, PullMsgs]
+    notificationMsgs: _containers.MessageMap[str, PullMsgs]
+    def __init__(self, msgs: _Optional[_Mapping[str, PullMsgs]] = ..., notificationMsgs: _Optional[_Mapping[str, PullMsgs]] = ...) -> None: ...
+
+class GetConversationsHasReadAndMaxSeqReq(_message.Message):
+    __slots__ = ("userID", "conversationIDs", "returnPinned")
+    USERID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATIONIDS_FIELD_NUMBER: _ClassVar[int]
+    RETURNPINNED_FIELD_NUMBER: _ClassVar[int]
+    userID: str
+    conversationIDs: _containers.RepeatedScalarFieldContainer[str]
+    returnPinned: bool
+    def __init__(self, userID: _Optional[str] = ..., conversationIDs: _Optional[_Iterable[str]] = ..., returnPinned: _Optional[bool] = ...) -> None: ...
+
+class Seqs(_message.Message):
+    __slots__ = ("maxSeq", "hasReadSeq", "maxSeqTime")
+    MAXSEQ_FIELD_NUMBER: _ClassVar[int]
+    HASREADSEQ_FIELD_NUMBER: _ClassVar[int]
+    MAXSEQTIME_FIELD_NUMBER: _ClassVar[int]
+    maxSeq: int
+    hasReadSeq: int
+    maxSeqTime: int
+    def __init__(self, maxSeq: _Optional[int] = ..., hasReadSeq: _Optional[int] = ..., maxSeqTime: _Optional[int] = ...) -> None: ...
+
+class GetConversationsHasReadAndMaxSeqResp(_message.Message):
+    __slots__ = ("seqs", "pinnedConversationIDs")
+    class SeqsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Seqs
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Seqs, _Mapping]] = ...) -> None: ...
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    PINNEDCONVERSATIONIDS_FIELD_NUMBER: _ClassVar[int]
+    seqs: _containers.MessageMap[str, Seqs]
+    pinnedConversationIDs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, seqs: _Optional[_Mapping[str, Seqs]] = ..., pinnedConversationIDs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetLastMessageReq(_message.Message):
+    __slots__ = ("userID", "conversationIDs")
+    USERID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATIONIDS_FIELD_NUMBER: _ClassVar[int]
+    userID: str
+    conversationIDs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, userID: _Optional[str] = ..., conversationIDs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetLastMessageResp(_message.Message):
+    __slots__ = ("msgs",)
+    class MsgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MsgData
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MsgData, _Mapping]] = ...) -> None: ...
+    MSGS_FIELD_NUMBER: _ClassVar[int]
+    msgs: _containers.MessageMap[str, MsgData]
+    def __init__(self, msgs: _Optional[_Mapping[str, MsgData]] = ...) -> None: ...

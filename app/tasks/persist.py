@@ -7,21 +7,42 @@ with capped backoff, and the Redis cache keeps serving the messages meanwhile.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from typing import Any
 
-from app import storage
+from app import cache, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
+DEAD_LETTER_KEY = "DEAD_LETTER:persist"
+
+
+class NonContiguousRun(ValueError):
+    """Transfer hands over runs of consecutive seqs; anything else is a bug upstream."""
+
+
+def check_run(conversation_id: str, msgs: list[dict[str, Any]]) -> None:
+    seqs = [int(m.get("seq", 0)) for m in msgs]
+    if not seqs or seqs[0] < 1 or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+        raise NonContiguousRun(f"{conversation_id}: seqs {seqs[:10]} are not one contiguous run")
+
 
 @celery_app.task(name="persist.batch", acks_late=True)
-def persist_batch(committed: dict[str, list[dict[str, Any]]], read_seqs: list[list[Any]] | None = None) -> int:
+def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = None) -> int:
+    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written."""
     written = 0
-    for conv, msgs in committed.items():
+    for conv, msgs in runs:
+        try:
+            check_run(conv, msgs)
+        except NonContiguousRun:
+            # Never write it silently: log it and keep it for an operator; the other runs go on.
+            log.exception("refusing to persist a broken run")
+            cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
+            continue
         written += until_done(partial(storage.write_msgs, conv, msgs), f"persist {conv}")
     if read_seqs:
         triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]

@@ -72,7 +72,8 @@ def split_known(msgs: Msgs, known: list[str | None]) -> tuple[Msgs, dict[int, di
 
 @dataclass
 class CommitResult:
-    committed: ByConversation = field(default_factory=dict)
+    committed: ByConversation = field(default_factory=dict)  # everything to push, per conversation
+    runs: list[tuple[str, Msgs]] = field(default_factory=list)  # what to persist, each run contiguous
     read_seqs: list[ReadSeq] = field(default_factory=list)
 
 
@@ -121,11 +122,15 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
 
     for conv in convs:
         out = list(fresh[conv]) if conv in starts else []
+        if out:
+            result.runs.append((conv, out))  # one allocation: contiguous by construction
         if repeated[conv]:
             # Re-hand-off what the cache still holds: a redelivered batch may have died before its
             # hand-off. Older repeats were persisted long ago.
             cached = cache.get_cached_msgs(conv, repeated[conv].keys())
-            out.extend(cached[s] for s in sorted(cached))
+            for seq in sorted(cached):
+                result.runs.append((conv, [cached[seq]]))
+                out.append(cached[seq])
         if out:
             result.committed[conv] = sorted(out, key=lambda m: m["seq"])
     return result
@@ -206,8 +211,8 @@ def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.persist import persist_batch
     from app.tasks.push import push_batch
 
-    if result.committed or result.read_seqs:
-        persist_batch.apply_async(args=[result.committed, result.read_seqs])
+    if result.runs or result.read_seqs:
+        persist_batch.apply_async(args=[[[conv, msgs] for conv, msgs in result.runs], result.read_seqs])
     to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
     for conv, msgs in ephemeral.items():
         to_push.setdefault(conv, []).extend(msgs)
