@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cachetools import TTLCache
+
 from app import cache, storage
 from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
@@ -14,6 +16,11 @@ from app.protocol import doc_to_msgdata, placeholder_msg
 
 MAX_PULL_NUM = 100
 MAX_SEQ_LIST = 1000
+
+# Memberships and min seqs change rarely; remembering them briefly keeps recent conversations
+# readable from the Redis cache while MongoDB is unreachable. Only positive memberships are kept.
+_members: TTLCache[tuple[str, str], bool] = TTLCache(maxsize=200_000, ttl=300)
+_min_seqs: TTLCache[tuple[str, str], int] = TTLCache(maxsize=200_000, ttl=300)
 
 
 def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
@@ -31,9 +38,14 @@ def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
 
 def min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
     """The lowest seq this user may read: the conversation's and the user's own, whichever is higher."""
-    conv_min = storage.get_min_seqs(conversation_ids)
-    user = storage.get_user_seqs(user_id, conversation_ids)
-    return {c: max(1, conv_min.get(c, 0), user.get(c, {}).get("min_seq", 0)) for c in conversation_ids}
+    out = {c: _min_seqs[(user_id, c)] for c in conversation_ids if (user_id, c) in _min_seqs}
+    missing = [c for c in conversation_ids if c not in out]
+    if missing:
+        conv_min = storage.get_min_seqs(missing)
+        user = storage.get_user_seqs(user_id, missing)
+        for c in missing:
+            out[c] = _min_seqs[(user_id, c)] = max(1, conv_min.get(c, 0), user.get(c, {}).get("min_seq", 0))
+    return out
 
 
 def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
@@ -56,9 +68,11 @@ def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
 def check_members(user_id: str, conversation_ids: list[str]) -> None:
     if any(not c for c in conversation_ids):
         raise ImError(ARGS_ERROR, "empty conversationID")
-    wanted = sorted(set(conversation_ids))
-    owned = storage.owned_conversations(user_id, wanted) if wanted else set()
-    denied = [c for c in wanted if c not in owned]
+    unknown = sorted({c for c in conversation_ids if (user_id, c) not in _members})
+    owned = storage.owned_conversations(user_id, unknown) if unknown else set()
+    for conv in owned:
+        _members[(user_id, conv)] = True
+    denied = [c for c in unknown if c not in owned]
     if denied:
         raise ImError(NO_PERMISSION, f"{user_id} is not in conversation {denied[0]}")
 
