@@ -67,7 +67,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging()
     from app import storage
     from app.celery_app import celery_app
+    from app.config import settings
+    from app.metrics import serve_metrics
 
+    serve_metrics(settings.metrics_host, settings.metrics_port)
     if args.kind in ("transfer", "persist"):
         storage.ensure_indexes()
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):

@@ -34,6 +34,7 @@ def until_done(
     first_delay: float = 0.1,
     max_delay: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[BaseException], None] | None = None,
 ) -> T:
     """Run `operation` until it succeeds, as long as its failures are transient outages.
 
@@ -47,6 +48,8 @@ def until_done(
             return operation()
         except TRANSIENT_ERRORS as exc:
             attempt += 1
+            if on_retry is not None:
+                on_retry(exc)
             log.warning("%s failed (attempt %d, retrying in %.1fs): %r", what, attempt, delay, exc)
             sleep(delay)
             delay = min(max_delay, delay * 2)

@@ -50,6 +50,8 @@ class Settings:
     transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
     seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
     seq_block_group: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROUP", 100))
+    metrics_host: str = field(default_factory=lambda: _env_str("METRICS_HOST", "127.0.0.1"))
+    metrics_port: int = field(default_factory=lambda: _env_int("METRICS_PORT", 0))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
 
     @property

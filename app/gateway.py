@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_sock import Sock
 from gevent.queue import Full, Queue
 from google.protobuf.message import Message
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import cache, classify, history, protocol, storage
+from app import cache, classify, history, metrics, protocol, storage
 from app.acceptance import Ack, Pending, accept_batch
 from app.admin_api import admin_api
 from app.auth import parse_token
@@ -324,6 +325,7 @@ class Gateway:
             ack: Ack = answered.get(timeout=PUBLISH_TIMEOUT_SECONDS)
         except Exception as exc:
             raise ImError(SERVER_INTERNAL, "message was not accepted, send it again") from exc
+        metrics.MSGS_ACCEPTED.inc()
         return pb.UserSendMsgResp(serverMsgID=ack.server_msg_id, clientMsgID=msg.clientMsgID, sendTime=ack.send_time)
 
     def get_newest_seq(self, conn: Conn, req: protocol.Request) -> Message:
@@ -426,6 +428,10 @@ def create_app(gateway: Gateway) -> Flask:
     @app.get("/healthz")
     def healthz() -> Any:
         return jsonify({"status": "ok", "node": gateway.hub.node_id, "connections": gateway.hub.connection_count()})
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Any:
+        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     @sock.route("/")
     def websocket(ws: Any) -> None:

@@ -32,6 +32,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_ports: dict[str, int] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -43,9 +44,22 @@ class Stack:
 
     def start_process(self, name: str, args: list[str]) -> None:
         out = open(self.log_path(name), "ab")
+        env = dict(self.env)
+        if args[0] == "worker":
+            self.metrics_ports[name] = embedded.free_port()
+            env["METRICS_PORT"] = str(self.metrics_ports[name])
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "app", *args], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+    def metric(self, name: str, metric: str) -> float:
+        """A counter's value from a process's Prometheus endpoint (0 when not exported yet)."""
+        port = self.gateway_port if name == "gateway" else self.metrics_ports[name]
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+        return 0.0
 
     def start(self) -> Stack:
         for kind in WORKERS:

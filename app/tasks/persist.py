@@ -12,7 +12,7 @@ import logging
 from functools import partial
 from typing import Any
 
-from app import cache, storage
+from app import cache, metrics, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
 
@@ -43,7 +43,12 @@ def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = Non
             log.exception("refusing to persist a broken run")
             cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
             continue
-        written += until_done(partial(storage.write_msgs, conv, msgs), f"persist {conv}")
+        written += until_done(
+            partial(storage.write_msgs, conv, msgs),
+            f"persist {conv}",
+            on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
+        )
+        metrics.MSG_INSERT_MONGO_SUCCESS.inc(len(msgs))
     if read_seqs:
         triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
         until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, classify, storage
+from app import cache, classify, metrics, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, conversation_id_for
@@ -112,6 +112,7 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
             msg["seq"] = start + i + 1
             msg["status"] = MSG_STATUS_SUCCESS
             read[msg["send_id"]] = msg["seq"]  # a sender has read its own messages
+        metrics.SEQS_ALLOCATED.inc(len(msgs))
         keys, args = cache.commit_args(conv, msgs, read)
         committer(keys=keys, args=args, client=commit)
         result.read_seqs.extend((conv, user_id, seq) for user_id, seq in read.items())

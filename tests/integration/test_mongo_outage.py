@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,12 +91,17 @@ def test_messages_sent_while_mongodb_is_down_are_all_stored_once_it_is_back(
         # and stored once MongoDB is back
         to_carol = [a.send_text(f"carol{uid}", f"new conversation {i}")["clientMsgID"] for i in range(160)]
 
+        time.sleep(7)  # longer than the driver's 5 s server selection: writes must fail and be retried
         mongo.start()
         want_warm = [first, *during]
         assert eventually(lambda: [c for _, c in stored_seqs(mongo.url, warm)] == want_warm, timeout=120)
         assert [s for s, _ in stored_seqs(mongo.url, warm)] == list(range(1, 42))
         assert eventually(lambda: [c for _, c in stored_seqs(mongo.url, fresh)] == to_carol, timeout=120)
         assert [s for s, _ in stored_seqs(mongo.url, fresh)] == list(range(1, 161))  # no gap, no duplicate
+        assert stack.metric("persist", "msg_insert_mongo_success_total") >= 201
+        assert stack.metric("persist", "msg_insert_mongo_failed_total") >= 1  # the outage was felt, and retried
+        assert stack.metric("transfer", "seq_allocated_total") >= 201
+        assert stack.metric("gateway", "msg_accepted_total") >= 201
     finally:
         a.close()
         b.close()
