@@ -127,8 +127,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.what == "allocator":
         bench.bench_allocator(args.calls)
-    else:
+    elif args.what == "transfer":
         bench.bench_transfer(args.messages, args.conversations, args.batch)
+    elif args.what == "persist":
+        bench.bench_persist(args.messages)
+    else:
+        bench.bench_pull()
     return 0
 
 
@@ -163,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("bench", help="print stage throughput figures (see app/bench.py)")
-    p.add_argument("what", choices=["allocator", "transfer"])
+    p.add_argument("what", choices=["allocator", "transfer", "persist", "pull"])
     p.add_argument("--calls", type=int, default=2000, help="allocator: calls per batch size")
-    p.add_argument("--messages", type=int, default=20000, help="transfer: messages in all")
+    p.add_argument("--messages", type=int, default=20000, help="transfer, persist: messages in all")
     p.add_argument("--conversations", type=int, default=200, help="transfer: conversations")
     p.add_argument("--batch", type=int, default=200, help="transfer: messages per broker message")
     p.set_defaults(func=cmd_bench)

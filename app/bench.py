@@ -4,6 +4,8 @@
              one conversation at a time and pipelined over many conversations (as transfer does)
   transfer   messages/s through the running transfer worker(s), queue to cache: synthetic batches
              are published to the transfer queues and timed until their max seqs are visible
+  persist    messages/s into MongoDB's slot documents for 1, 10 and 1,000 conversations
+  pull       p50/p99 latency of reading 100 messages from the Redis cache and from MongoDB
 Both use the configured REDIS_URL / MONGO_URL / BROKER_URL (start the stack first for `transfer`).
 """
 
@@ -160,3 +162,77 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
         ],
     )
     return result
+
+
+def bench_persist(messages: int = 6000) -> list[dict[str, Any]]:
+    """Messages/s into MongoDB's slot documents, as the persist worker writes them (runs per conversation)."""
+    storage.ensure_indexes()
+    tag = uuid.uuid4().hex[:8]
+    now_ms = int(time.time() * 1000)
+    results: list[dict[str, Any]] = []
+    for conversations in (1, 10, 1000):
+        per_conv = max(1, messages // conversations)
+        convs = [(f"ps{tag}_{conversations}_{i}", f"pr{tag}") for i in range(conversations)]
+        # the batches a transfer worker would hand over: up to 200 messages, one run per conversation
+        runs: list[tuple[str, list[dict[str, Any]]]] = []
+        for sender, receiver in convs:
+            conv = single_conversation_id(sender, receiver)
+            msgs = [_synthetic(sender, receiver, i, now_ms) | {"seq": i + 1, "status": 2} for i in range(per_conv)]
+            runs.extend((conv, msgs[o : o + 50]) for o in range(0, len(msgs), 50))
+        start = time.perf_counter()
+        for conv, run in runs:
+            storage.write_msgs(conv, run)
+        elapsed = time.perf_counter() - start
+        total = per_conv * conversations
+        results.append(
+            {"conversations": conversations, "messages": total, "elapsed_s": elapsed, "msgs_per_s": total / elapsed}
+        )
+    _table(
+        "persist (MongoDB slot documents, 50-message runs)",
+        ["conversations", "messages", "seconds", "msgs/s"],
+        [
+            [str(r["conversations"]), f"{r['messages']:,}", f"{r['elapsed_s']:.2f}", f"{r['msgs_per_s']:,.0f}"]
+            for r in results
+        ],
+    )
+    return results
+
+
+def _percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+def bench_pull(rounds: int = 200) -> list[dict[str, Any]]:
+    """Latency of reading 100 messages, from the Redis cache and from MongoDB."""
+    from app import history
+
+    storage.ensure_indexes()
+    tag = uuid.uuid4().hex[:8]
+    sender, receiver = f"pl{tag}", f"pm{tag}"
+    conv = single_conversation_id(sender, receiver)
+    now_ms = int(time.time() * 1000)
+    msgs = [_synthetic(sender, receiver, i, now_ms) | {"seq": i + 1, "status": 2} for i in range(150)]
+    storage.write_msgs(conv, msgs)
+    pipe = cache.get_redis().pipeline()
+    for m in msgs:
+        pipe.set(cache.msg_cache_key(conv, m["seq"]), cache.encode_cached(m), ex=600)
+    pipe.execute()
+    seqs = list(range(51, 151))  # spans two documents
+    results: list[dict[str, Any]] = []
+    for source in ("cache", "mongodb"):
+        if source == "mongodb":
+            cache.get_redis().delete(*[cache.msg_cache_key(conv, s) for s in seqs])
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            pulled = history.get_msgs(conv, seqs)
+            samples.append((time.perf_counter() - start) * 1000)
+            assert len(pulled) == 100 and pulled[0].seq == 51 and pulled[0].status == 2
+        results.append({"source": source, "p50_ms": _percentile(samples, 50), "p99_ms": _percentile(samples, 99)})
+    _table(
+        "pull 100 messages",
+        ["source", "p50 ms", "p99 ms"],
+        [[r["source"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in results],
+    )
+    return results
