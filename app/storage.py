@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, InsertOne, MongoClient, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from app.config import settings
 from app.conversation import MSGS_PER_DOC, doc_id, doc_index, doc_slot
@@ -90,26 +90,49 @@ def filled_slot(msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_msgs(conversation_id: str, msgs: Iterable[dict[str, Any]]) -> int:
-    """Write messages into their slots idempotently, one round trip per document; returns docs written."""
-    by_doc: dict[int, dict[int, dict[str, Any]]] = {}
-    for msg in msgs:
-        seq = int(msg["seq"])
-        by_doc.setdefault(doc_index(seq), {})[doc_slot(seq)] = msg
+    return write_runs([(conversation_id, list(msgs))])
+
+
+def write_runs(runs: Iterable[tuple[str, list[dict[str, Any]]]]) -> int:
+    """Write messages into their slots idempotently; returns the documents written.
+
+    Two round trips for a whole batch, whatever the number of documents: which documents exist,
+    then one bulk write that sets the slots of existing documents and inserts new full ones. An
+    insert that lost a race with another writer becomes a slot update of the winner's document.
+    """
+    slots_by_doc: dict[str, dict[int, dict[str, Any]]] = {}
+    for conversation_id, msgs in runs:
+        for msg in msgs:
+            seq = int(msg["seq"])
+            slots_by_doc.setdefault(doc_id(conversation_id, seq), {})[doc_slot(seq)] = msg
+    if not slots_by_doc:
+        return 0
     coll = get_db().msg
-    for index, slots in sorted(by_doc.items()):
-        current_doc_id = doc_id(conversation_id, index * MSGS_PER_DOC + 1)
-        update = {"$set": {f"msgs.{slot}": filled_slot(m) for slot, m in slots.items()}}
-        if coll.update_one({"doc_id": current_doc_id}, update).matched_count:
+    existing = {d["doc_id"] for d in coll.find({"doc_id": {"$in": list(slots_by_doc)}}, {"doc_id": 1})}
+
+    def set_slots(current_doc_id: str) -> UpdateOne:
+        slots = slots_by_doc[current_doc_id]
+        return UpdateOne({"doc_id": current_doc_id}, {"$set": {f"msgs.{i}": filled_slot(m) for i, m in slots.items()}})
+
+    ops: list[UpdateOne | InsertOne[dict[str, Any]]] = []
+    op_doc_ids = list(slots_by_doc)
+    for current_doc_id, slots in slots_by_doc.items():
+        if current_doc_id in existing:
+            ops.append(set_slots(current_doc_id))
             continue
         full = [empty_slot() for _ in range(MSGS_PER_DOC)]
-        for slot, m in slots.items():
-            full[slot] = filled_slot(m)
-        try:
-            coll.insert_one({"doc_id": current_doc_id, "msgs": full})
-        except DuplicateKeyError:
-            # Another writer created the document first: set our slots in it.
-            coll.update_one({"doc_id": current_doc_id}, update)
-    return len(by_doc)
+        for i, m in slots.items():
+            full[i] = filled_slot(m)
+        ops.append(InsertOne({"doc_id": current_doc_id, "msgs": full}))
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(err.get("code") != 11000 for err in errors):
+            raise
+        # Another writer created these documents first: set our slots in them.
+        coll.bulk_write([set_slots(op_doc_ids[err["index"]]) for err in errors], ordered=False)
+    return len(slots_by_doc)
 
 
 def find_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:

@@ -34,7 +34,7 @@ def check_run(conversation_id: str, msgs: list[dict[str, Any]]) -> None:
 @celery_app.task(name="persist.batch", acks_late=True)
 def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = None) -> int:
     """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written."""
-    written = 0
+    good: list[tuple[str, list[dict[str, Any]]]] = []
     for conv, msgs in runs:
         try:
             check_run(conv, msgs)
@@ -43,12 +43,13 @@ def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = Non
             log.exception("refusing to persist a broken run")
             cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
             continue
-        written += until_done(
-            partial(storage.write_msgs, conv, msgs),
-            f"persist {conv}",
-            on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
-        )
-        metrics.MSG_INSERT_MONGO_SUCCESS.inc(len(msgs))
+        good.append((conv, msgs))
+    written = until_done(
+        partial(storage.write_runs, good),
+        "persist batch",
+        on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
+    )
+    metrics.MSG_INSERT_MONGO_SUCCESS.inc(sum(len(msgs) for _, msgs in good))
     if read_seqs:
         triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
         until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
