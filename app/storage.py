@@ -10,9 +10,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import ASCENDING, InsertOne, MongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, InsertOne, MongoClient, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from app.config import settings
 from app.conversation import MSGS_PER_DOC, doc_id, doc_index, doc_slot
@@ -40,29 +40,32 @@ def ensure_indexes() -> None:
 
 
 def take_seq_block(conversation_id: str, size: int) -> int:
-    """Atomically reserve `size` seqs; returns the max seq before the reservation."""
+    """Atomically reserve `size` seqs; returns the max seq before the reservation.
+
+    A compare-and-set (`$inc` only if max_seq is still what we read) rather than findAndModify:
+    just as atomic, and on SecantusDB an indexed update is ten times cheaper than findAndModify.
+    """
     coll = get_db().seq
-    found = coll.find_one_and_update(
-        {"conversation_id": conversation_id},
-        {"$inc": {"max_seq": size}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if found is None:
-        # Create the counter first: concurrent upserts through find_one_and_update are not safe on
-        # every MongoDB-wire server, and min_seq must never be reset by a later upsert.
-        coll.update_one(
-            {"conversation_id": conversation_id},
-            {"$setOnInsert": {"max_seq": 0, "min_seq": 0}},
-            upsert=True,
-        )
-        found = coll.find_one_and_update(
-            {"conversation_id": conversation_id},
-            {"$inc": {"max_seq": size}},
-            return_document=ReturnDocument.AFTER,
-        )
-    if found is None:
-        raise RuntimeError(f"seq document for {conversation_id} vanished")
-    return int(found["max_seq"]) - size
+    for _ in range(1000):
+        doc = coll.find_one({"conversation_id": conversation_id}, {"max_seq": 1})
+        if doc is None:
+            # Create the counter first, never resetting one that exists (min_seq included).
+            try:
+                coll.update_one(
+                    {"conversation_id": conversation_id},
+                    {"$setOnInsert": {"max_seq": 0, "min_seq": 0}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                pass  # created by a concurrent allocator
+            continue
+        current = int(doc["max_seq"])
+        if size == 0:
+            return current
+        taken = coll.update_one({"conversation_id": conversation_id, "max_seq": current}, {"$inc": {"max_seq": size}})
+        if taken.modified_count == 1:
+            return current
+    raise RuntimeError(f"could not reserve seqs for {conversation_id}: constant contention")
 
 
 def reserved_seq_end(conversation_id: str) -> int:
