@@ -265,17 +265,22 @@ def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int)
     return conv, protocol.msgdata_to_doc(msg)
 
 
+READ_REQUESTS: dict[int, tuple[type[Message], Callable[[str, Any], Message]]] = {
+    protocol.GET_NEWEST_SEQ: (pb.GetMaxSeqReq, lambda user_id, _body: history.newest_seqs(user_id)),
+    protocol.PULL_MSG_BY_RANGE: (pb.PullMessageBySeqsReq, history.pull_by_range),
+    protocol.PULL_MSG_BY_SEQ_LIST: (pb.GetSeqMessageReq, history.pull_by_seq_list),
+    protocol.GET_CONV_MAX_READ_SEQ: (pb.GetConversationsHasReadAndMaxSeqReq, history.has_read_and_max),
+    protocol.PULL_CONV_LAST_MESSAGE: (pb.GetLastMessageReq, history.last_messages),
+}
+
+
 class Gateway:
     def __init__(self, node_id: str, batcher: ShardBatcher[Pending]) -> None:
         self.hub = Hub(node_id)
         self.batcher = batcher
         self.handlers: dict[int, Callable[[Conn, protocol.Request], Message | None]] = {
-            protocol.GET_NEWEST_SEQ: self.get_newest_seq,
-            protocol.PULL_MSG_BY_RANGE: self.pull_by_range,
             protocol.SEND_MSG: self.send_msg,
-            protocol.PULL_MSG_BY_SEQ_LIST: self.pull_by_seq_list,
-            protocol.GET_CONV_MAX_READ_SEQ: self.get_conv_max_read_seq,
-            protocol.PULL_CONV_LAST_MESSAGE: self.pull_conv_last_message,
+            **{req_id: self.read for req_id in READ_REQUESTS},
         }
 
     def handle_frame(self, conn: Conn, frame: bytes | str) -> None:
@@ -328,30 +333,14 @@ class Gateway:
         metrics.MSGS_ACCEPTED.inc()
         return pb.UserSendMsgResp(serverMsgID=ack.server_msg_id, clientMsgID=msg.clientMsgID, sendTime=ack.send_time)
 
-    def get_newest_seq(self, conn: Conn, req: protocol.Request) -> Message:
-        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetMaxSeqReq)
-        _check_user_field(conn, body.userID)
-        return history.newest_seqs(conn.user_id)
-
-    def pull_by_range(self, conn: Conn, req: protocol.Request) -> Message:
-        body = protocol.decode_data(conn.sdk_type, req.data, pb.PullMessageBySeqsReq)
-        _check_user_field(conn, body.userID)
-        return history.pull_by_range(conn.user_id, body)
-
-    def pull_by_seq_list(self, conn: Conn, req: protocol.Request) -> Message:
-        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetSeqMessageReq)
-        _check_user_field(conn, body.userID)
-        return history.pull_by_seq_list(conn.user_id, body)
-
-    def get_conv_max_read_seq(self, conn: Conn, req: protocol.Request) -> Message:
-        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetConversationsHasReadAndMaxSeqReq)
-        _check_user_field(conn, body.userID)
-        return history.has_read_and_max(conn.user_id, body)
-
-    def pull_conv_last_message(self, conn: Conn, req: protocol.Request) -> Message:
-        body = protocol.decode_data(conn.sdk_type, req.data, pb.GetLastMessageReq)
-        _check_user_field(conn, body.userID)
-        return history.last_messages(conn.user_id, body)
+    def read(self, conn: Conn, req: protocol.Request) -> Message:
+        """The read requests (1001, 1002, 1005, 1006, 1007): always about the connection's own user."""
+        request_cls, answer = READ_REQUESTS[req.req_identifier]
+        body = protocol.decode_data(conn.sdk_type, req.data, request_cls)
+        user_id = getattr(body, "userID", "")
+        if user_id and user_id != conn.user_id:
+            raise ImError(NO_PERMISSION, "userID is not the connection's user")
+        return answer(conn.user_id, body)
 
     # --- background greenlets ---
 
@@ -382,11 +371,6 @@ class Gateway:
                 self.hub.renew_online()
             except Exception:
                 log.warning("renewing online state failed", exc_info=True)
-
-
-def _check_user_field(conn: Conn, user_id: str) -> None:
-    if user_id and user_id != conn.user_id:
-        raise ImError(NO_PERMISSION, "userID is not the connection's user")
 
 
 def _is_ping(text: str) -> bool:

@@ -77,6 +77,13 @@ def check_members(user_id: str, conversation_ids: list[str]) -> None:
         raise ImError(NO_PERMISSION, f"{user_id} is not in conversation {denied[0]}")
 
 
+def readable_bounds(user_id: str, conversation_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """(visible max, min seq) per conversation, after checking the user belongs to each."""
+    check_members(user_id, conversation_ids)
+    convs = sorted(set(conversation_ids))
+    return visible_max_seqs(convs), min_seqs(user_id, convs)
+
+
 def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
     """1001: max and min seq of every conversation the user has."""
     convs = storage.conversations_of(user_id)
@@ -90,10 +97,7 @@ def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
 
 def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageBySeqsResp:
     """1002: ranges per conversation; at most `num` (the newest) per range."""
-    convs = [r.conversationID for r in req.seqRanges]
-    check_members(user_id, convs)
-    highs = visible_max_seqs(sorted(set(convs)))
-    lows = min_seqs(user_id, sorted(set(convs)))
+    highs, lows = readable_bounds(user_id, [r.conversationID for r in req.seqRanges])
     resp = pb.PullMessageBySeqsResp()
     for seq_range in req.seqRanges:
         conv = seq_range.conversationID
@@ -115,12 +119,9 @@ def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageB
 
 def pull_by_seq_list(user_id: str, req: pb.GetSeqMessageReq) -> pb.GetSeqMessageResp:
     """1005: given seqs per conversation; seqs outside [min seq, visible max] are left out."""
-    convs = [c.conversationID for c in req.conversations]
     if sum(len(c.seqs) for c in req.conversations) > MAX_SEQ_LIST:
         raise ImError(ARGS_ERROR, f"at most {MAX_SEQ_LIST} seqs per request")
-    check_members(user_id, convs)
-    highs = visible_max_seqs(sorted(set(convs)))
-    lows = min_seqs(user_id, sorted(set(convs)))
+    highs, lows = readable_bounds(user_id, [c.conversationID for c in req.conversations])
     resp = pb.GetSeqMessageResp()
     for wanted in req.conversations:
         conv = wanted.conversationID

@@ -127,22 +127,3 @@ def test_resent_client_msg_id_keeps_one_seq(stack: Any, uid: str) -> None:
         assert [m["clientMsgID"] for m in pulled["Msgs"]] == [f"cid-{uid}", f"cid2-{uid}"]
     finally:
         a.close()
-
-
-def test_pull_of_someone_elses_conversation_is_refused(stack: Any, uid: str) -> None:
-    alice, bob, eve = f"alice{uid}", f"bob{uid}", f"eve{uid}"
-    conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    e = login(stack, eve)
-    try:
-        a.send_text(bob, "private")
-        assert eventually(lambda: a.newest_seqs().get(conv) == 1)
-        resp = e.request_raw(
-            1002, {"userID": eve, "seqRanges": [{"conversationID": conv, "begin": 1, "end": 1, "num": 1}]}
-        )
-        assert resp["errCode"] == 1002
-        assert resp["data"] is None
-        assert conv not in e.newest_seqs()
-    finally:
-        a.close()
-        e.close()
