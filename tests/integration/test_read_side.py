@@ -243,3 +243,25 @@ def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
     finally:
         a.close()
         e.close()
+
+
+def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: str) -> None:
+    """P5: a transfer that died between allocation and commit leaves a gap; it pulls as status 4."""
+    from app import cache
+    from app.seq_lua import SeqAllocator
+
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    a = login(stack, alice)
+    try:
+        a.send_text(bob, "one")
+        assert eventually(lambda: a.newest_seqs().get(conv) == 1)
+        SeqAllocator(cache.get_redis(), storage.take_seq_block).malloc(conv, 3)  # seqs 2..4, never committed
+        assert a.newest_seqs()[conv] == 1  # the visible max does not cover them
+        a.send_text(bob, "five")
+        assert eventually(lambda: a.newest_seqs().get(conv) == 5)
+        pulled = a.pull_range(conv, 1, 5)["Msgs"]
+        assert [(int(m["seq"]), int(m["status"])) for m in pulled] == [(1, 2), (2, 4), (3, 4), (4, 4), (5, 2)]
+        assert [text_of(m) for m in pulled if int(m["status"]) == 2] == ["one", "five"]
+    finally:
+        a.close()
