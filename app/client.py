@@ -13,9 +13,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import websocket
+from google.protobuf import json_format
 
 from app import protocol
 from app.conversation import SINGLE_CHAT, single_conversation_id
+from app.errors import ImError
 
 TEXT = 101
 
@@ -33,7 +35,7 @@ def connect_url(base: str, user_id: str, platform_id: int, token: str, **extra: 
         "sendID": user_id,
         "platformID": str(platform_id),
         "operationID": uuid.uuid4().hex,
-        "sdkType": "json",
+        "sdkType": protocol.SDK_JSON,
         "isBackground": "false",
         **extra,
     }
@@ -41,9 +43,23 @@ def connect_url(base: str, user_id: str, platform_id: int, token: str, **extra: 
 
 
 class ImClient:
-    """One connection: requests matched to responses by msgIncr, pushes collected on a queue."""
+    """One connection: requests matched to responses by msgIncr, pushes collected on a queue.
 
-    def __init__(self, base_url: str, user_id: str, platform_id: int, token: str, timeout: float = 10.0) -> None:
+    Whatever the connection's encoding (sdk_type json or js, gzip or not), requests are given and
+    answers returned as protobuf's canonical JSON dicts, so both encodings read the same."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user_id: str,
+        platform_id: int,
+        token: str,
+        timeout: float = 10.0,
+        sdk_type: str = protocol.SDK_JSON,
+        gzip: bool = False,
+    ) -> None:
+        self.sdk_type = sdk_type
+        self.gzip = gzip
         self.user_id = user_id
         self.platform_id = platform_id
         self.token = token
@@ -52,7 +68,10 @@ class ImClient:
         self._pending: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._incr = itertools.count(1)
         self._lock = threading.Lock()
-        self.ws = websocket.create_connection(connect_url(base_url, user_id, platform_id, token), timeout=timeout)
+        extra = {"sdkType": sdk_type, **({"compression": "gzip"} if gzip else {})}
+        self.ws = websocket.create_connection(
+            connect_url(base_url, user_id, platform_id, token, **extra), timeout=timeout
+        )
         self.closed = threading.Event()
         self._reader = threading.Thread(target=self._read_forever, daemon=True)
         self._reader.start()
@@ -65,17 +84,32 @@ class ImClient:
                     break
                 if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                     continue
+                if opcode == websocket.ABNF.OPCODE_BINARY and self.gzip:
+                    data = protocol.gunzip_frame(data)
                 body = json.loads(data)
+                body["data"] = self._decode(body.get("reqIdentifier"), body.get("data"))
                 if body.get("reqIdentifier") == protocol.PUSH_MSG:
                     self.pushes.put(body)
                     continue
                 waiter = self._pending.pop(str(body.get("msgIncr", "")), None)
                 if waiter is not None:
                     waiter.put(body)
-        except (websocket.WebSocketException, OSError, ValueError):
+        except (websocket.WebSocketException, OSError, ValueError, ImError):
             pass
         finally:
             self.closed.set()
+
+    def _encode(self, req_identifier: int, data: dict[str, Any] | None) -> Any:
+        if data is None or self.sdk_type == protocol.SDK_JSON or req_identifier not in protocol.REQUEST_TYPES:
+            return data
+        message = json_format.ParseDict(data, protocol.REQUEST_TYPES[req_identifier]())
+        return protocol.encode_data(self.sdk_type, message)
+
+    def _decode(self, req_identifier: Any, data: Any) -> Any:
+        if not data or self.sdk_type == protocol.SDK_JSON or req_identifier not in protocol.RESPONSE_TYPES:
+            return data
+        message = protocol.decode_data(self.sdk_type, data, protocol.RESPONSE_TYPES[req_identifier])
+        return protocol.encode_data(protocol.SDK_JSON, message)
 
     def request(self, req_identifier: int, data: dict[str, Any] | None) -> dict[str, Any]:
         """Send one request and wait for its response; raises ClientError on a non-zero errCode."""
@@ -97,10 +131,11 @@ class ImClient:
             "sendID": self.user_id if send_id is None else send_id,
             "operationID": uuid.uuid4().hex,
             "msgIncr": incr,
-            "data": data,
+            "data": self._encode(req_identifier, data),
         }
+        frame = json.dumps(envelope).encode()
         with self._lock:
-            self.ws.send_binary(json.dumps(envelope).encode())
+            self.ws.send_binary(protocol.gzip_frame(frame) if self.gzip else frame)
         try:
             return waiter.get(timeout=self.timeout)
         except queue.Empty as exc:

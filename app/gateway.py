@@ -7,6 +7,8 @@ stage routed to this node over Redis.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -14,7 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gevent
@@ -59,8 +61,10 @@ class ConnArgs:
     is_msg_resp: bool
 
 
-def parse_conn_args(args: dict[str, str]) -> ConnArgs:
-    """OpenIM's query parameters; anything missing or malformed is a CONN_ARGS_ERROR."""
+def parse_conn_args(args: dict[str, str], header_compression: str = "") -> ConnArgs:
+    """OpenIM's query parameters, or its `?v=` form (base64url JSON); malformed is CONN_ARGS_ERROR."""
+    if args.get("v"):
+        return _conn_args_from_v(args["v"], header_compression)
     send_id = args.get("sendID", "")
     if not send_id:
         raise ImError(CONN_ARGS_ERROR, "sendID is required")
@@ -68,22 +72,58 @@ def parse_conn_args(args: dict[str, str]) -> ConnArgs:
         platform_id = int(args.get("platformID", ""))
     except ValueError as exc:
         raise ImError(CONN_ARGS_ERROR, "platformID must be an integer") from exc
-    sdk_type = args.get("sdkType", protocol.SDK_JSON) or protocol.SDK_JSON
-    if sdk_type not in protocol.SDK_TYPES:
-        raise ImError(CONN_ARGS_ERROR, f"sdkType must be one of {', '.join(protocol.SDK_TYPES)}")
-    compression = args.get("compression", "")
-    if compression not in ("", "gzip"):
-        raise ImError(CONN_ARGS_ERROR, "compression must be gzip or empty")
-    return ConnArgs(
-        token=args.get("token", ""),
-        send_id=send_id,
-        platform_id=platform_id,
-        operation_id=args.get("operationID", ""),
-        sdk_type=sdk_type,
-        compression=compression,
-        is_background=args.get("isBackground", "") == "true",
-        is_msg_resp=args.get("isMsgResp", "") == "true",
+    return _checked_conn_args(
+        ConnArgs(
+            token=args.get("token", ""),
+            send_id=send_id,
+            platform_id=platform_id,
+            operation_id=args.get("operationID", ""),
+            sdk_type=args.get("sdkType", ""),
+            compression=args.get("compression", "") or header_compression,
+            is_background=args.get("isBackground", "") == "true",
+            is_msg_resp=args.get("isMsgResp", "") == "true",
+        )
     )
+
+
+def _conn_args_from_v(encoded: str, header_compression: str) -> ConnArgs:
+    try:
+        info = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise ImError(CONN_ARGS_ERROR, "v must be base64url JSON") from exc
+    if not isinstance(info, dict):
+        raise ImError(CONN_ARGS_ERROR, "v must hold a JSON object")
+    platform_id = info.get("platformID")
+    if not isinstance(platform_id, int) or isinstance(platform_id, bool):
+        raise ImError(CONN_ARGS_ERROR, "platformID must be an integer")
+    texts = {k: info.get(k, "") for k in ("token", "userID", "operationID", "sdkType", "compression")}
+    if any(not isinstance(v, str) for v in texts.values()):
+        raise ImError(CONN_ARGS_ERROR, "token, userID, operationID, sdkType and compression must be strings")
+    if not texts["userID"]:
+        raise ImError(CONN_ARGS_ERROR, "userID is required")
+    return _checked_conn_args(
+        ConnArgs(
+            token=texts["token"],
+            send_id=texts["userID"],
+            platform_id=platform_id,
+            operation_id=texts["operationID"],
+            sdk_type=texts["sdkType"],
+            compression=texts["compression"] or header_compression,
+            is_background=info.get("background") is True,
+            is_msg_resp=info.get("sendResponse") is True,
+        )
+    )
+
+
+def _checked_conn_args(args: ConnArgs) -> ConnArgs:
+    if not 1 <= args.platform_id <= 10:
+        raise ImError(CONN_ARGS_ERROR, "platformID must be one of OpenIM's platforms (1-10)")
+    sdk_type = protocol.SDK_ALIASES.get(args.sdk_type, args.sdk_type)
+    if sdk_type not in protocol.SDK_TYPES:
+        raise ImError(CONN_ARGS_ERROR, f"sdkType must be one of {', '.join(protocol.SDK_ALIASES)}")
+    if args.compression not in ("", "gzip"):
+        raise ImError(CONN_ARGS_ERROR, "compression must be gzip or empty")
+    return replace(args, sdk_type=sdk_type)
 
 
 def authenticate(args: ConnArgs) -> None:
@@ -420,7 +460,7 @@ def create_app(gateway: Gateway) -> Flask:
     @sock.route("/")
     def websocket(ws: Any) -> None:
         try:
-            args = parse_conn_args(request.args.to_dict())
+            args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
             authenticate(args)
         except ImError as err:
             log.info("connection refused (%d): %s", err.code, err.message)

@@ -38,6 +38,9 @@ DATA_ERROR = 3001
 SDK_JSON = "json"
 SDK_JS = "js"
 SDK_TYPES = (SDK_JSON, SDK_JS)
+# What clients may name in `sdkType`: OpenIM's Go SDK ("go", its default) marshals `data` as Go
+# []byte, i.e. base64 protobuf, like the JS SDK. Without sdkType we speak JSON.
+SDK_ALIASES = {"": SDK_JSON, SDK_JSON: SDK_JSON, SDK_JS: SDK_JS, "go": SDK_JS}
 
 MAX_FRAME_BYTES = 51_200
 
@@ -50,6 +53,25 @@ MSG_FROM_USER = 100
 MSG_FROM_SYSTEM = 200
 
 M = TypeVar("M", bound=Message)
+
+# Each request code's message and its answer's (the data of both, in the connection's encoding).
+REQUEST_TYPES: dict[int, type[Message]] = {
+    GET_NEWEST_SEQ: pb.GetMaxSeqReq,
+    PULL_MSG_BY_RANGE: pb.PullMessageBySeqsReq,
+    SEND_MSG: pb.MsgData,
+    PULL_MSG_BY_SEQ_LIST: pb.GetSeqMessageReq,
+    GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqReq,
+    PULL_CONV_LAST_MESSAGE: pb.GetLastMessageReq,
+}
+RESPONSE_TYPES: dict[int, type[Message]] = {
+    GET_NEWEST_SEQ: pb.GetMaxSeqResp,
+    PULL_MSG_BY_RANGE: pb.PullMessageBySeqsResp,
+    SEND_MSG: pb.UserSendMsgResp,
+    PULL_MSG_BY_SEQ_LIST: pb.GetSeqMessageResp,
+    GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqResp,
+    PULL_CONV_LAST_MESSAGE: pb.GetLastMessageResp,
+    PUSH_MSG: pb.PushMessages,
+}
 
 
 @dataclass(frozen=True)

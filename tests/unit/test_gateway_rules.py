@@ -33,7 +33,8 @@ def test_conn_args() -> None:
     [
         {"platformID": "5"},
         {"sendID": "a", "platformID": "x"},
-        {"sendID": "a", "platformID": "5", "sdkType": "go"},
+        {"sendID": "a", "platformID": "5", "sdkType": "python"},
+        {"sendID": "a", "platformID": "11"},
         {"sendID": "a", "platformID": "5", "compression": "br"},
     ],
 )
@@ -116,3 +117,53 @@ def test_slow_client_is_closed_instead_of_queueing_forever() -> None:
     for _ in range(OUTBOX_LIMIT + 5):
         conn.send_frame(b"x")
     assert ws.closed
+
+
+def b64url_json(body: object) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+def test_conn_args_in_openims_v_form() -> None:
+    v = b64url_json(
+        {
+            "token": "t",
+            "userID": "alice",
+            "platformID": 5,
+            "operationID": "op",
+            "sdkType": "js",
+            "sendResponse": True,
+            "background": False,
+        }
+    )
+    args = parse_conn_args({"v": v}, header_compression="gzip")
+    assert (args.send_id, args.platform_id, args.sdk_type, args.is_msg_resp, args.compression) == (
+        "alice",
+        5,
+        "js",
+        True,
+        "gzip",
+    )
+
+
+def test_go_sdk_type_means_base64_protobuf() -> None:
+    assert parse_conn_args({"sendID": "a", "platformID": "1", "sdkType": "go"}).sdk_type == "js"
+    assert parse_conn_args({"sendID": "a", "platformID": "1"}).sdk_type == "json"
+
+
+@pytest.mark.parametrize(
+    "v",
+    [
+        "***",
+        b64url_json([1, 2]),
+        b64url_json({"userID": "a", "platformID": "5"}),
+        b64url_json({"platformID": 5}),
+        b64url_json({"userID": 5, "platformID": 5}),
+    ],
+)
+def test_bad_v_form(v: str) -> None:
+    with pytest.raises(ImError) as err:
+        parse_conn_args({"v": v})
+    assert err.value.code == CONN_ARGS_ERROR
