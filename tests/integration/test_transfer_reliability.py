@@ -108,7 +108,8 @@ def assert_one_seq_each_in_order(stack: Stack, senders: Senders) -> None:
     for (sender, _receiver), (conv, acked) in zip(senders.pairs, senders.acked.items(), strict=True):
         assert len(acked) == senders.per_sender
         found = pulled_seqs(stack, sender, conv, acked)
-        assert all(len(seqs) == 1 for seqs in found.values()), f"P2: a clientMsgID got two seqs in {conv}"
+        doubled = {cid: seqs for cid, seqs in found.items() if len(seqs) != 1}
+        assert not doubled, f"P2: clientMsgIDs with several seqs in {conv}: {doubled}"
         assert set(found) == set(acked), f"P1: acknowledged messages missing from {conv}"
         seqs = [found[cid][0] for cid in acked]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"P3: {conv} out of acceptance order"
