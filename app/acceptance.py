@@ -70,12 +70,13 @@ def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]],
             publish([batch[i].doc for i in to_publish])
     except Exception as exc:
         log.error("publishing %d messages failed: %r", len(to_publish), exc)
-        failed = set(to_publish)
+        failed = {(batch[i].conversation_id, batch[i].client_msg_id) for i in to_publish}
         try:
-            cache.settle_client_acks([], [(batch[i].conversation_id, batch[i].client_msg_id) for i in to_publish])
+            cache.settle_client_acks([], list(failed))
         except Exception:
             log.warning("could not release clientMsgID reservations", exc_info=True)
-        return [exc if i in failed or _same_key(batch, i, failed) else answers[i] for i in range(len(batch))]
+        # every copy of a failed clientMsgID in this batch fails with it
+        return [exc if (p.conversation_id, p.client_msg_id) in failed else answers[i] for i, p in enumerate(batch)]
     try:
         cache.settle_client_acks(
             [(batch[i].conversation_id, batch[i].client_msg_id, encode_ack(answers[i], True)) for i in to_publish], []
@@ -84,8 +85,3 @@ def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]],
         # The messages are accepted; an unconfirmed reservation only means a resend publishes again.
         log.warning("could not confirm clientMsgID reservations", exc_info=True)
     return list(answers)
-
-
-def _same_key(batch: list[Pending], i: int, failed: set[int]) -> bool:
-    key = (batch[i].conversation_id, batch[i].client_msg_id)
-    return any((batch[j].conversation_id, batch[j].client_msg_id) == key for j in failed)

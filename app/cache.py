@@ -103,18 +103,20 @@ def get_cached_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict
     return {s: decode_cached(str(raw)) for s, raw in zip(seq_list, raws, strict=True) if raw is not None}
 
 
-def get_visible_max_seqs(conversation_ids: list[str]) -> dict[str, int | None]:
+def _get_ints(conversation_ids: list[str], keys: list[str]) -> dict[str, int | None]:
+    """conversation -> the integer at its key (None where the key is missing), in one MGET."""
     if not conversation_ids:
         return {}
-    raws = get_redis().mget([max_seq_key(c) for c in conversation_ids])
+    raws = get_redis().mget(keys)
     return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
+
+
+def get_visible_max_seqs(conversation_ids: list[str]) -> dict[str, int | None]:
+    return _get_ints(conversation_ids, [max_seq_key(c) for c in conversation_ids])
 
 
 def get_read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int | None]:
-    if not conversation_ids:
-        return {}
-    raws = get_redis().mget([user_read_seq_key(c, user_id) for c in conversation_ids])
-    return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
+    return _get_ints(conversation_ids, [user_read_seq_key(c, user_id) for c in conversation_ids])
 
 
 def raise_visible_max_seq(conversation_id: str, seq: int) -> int:

@@ -103,14 +103,14 @@ class SeqAllocator:
         self,
         client: redis.Redis,
         take_block: BlockSource,
-        newest_block_end: Callable[[str], int] | None = None,
+        newest_block_end: Callable[[str], int],
         lock_seconds: int = 3,
         data_seconds: int = 365 * 24 * 3600,
         wait_seconds: float = 0.02,
     ) -> None:
         self._redis = client
         self._take_block = take_block
-        self._newest_block_end = newest_block_end or (lambda conv: take_block(conv, 0))
+        self._newest_block_end = newest_block_end
         self._lock_seconds = lock_seconds
         self._data_seconds = data_seconds
         self._wait_seconds = wait_seconds
@@ -145,7 +145,6 @@ class SeqAllocator:
 
     def _settle(self, conv: str, size: int, group: bool, owner: str, now_ms: int, result: Any) -> int:
         """Finish one allocation from the malloc script's answer."""
-        key = malloc_seq_key(conv)
         block = size + (GROUP_BLOCK if group else SINGLE_BLOCK)
         # A crashed allocator's lock expires after lock_seconds; wait a little longer than that.
         deadline = time.monotonic() + self._lock_seconds + 2
@@ -155,14 +154,14 @@ class SeqAllocator:
                 return int(result[1])
             if state == 1:
                 start = self._take_block(conv, block)
-                self._store_block(key, owner, start + size, start + block, now_ms)
+                self._store_block(conv, owner, start + size, start + block, now_ms)
                 return start
             if state == 3:
                 curr, last = int(result[1]), int(result[2])
                 start = self._take_block(conv, block)
                 if start == last:
                     # MongoDB's block continues the cached one: keep using the cached remainder.
-                    self._store_block(key, owner, curr + size, start + block, now_ms)
+                    self._store_block(conv, owner, curr + size, start + block, now_ms)
                     return curr
                 log.warning(
                     "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
@@ -170,7 +169,7 @@ class SeqAllocator:
                     last,
                     start,
                 )
-                self._store_block(key, owner, start + size, start + block, now_ms)
+                self._store_block(conv, owner, start + size, start + block, now_ms)
                 return start
             if time.monotonic() > deadline:
                 raise SeqAllocationError(f"seq allocator for {conv} stayed locked")
@@ -179,18 +178,15 @@ class SeqAllocator:
             now_ms = int(time.time() * 1000)
             result = self._run_malloc(conv, size, owner, now_ms)
 
-    def _store_block(self, key: str, owner: str, curr: int, last: int, now_ms: int) -> None:
+    def _store_block(self, conv: str, owner: str, curr: int, last: int, now_ms: int) -> None:
+        key = malloc_seq_key(conv)
         state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms]))
         if state == 0:
             return
         # Our lock expired while we fetched the block (a slow MongoDB, or Redis lost the key).
         # Our seqs stay unique: they came from our own MongoDB block.
         log.warning("seq lock on %s was lost before storing the block", key)
-        if state == 1 and self._block_is_stale(key, last):
+        if state == 1 and self._newest_block_end(conv) > last:
             # Someone reserved a later block in MongoDB meanwhile (and may have handed it out before
             # Redis lost it): do not serve our older remainder; the next call starts from MongoDB.
             self._redis.delete(key)
-
-    def _block_is_stale(self, key: str, last: int) -> bool:
-        conversation_id = key[key.index("{") + 1 : key.rindex("}")]
-        return self._newest_block_end(conversation_id) > last

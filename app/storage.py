@@ -60,8 +60,6 @@ def take_seq_block(conversation_id: str, size: int) -> int:
                 pass  # created by a concurrent allocator
             continue
         current = int(doc["max_seq"])
-        if size == 0:
-            return current
         taken = coll.update_one({"conversation_id": conversation_id, "max_seq": current}, {"$inc": {"max_seq": size}})
         if taken.modified_count == 1:
             return current

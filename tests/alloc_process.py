@@ -20,7 +20,7 @@ from app.seq_lua import SeqAllocator
 def main(argv: list[str]) -> int:
     conv, count, seed = argv[0], int(argv[1]), int(argv[2])
     rng = random.Random(seed)
-    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=1)
+    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
     # Open both connections before the start signal so the processes really run side by side.
     cache.get_redis().ping()
     storage.get_db().command("ping")

@@ -256,7 +256,9 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
     try:
         a.send_text(bob, "one")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
-        SeqAllocator(cache.get_redis(), storage.take_seq_block).malloc(conv, 3)  # seqs 2..4, never committed
+        SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end).malloc(
+            conv, 3
+        )  # seqs 2..4, never committed
         assert a.newest_seqs()[conv] == 1  # the visible max does not cover them
         a.send_text(bob, "five")
         assert eventually(lambda: a.newest_seqs().get(conv) == 5)

@@ -14,7 +14,7 @@ from app.seq_lua import SINGLE_BLOCK, SeqAllocator
 @pytest.fixture
 def allocator(infra: dict[str, str]) -> SeqAllocator:
     storage.ensure_indexes()
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=1)
+    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, int]:
@@ -75,7 +75,7 @@ def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) 
     lock = threading.Lock()
 
     def work() -> None:
-        mine = SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=2)
+        mine = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=2)
         for _ in range(30):
             start = mine.malloc(conv, 3)
             with lock:
@@ -94,7 +94,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
     """Redis loses the key (and our lock) while we fetch a block; another allocator gets in first."""
     conv = f"si_a{uid}_h{uid}"
     r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
     interfere = [True]
 
     def take_block_with_redis_loss(conv_id: str, size: int) -> int:
@@ -104,7 +104,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
             other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5
         return storage.take_seq_block(conv_id, size)  # ours: 55..110
 
-    mine = SeqAllocator(r, take_block_with_redis_loss, lock_seconds=1)
+    mine = SeqAllocator(r, take_block_with_redis_loss, storage.reserved_seq_end, lock_seconds=1)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5
@@ -114,7 +114,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
 def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
     conv = f"si_a{uid}_i{uid}"
     r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
     interfere = [True]
 
     def slow_take_block(conv_id: str, size: int) -> int:
@@ -124,7 +124,7 @@ def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[st
             other.malloc(conv_id, 5)
         return storage.take_seq_block(conv_id, size)
 
-    mine = SeqAllocator(r, slow_take_block, lock_seconds=1)
+    mine = SeqAllocator(r, slow_take_block, storage.reserved_seq_end, lock_seconds=1)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5
@@ -135,7 +135,7 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
     Redis loses the key: our older remainder must not be served."""
     conv = f"si_a{uid}_j{uid}"
     r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, lock_seconds=1)
+    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
     handed: list[int] = []
     interfere = [True]
 
@@ -148,6 +148,6 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
             r.delete(cache.malloc_seq_key(conv_id))  # and Redis loses everything again
         return start
 
-    mine = SeqAllocator(r, take_block_then_lose, lock_seconds=1)
+    mine = SeqAllocator(r, take_block_then_lose, storage.reserved_seq_end, lock_seconds=1)
     mine.malloc(conv, 5)  # 1..5 from our block; storing it must be refused as stale
     assert mine.malloc(conv, 5) + 1 > max(handed)

@@ -33,7 +33,7 @@ EXTERNAL = "elsewhere"  # owner of blocks reserved straight from MongoDB
 
 
 def new_allocator() -> SeqAllocator:
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, lock_seconds=1)
+    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, Any] | None:
