@@ -49,3 +49,7 @@ if _amqp:
 else:
     # Redis broker: unacknowledged messages of a dead worker are redelivered after this long.
     broker_transport_options["visibility_timeout"] = int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "120"))
+    # kombu sweeps for such messages only every interval x throttle seconds (100 s by default): sweep
+    # every 5 s, so a dead worker's batches come back soon after the visibility timeout.
+    broker_transport_options["unacked_restore_interval"] = 5
+    broker_transport_options["unacked_restore_throttle"] = 1

@@ -9,12 +9,10 @@ import sys
 
 
 def _setup_logging() -> None:
+    from app import logs
     from app.config import settings
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(settings.log_level, settings.log_format)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -47,10 +45,14 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
         pool = ["-P", "solo"]
     elif kind == "offline":
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
+    elif kind == "persist":
+        # slot writes are idempotent and runs independent: overlap MongoDB round trips
+        queues, pool = "persist", ["-P", "threads", "-c", str(settings.persist_concurrency)]
     else:
         queues, pool = kind, ["-P", "solo"]
     # pid in the node name: a standby worker on the same host must not share the first one's name
     return [
+        "--quiet",  # no startup banner: every line a process writes is a log record
         "worker",
         "-n",
         f"{kind}-{os.getpid()}@%h",
@@ -68,15 +70,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app import storage
     from app.celery_app import celery_app
     from app.config import settings
-    from app.metrics import serve_metrics
+    from app.metrics import serve_metrics, watch_tasks
 
     serve_metrics(settings.metrics_host, settings.metrics_port)
+    watch_tasks()
     if args.kind in ("transfer", "persist"):
         storage.ensure_indexes()
+    if args.kind in ("persist", "push"):
+        start_journal_sweeper(args.kind, settings.broker_visibility_timeout)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
         return run_leased_transfer_worker(args.celery_args)
     celery_app.worker_main(worker_argv(args.kind, args.celery_args))
     return 0
+
+
+def start_journal_sweeper(kind: str, older_than_seconds: float) -> None:
+    """Redis broker: run hand-offs whose broker message a killed worker took with it (app/journal.py)."""
+    from app import journal
+
+    if kind == "persist":
+        from app.tasks.persist import persist_batch as task
+    else:
+        from app.tasks.push import push_batch as task
+    journal.start_sweeper(kind, task, older_than_seconds)
 
 
 def run_leased_transfer_worker(extra: list[str]) -> int:
@@ -131,9 +147,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.bench_transfer(args.messages, args.conversations, args.batch)
     elif args.what == "persist":
         bench.bench_persist(args.messages)
-    else:
+    elif args.what == "fanout":
+        from app.bench_push import bench_fanout
+
+        bench_fanout(args.members, args.online_fraction, args.fanout_messages)
+    elif args.what == "connections":
+        from app.bench_push import bench_connections
+        from app.config import settings
+
+        bench_connections(args.url or f"ws://{settings.gateway_host}:{settings.gateway_port}", args.count)
+    elif args.what == "pull":
         bench.bench_pull()
+    else:
+        return cmd_bench_e2e(args)
     return 0
+
+
+def cmd_bench_e2e(args: argparse.Namespace) -> int:
+    from app.bench_e2e import E2EConfig, run_e2e
+
+    cfg = E2EConfig(
+        users=args.users,
+        conversations=args.conversations if args.conversations_set else -1,
+        groups=args.groups,
+        group_size=args.group_size,
+        rate=args.rate,
+        inflight=args.inflight,
+        duration=args.duration,
+        procs=args.procs,
+        gateway=args.gateway or "",
+        api=args.api or "",
+        sdk_type=args.sdk_type,
+        drain_timeout=args.drain_timeout,
+        seed=args.seed,
+        baseline=args.baseline,
+        baseline_concurrency=args.baseline_concurrency,
+        smoke=args.smoke,
+        progress=not args.no_progress,
+        json_path=args.json or "",
+        plot_path=args.plot or "",
+    )
+    report = run_e2e(cfg)
+    return 0 if report["drained"] else 1
+
+
+class _Conversations(int):
+    """An int that remembers it was given on the command line (e2e's default depends on --users)."""
+
+
+def _conversations_arg(text: str) -> int:
+    return _Conversations(int(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,15 +229,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--send", default=None, help="send this one message, print the answer and exit")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("bench", help="print stage throughput figures (see app/bench.py)")
-    p.add_argument("what", choices=["allocator", "transfer", "persist", "pull"])
+    p = sub.add_parser(
+        "bench",
+        help="stage figures (app/bench.py, app/bench_push.py), or `e2e`: the running stack under websocket load",
+    )
+    p.add_argument("what", choices=["allocator", "transfer", "persist", "pull", "fanout", "connections", "e2e"])
+    p.add_argument("--members", type=int, default=500, help="fanout: group size")
+    p.add_argument("--online-fraction", type=float, default=0.5, help="fanout: share of members online")
+    p.add_argument("--fanout-messages", type=int, default=200, help="fanout: messages pushed")
+    p.add_argument("--count", type=int, default=10000, help="connections: idle connections to open")
+    p.add_argument("--url", default=None, help="connections: gateway ws://host:port (default GATEWAY_HOST/PORT)")
     p.add_argument("--calls", type=int, default=2000, help="allocator: calls per batch size")
     p.add_argument("--messages", type=int, default=20000, help="transfer, persist: messages in all")
-    p.add_argument("--conversations", type=int, default=200, help="transfer: conversations")
+    p.add_argument(
+        "--conversations",
+        type=_conversations_arg,
+        default=200,
+        help="transfer: conversations (200); e2e: single chats (default users/2, every user in one)",
+    )
     p.add_argument("--batch", type=int, default=200, help="transfer: messages per broker message")
+    e2e = p.add_argument_group("e2e (against the running stack: python -m app up)")
+    e2e.add_argument("--users", type=int, default=200, help="users online, one websocket each (200)")
+    e2e.add_argument("--groups", type=int, default=0, help="groups, created through POST /group/create_group (0)")
+    e2e.add_argument("--group-size", type=int, default=10, help="members per group (10)")
+    e2e.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: as fast as acknowledged)")
+    e2e.add_argument("--inflight", type=int, default=1, help="as fast as acknowledged: messages in flight per user")
+    e2e.add_argument("--duration", type=float, default=30.0, help="seconds of sending (30)")
+    e2e.add_argument("--procs", type=int, default=2, help="load processes holding the connections (2)")
+    e2e.add_argument("--gateway", default=None, help="websocket URL (default ws://GATEWAY_HOST:GATEWAY_PORT)")
+    e2e.add_argument("--api", default=None, help="admin REST base URL (default: the gateway's, over http)")
+    e2e.add_argument("--sdk-type", choices=["json", "js"], default="json", help="the clients' data encoding (json)")
+    e2e.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain")
+    e2e.add_argument("--seed", type=int, default=1, help="seed of the conversation and group plan")
+    e2e.add_argument("--baseline", action="store_true", help="also run the same load through app/baseline.py")
+    e2e.add_argument(
+        "--baseline-concurrency", type=int, default=0, help="baseline worker processes (default: one per core)"
+    )
+    e2e.add_argument("--smoke", action="store_true", help="a few seconds with 20 users, 10 chats, 2 groups (CI)")
+    e2e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e2e.add_argument("--json", default=None, metavar="PATH", help="write every figure as JSON")
+    e2e.add_argument("--plot", default=None, metavar="PATH", help="write latency and throughput plots (PNG)")
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
+    args.conversations_set = isinstance(getattr(args, "conversations", None), _Conversations)
     result: int = args.func(args)
     return result
 

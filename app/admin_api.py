@@ -2,6 +2,8 @@
 
 POST /auth/get_admin_token {secret, userID}   -> an admin token, when `secret` is ADMIN_SECRET
 POST /auth/get_user_token  {platformID, userID} with header `token: <admin token>` -> a user token
+POST /auth/force_logout    {platformID, userID} with an admin token -> that login is closed (2002)
+                           on whichever gateway node holds it, and its tokens stop working (1506)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from app import cache
 from app.auth import ADMIN_PLATFORM, mint_token, parse_token
 from app.config import settings
 from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
@@ -62,12 +65,30 @@ def get_admin_token() -> Response:
     return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
 
 
+def platform_id_of(body: dict[str, Any]) -> int:
+    platform_id = body.get("platformID")
+    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id < ADMIN_PLATFORM:
+        raise ImError(ARGS_ERROR, "platformID must be an OpenIM client platform (1-9)")
+    return platform_id
+
+
 @admin_api.post("/auth/get_user_token")
 def get_user_token() -> Response:
     require_admin()
     body = json_body()
-    platform_id = body.get("platformID")
-    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id < ADMIN_PLATFORM:
-        raise ImError(ARGS_ERROR, "platformID must be an OpenIM client platform (1-9)")
-    token = mint_token(user_id_of(body), platform_id)
+    token = mint_token(user_id_of(body), platform_id_of(body))
     return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
+
+
+@admin_api.post("/auth/force_logout")
+def force_logout() -> Response:
+    require_admin()
+    body = json_body()
+    user_id, platform_id = user_id_of(body), platform_id_of(body)
+    cache.force_logout(user_id, platform_id, settings.token_ttl_seconds)
+    online = cache.get_online([user_id]).get(user_id, [])
+    command = {"user_id": user_id, "platforms": [platform_id], "except_conn": "", "token": ""}
+    for node in {e.node_id for e in online if e.platform_id == platform_id}:
+        cache.publish_to_node(node, {"kick": command})
+    log.info("force_logout of %s on platform %d", user_id, platform_id)
+    return api_response({})

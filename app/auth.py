@@ -18,6 +18,8 @@ class TokenClaims:
     user_id: str
     platform_id: int
     admin: bool = False
+    expires_at: int = 0  # unix seconds
+    issued_at: int = 0
 
 
 def mint_token(
@@ -59,4 +61,10 @@ def parse_token(token: str, secret: str | None = None) -> TokenClaims:
     platform_id = claims.get("platformID")
     if not isinstance(user_id, str) or not user_id or not isinstance(platform_id, int):
         raise ImError(TOKEN_INVALID, "token lacks userID/platformID")
-    return TokenClaims(user_id=user_id, platform_id=platform_id, admin=claims.get("admin") is True)
+    return TokenClaims(
+        user_id=user_id,
+        platform_id=platform_id,
+        admin=claims.get("admin") is True,
+        expires_at=int(claims["exp"]),
+        issued_at=int(claims.get("iat") or 0),
+    )

@@ -32,6 +32,13 @@ class ShardBatcher(Generic[T]):
         self._linger = linger_seconds
         self._max_batch = max_batch
         self._shards: dict[int, _Shard[T]] = {}
+        self.in_flight = 0  # submitted, not yet answered
+        self._idle = Event()
+        self._idle.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every submitted item was answered (graceful shutdown); False on timeout."""
+        return bool(self._idle.wait(timeout))
 
     def submit(self, shard: int, item: T) -> AsyncResult:
         """Queue `item` for `shard`; the result is set once its batch was handled."""
@@ -40,6 +47,8 @@ class ShardBatcher(Generic[T]):
             state = self._shards[shard] = _Shard()
             gevent.spawn(self._flush_forever, shard, state)
         done = AsyncResult()
+        self.in_flight += 1
+        self._idle.clear()
         state.pending.append((item, done))
         state.wakeup.set()
         return done
@@ -55,6 +64,14 @@ class ShardBatcher(Generic[T]):
                 self._flush(shard, batch)
 
     def _flush(self, shard: int, batch: list[tuple[T, AsyncResult]]) -> None:
+        try:
+            self._answer(shard, batch)
+        finally:
+            self.in_flight -= len(batch)
+            if self.in_flight == 0:
+                self._idle.set()
+
+    def _answer(self, shard: int, batch: list[tuple[T, AsyncResult]]) -> None:
         try:
             results = list(self._handle(shard, [item for item, _ in batch]))
             if len(results) != len(batch):

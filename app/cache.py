@@ -6,9 +6,11 @@ live in one Redis Cluster slot and can be written in one pipeline or script.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -22,12 +24,24 @@ ONLINE_TTL_SECONDS = 90
 _client: redis.Redis | None = None
 
 
+def _connect(url: str) -> redis.Redis:
+    """A blocking pool: thousands of gateway greenlets wait their turn for one of
+    REDIS_MAX_CONNECTIONS connections instead of failing with MaxConnectionsError."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=20,
+        decode_responses=True,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 def get_redis() -> redis.Redis:
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=10, health_check_interval=30
-        )
+        _client = _connect(settings.redis_url)
     return _client
 
 
@@ -39,9 +53,7 @@ def get_broker_redis() -> redis.Redis:
     with the queues they guard, not with the data."""
     global _broker_client
     if _broker_client is None:
-        _broker_client = redis.Redis.from_url(
-            settings.effective_broker_url, decode_responses=True, socket_timeout=10, health_check_interval=30
-        )
+        _broker_client = _connect(settings.effective_broker_url)
     return _broker_client
 
 
@@ -124,36 +136,88 @@ def raise_visible_max_seq(conversation_id: str, seq: int) -> int:
     return int(result)
 
 
-def get_online_platforms(user_ids: list[str]) -> dict[str, dict[int, str]]:
-    """user -> {platformID: gateway node id} for every user with a live connection."""
+class OnlineEntry(NamedTuple):
+    platform_id: int
+    node_id: str
+    background: bool
+
+
+def _online_field(platform_id: int, node_id: str) -> str:
+    return f"{platform_id}:{node_id}"
+
+
+def get_online(user_ids: list[str]) -> dict[str, list[OnlineEntry]]:
+    """user -> the platforms it has connected, on which gateway node, for every user online.
+
+    Each field carries its own expiry, so the entries of a gateway node that died stop counting
+    after ONLINE_TTL_SECONDS even while another node keeps renewing the same user's key."""
     pipe = get_redis().pipeline(transaction=False)
     for user_id in user_ids:
         pipe.hgetall(online_key(user_id))
-    out: dict[str, dict[int, str]] = {}
-    for user_id, entries in zip(user_ids, pipe.execute(), strict=True):
+    now_ms = int(time.time() * 1000)
+    out: dict[str, list[OnlineEntry]] = {}
+    for user_id, fields in zip(user_ids, pipe.execute(), strict=True):
+        entries = [entry for field, value in fields.items() if (entry := _parse_online(field, value, now_ms))]
         if entries:
-            out[user_id] = {int(p): node for p, node in entries.items()}
+            out[user_id] = entries
     return out
 
 
-def set_online(user_id: str, platform_id: int, node_id: str) -> None:
+def _parse_online(field: str, value: str, now_ms: int) -> OnlineEntry | None:
+    platform, _, node = field.partition(":")
+    expires, _, flag = value.partition(":")
+    if not platform.isdigit() or not expires.isdigit() or int(expires) < now_ms:
+        return None
+    return OnlineEntry(int(platform), node, flag == "bg")
+
+
+def online_platform_ids(user_id: str) -> list[int]:
+    return sorted({entry.platform_id for entry in get_online([user_id]).get(user_id, [])})
+
+
+def set_online(user_id: str, platform_id: int, node_id: str, background: bool = False) -> None:
+    expires = int(time.time() * 1000) + ONLINE_TTL_SECONDS * 1000
     pipe = get_redis().pipeline(transaction=False)
-    pipe.hset(online_key(user_id), str(platform_id), node_id)
+    pipe.hset(online_key(user_id), _online_field(platform_id, node_id), f"{expires}:bg" if background else str(expires))
     pipe.expire(online_key(user_id), ONLINE_TTL_SECONDS)
     pipe.execute()
 
 
-# Remove a platform's entry only if this node still owns it (a newer login elsewhere keeps it).
-CLEAR_ONLINE_SCRIPT = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
-return 0
-"""
-
-
 def clear_online(user_id: str, platform_id: int, node_id: str) -> None:
-    get_redis().eval(CLEAR_ONLINE_SCRIPT, 1, online_key(user_id), str(platform_id), node_id)
+    get_redis().hdel(online_key(user_id), _online_field(platform_id, node_id))
+
+
+ONLINE_EVENTS_CHANNEL = "USER_ONLINE_EVENTS"
+
+
+def publish_online_change(user_id: str) -> None:
+    """Tell every gateway node (for 2005 subscribers) which platforms the user has online now."""
+    body = {"userID": user_id, "platformIDs": online_platform_ids(user_id)}
+    get_redis().publish(ONLINE_EVENTS_CHANNEL, json.dumps(body, separators=(",", ":")))
+
+
+def _kicked_token_key(token: str) -> str:
+    return f"KICKED_TOKEN:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def mark_token_kicked(token: str, ttl_seconds: int) -> None:
+    """A kicked or force-logged-out token is refused (1506) until it would have expired anyway."""
+    get_redis().set(_kicked_token_key(token), 1, ex=max(1, ttl_seconds))
+
+
+def _logged_out_key(user_id: str, platform_id: int) -> str:
+    return f"LOGGED_OUT:{{{user_id}}}:{platform_id}"
+
+
+def force_logout(user_id: str, platform_id: int, ttl_seconds: int) -> None:
+    """Every token of this user and platform issued before now stops working (admin force_logout)."""
+    get_redis().set(_logged_out_key(user_id, platform_id), int(time.time()), ex=max(1, ttl_seconds))
+
+
+def token_refused(token: str, user_id: str, platform_id: int, issued_at: int) -> bool:
+    """Kicked by a newer login, or issued before a force_logout of its user and platform."""
+    kicked, logged_out_at = get_redis().mget(_kicked_token_key(token), _logged_out_key(user_id, platform_id))
+    return kicked is not None or (logged_out_at is not None and issued_at < int(logged_out_at))
 
 
 def publish_to_node(node_id: str, payload: dict[str, Any]) -> int:
@@ -215,13 +279,14 @@ JOURNAL_MAX_ENTRIES = 100_000
 
 
 def journal_key(queue: str) -> str:
-    return f"TRANSFER_JOURNAL:{{{queue}}}"
+    return f"JOURNAL:{{{queue}}}"
 
 
-def journal_append(queue: str, docs: list[dict[str, Any]]) -> str:
+def journal_append(queue: str, payload: Any) -> str:
+    """Journal one hand-off (any JSON: a transfer batch's messages, a task's arguments)."""
     entry_id = get_broker_redis().xadd(
         journal_key(queue),
-        {"msgs": json.dumps(docs, separators=(",", ":"))},
+        {"msgs": json.dumps(payload, separators=(",", ":"))},
         maxlen=JOURNAL_MAX_ENTRIES,
         approximate=True,
     )
@@ -232,9 +297,14 @@ def journal_remove(queue: str, entry_id: str) -> None:
     get_broker_redis().xdel(journal_key(queue), entry_id)
 
 
-def journal_entries(queue: str, count: int = 500) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The oldest `count` journaled batches of `queue`, in publish order."""
-    rows: list[tuple[str, dict[str, str]]] = get_broker_redis().xrange(journal_key(queue), count=count) or []  # type: ignore[assignment]
+def journal_last_id(queue: str) -> str | None:
+    rows = get_broker_redis().xrevrange(journal_key(queue), count=1)
+    return str(rows[0][0]) if rows else None
+
+
+def journal_entries(queue: str, count: int = 500, until: str = "+") -> list[tuple[str, Any]]:
+    """The oldest `count` journaled hand-offs of `queue` up to entry id (or ms time) `until`, in order."""
+    rows: list[tuple[str, dict[str, str]]] = get_broker_redis().xrange(journal_key(queue), max=until, count=count) or []  # type: ignore[assignment]
     return [(str(entry_id), json.loads(fields["msgs"])) for entry_id, fields in rows]
 
 
@@ -274,3 +344,101 @@ def commit_args(
     args += [m["seq"] for m in msgs]
     args += list(read_seqs.values())
     return keys, args
+
+
+# --- group members: kept in step with MongoDB's group_member by app/groups.py ----------------
+
+
+def group_members_key(group_id: str) -> str:
+    return f"GROUP_MEMBERS:{{{group_id}}}"
+
+
+# KEYS[1] = members set; ARGV = member ids, the first being a sentinel so an empty group still exists.
+FILL_MEMBERS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[1], unpack(ARGV))
+return 1
+"""
+MEMBERS_SENTINEL = "\x00"
+
+
+def get_group_members(group_id: str) -> set[str] | None:
+    """The members, or None when Redis does not hold the group (rebuild it from MongoDB)."""
+    found = get_redis().smembers(group_members_key(group_id))
+    if not found:
+        return None
+    return {str(m) for m in found} - {MEMBERS_SENTINEL}
+
+
+def fill_group_members(group_id: str, members: Iterable[str]) -> None:
+    """Rebuild after Redis lost the set; never overwrites a set that changes wrote meanwhile."""
+    get_redis().eval(FILL_MEMBERS_SCRIPT, 1, group_members_key(group_id), MEMBERS_SENTINEL, *members)
+
+
+# KEYS[1] = members set; ARGV[1] = how many adds follow, then the added ids, then the removed ids.
+# A missing set stays missing: the next reader rebuilds it from MongoDB, which changed first.
+CHANGE_MEMBERS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local adds = tonumber(ARGV[1])
+for i = 2, adds + 1 do redis.call('SADD', KEYS[1], ARGV[i]) end
+for i = adds + 2, #ARGV do redis.call('SREM', KEYS[1], ARGV[i]) end
+return 1
+"""
+
+
+def change_group_members(group_id: str, added: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
+    adds, drops = list(added), list(removed)
+    get_redis().eval(CHANGE_MEMBERS_SCRIPT, 1, group_members_key(group_id), len(adds), *adds, *drops)
+
+
+def is_group_member(group_id: str, user_id: str) -> bool | None:
+    """None when Redis does not hold the group."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.exists(group_members_key(group_id))
+    pipe.sismember(group_members_key(group_id), user_id)
+    exists, member = pipe.execute()
+    return bool(member) if exists else None
+
+
+# --- offline push providers --------------------------------------------------------------------
+
+
+def getui_token_key(app_id: str) -> str:
+    """Getui's auth token, shared by every offline worker (OpenIM's GETUI_TOKEN, per app)."""
+    return f"GETUI_TOKEN:{app_id}"
+
+
+def fcm_token_key(user_id: str, platform_id: int) -> str:
+    """A device's FCM registration token (OpenIM's FCM_TOKEN:account:platform), hash-tagged by user."""
+    return f"FCM_TOKEN:{{{user_id}}}:{platform_id}"
+
+
+def set_fcm_token(user_id: str, platform_id: int, token: str, ttl_seconds: int) -> None:
+    """ttl_seconds 0 keeps the token until the client replaces it (as OpenIM does)."""
+    get_redis().set(fcm_token_key(user_id, platform_id), token, ex=ttl_seconds or None)
+
+
+def get_fcm_tokens(user_ids: list[str], platform_ids: Iterable[int]) -> dict[str, dict[int, str]]:
+    """user -> {platform: FCM token} for the users that registered any, in one round trip."""
+    pairs = [(u, p) for u in user_ids for p in platform_ids]
+    pipe = get_redis().pipeline(transaction=False)
+    for user_id, platform_id in pairs:
+        pipe.get(fcm_token_key(user_id, platform_id))
+    out: dict[str, dict[int, str]] = {}
+    for (user_id, platform_id), token in zip(pairs, pipe.execute(), strict=True):
+        if token:
+            out.setdefault(user_id, {})[platform_id] = str(token)
+    return out
+
+
+def delete_fcm_token(user_id: str, platform_id: int, token: str) -> None:
+    """Forget a token FCM no longer knows, unless the client registered a new one meanwhile."""
+    get_redis().eval(DELETE_IF_EQUAL_SCRIPT, 1, fcm_token_key(user_id, platform_id), token)
+
+
+DELETE_IF_EQUAL_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""

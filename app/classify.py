@@ -42,6 +42,14 @@ def goes_offline(msg: dict[str, Any]) -> bool:
     return msg["content_type"] not in EPHEMERAL_TYPES and option(msg, OPT_OFFLINE_PUSH)
 
 
+# On a group notification: the members it is the last message for (kicked, quit, dismissed).
+LEAVING_FIELD = "leaving_user_ids"
+
+
+def leaving_users(msg: dict[str, Any]) -> list[str]:
+    return [str(u) for u in msg.get(LEAVING_FIELD) or []]
+
+
 def syncs_sender(msg: dict[str, Any]) -> bool:
     return option(msg, OPT_SENDER_SYNC)
 

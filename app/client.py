@@ -16,7 +16,7 @@ import websocket
 from google.protobuf import json_format
 
 from app import protocol
-from app.conversation import SINGLE_CHAT, single_conversation_id
+from app.conversation import GROUP_CHAT, SINGLE_CHAT, single_conversation_id
 from app.errors import ImError
 
 TEXT = 101
@@ -65,6 +65,8 @@ class ImClient:
         self.token = token
         self.timeout = timeout
         self.pushes: queue.Queue[dict[str, Any]] = queue.Queue()
+        # other frames the server sends unasked: 2002 kicked, 2005 online status changes
+        self.notices: queue.Queue[dict[str, Any]] = queue.Queue()
         self._pending: dict[str, queue.Queue[dict[str, Any]]] = {}
         self._incr = itertools.count(1)
         self._lock = threading.Lock()
@@ -94,6 +96,8 @@ class ImClient:
                 waiter = self._pending.pop(str(body.get("msgIncr", "")), None)
                 if waiter is not None:
                     waiter.put(body)
+                elif not body.get("msgIncr"):
+                    self.notices.put(body)
         except (websocket.WebSocketException, OSError, ValueError, ImError):
             pass
         finally:
@@ -145,6 +149,9 @@ class ImClient:
     def send_text(self, recv_id: str, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
         return self.send(recv_id, TEXT, json.dumps({"content": text}), client_msg_id=client_msg_id)
 
+    def send_group_text(self, group_id: str, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
+        return self.send("", TEXT, json.dumps({"content": text}), client_msg_id=client_msg_id, group_id=group_id)
+
     def newest_seqs(self) -> dict[str, int]:
         data = self.request(protocol.GET_NEWEST_SEQ, {"userID": self.user_id})
         return {k: int(v) for k, v in (data.get("maxSeqs") or {}).items()}
@@ -189,19 +196,43 @@ class ImClient:
         content: str,
         options: dict[str, bool] | None = None,
         client_msg_id: str | None = None,
+        group_id: str = "",
     ) -> dict[str, Any]:
-        """Any single-chat message: content is the message's text (JSON for most content types)."""
+        """Any message: to recv_id (single chat) or to group_id (group chat, recv_id empty); content is
+        the message's text (JSON for most content types)."""
         msg: dict[str, Any] = {
             "sendID": self.user_id,
             "recvID": recv_id,
+            "groupID": group_id,
             "clientMsgID": client_msg_id or uuid.uuid4().hex,
-            "sessionType": SINGLE_CHAT,
+            "sessionType": GROUP_CHAT if group_id else SINGLE_CHAT,
             "contentType": content_type,
             "content": _b64(content),
             "createTime": str(int(time.time() * 1000)),
             "options": options or {},
         }
         return self.request(protocol.SEND_MSG, msg)
+
+    def logout(self) -> dict[str, Any]:
+        return self.request(protocol.LOGOUT_MSG, None)
+
+    def set_background(self, background: bool) -> dict[str, Any]:
+        return self.request(protocol.SET_BACKGROUND_STATUS, {"userID": self.user_id, "isBackground": background})
+
+    def subscribe_online(self, subscribe: list[str], unsubscribe: list[str] | None = None) -> dict[str, list[int]]:
+        """2005: watch users; returns their online platforms now (changes arrive as notices)."""
+        data = self.request(
+            protocol.SUB_USER_ONLINE_STATUS, {"subscribeUserID": subscribe, "unsubscribeUserID": unsubscribe or []}
+        )
+        return {e["userID"]: list(e.get("onlinePlatformIDs", [])) for e in data.get("subscribers", [])}
+
+    def next_notice(self, req_identifier: int, timeout: float | None = None) -> dict[str, Any]:
+        """The next unasked frame with this reqIdentifier (others are dropped); queue.Empty on timeout."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            notice = self.notices.get(timeout=max(0.0, deadline - time.monotonic()))
+            if notice.get("reqIdentifier") == req_identifier:
+                return notice
 
     def next_push(self, timeout: float | None = None) -> dict[str, Any]:
         return self.pushes.get(timeout=self.timeout if timeout is None else timeout)
@@ -218,7 +249,8 @@ class ImClient:
                 push = self.pushes.get(timeout=remaining)
             except queue.Empty:
                 break
-            for pulled in (push.get("data") or {}).get("msgs", {}).values():
+            data = push.get("data") or {}
+            for pulled in [*data.get("msgs", {}).values(), *data.get("notificationMsgs", {}).values()]:
                 got.extend(pulled.get("Msgs", []))
         return got
 

@@ -24,6 +24,8 @@ def _env_str(name: str, default: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = field(default_factory=lambda: _env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    # Connections per process to each Redis; callers beyond it wait (gateway greenlets, worker threads).
+    redis_max_connections: int = field(default_factory=lambda: _env_int("REDIS_MAX_CONNECTIONS", 200))
     broker_url: str = field(default_factory=lambda: _env_str("BROKER_URL", ""))
     mongo_url: str = field(
         default_factory=lambda: _env_str("MONGO_URL", "mongodb://127.0.0.1:27017/openim?retryWrites=false")
@@ -39,20 +41,58 @@ class Settings:
     admin_secret: str = field(
         default_factory=lambda: _env_str("ADMIN_SECRET", "openim-dev-admin-secret-change-me-0001")
     )
+    # Offline push: which provider (webhook | jpush | getui | fcm) and how hard to try.
+    offline_push_provider: str = field(default_factory=lambda: _env_str("OFFLINE_PUSH_PROVIDER", "webhook"))
     offline_push_url: str = field(default_factory=lambda: _env_str("OFFLINE_PUSH_URL", ""))
     offline_push_timeout: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_TIMEOUT", 5.0))
+    offline_push_max_retries: int = field(default_factory=lambda: _env_int("OFFLINE_PUSH_MAX_RETRIES", 5))
+    offline_push_backoff: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_BACKOFF", 1.0))
+    offline_push_backoff_max: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_BACKOFF_MAX", 60.0))
+    jpush_url: str = field(default_factory=lambda: _env_str("JPUSH_URL", "https://api.jpush.cn/v3/push"))
+    jpush_app_key: str = field(default_factory=lambda: _env_str("JPUSH_APP_KEY", ""))
+    jpush_master_secret: str = field(default_factory=lambda: _env_str("JPUSH_MASTER_SECRET", ""))
+    jpush_apns_production: bool = field(default_factory=lambda: _env_int("JPUSH_APNS_PRODUCTION", 0) != 0)
+    getui_url: str = field(default_factory=lambda: _env_str("GETUI_URL", "https://restapi.getui.com/v2"))
+    getui_app_id: str = field(default_factory=lambda: _env_str("GETUI_APP_ID", ""))
+    getui_app_key: str = field(default_factory=lambda: _env_str("GETUI_APP_KEY", ""))
+    getui_master_secret: str = field(default_factory=lambda: _env_str("GETUI_MASTER_SECRET", ""))
+    getui_channel_id: str = field(default_factory=lambda: _env_str("GETUI_CHANNEL_ID", ""))
+    getui_channel_name: str = field(default_factory=lambda: _env_str("GETUI_CHANNEL_NAME", ""))
+    fcm_url: str = field(default_factory=lambda: _env_str("FCM_URL", "https://fcm.googleapis.com"))
+    fcm_project_id: str = field(default_factory=lambda: _env_str("FCM_PROJECT_ID", ""))
+    # An OAuth2 access token for FCM, or "module:function" returning one (e.g. from service-account credentials).
+    fcm_access_token: str = field(default_factory=lambda: _env_str("FCM_ACCESS_TOKEN", ""))
+    fcm_token_provider: str = field(default_factory=lambda: _env_str("FCM_TOKEN_PROVIDER", ""))
     # The gateway groups SendMsg requests per shard for this long before one broker publish.
     batch_linger_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MS", 3.0))
     batch_max_msgs: int = field(default_factory=lambda: _env_int("BATCH_MAX_MSGS", 200))
     max_content_bytes: int = field(default_factory=lambda: _env_int("MAX_CONTENT_BYTES", 40 * 1024))
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))
+    # Redis broker: a dead worker's unacknowledged messages come back after this long (celeryconfig),
+    # and journaled hand-offs older than this are run by the consumers' sweepers (app/journal.py).
+    broker_visibility_timeout: int = field(default_factory=lambda: _env_int("BROKER_VISIBILITY_TIMEOUT", 120))
     transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
     seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
     seq_block_group: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROUP", 100))
+    # OpenIM's multiLogin.policy: 0 no kick, 1 kick same platform, 4 same class, 5 PC and one other.
+    multi_login_policy: int = field(default_factory=lambda: _env_int("MULTI_LOGIN_POLICY", 1))
+    # Server websocket pings; a socket with no frame and no pong for the read deadline is closed.
+    gateway_ping_seconds: float = field(default_factory=lambda: _env_float("GATEWAY_PING_SECONDS", 20.0))
+    gateway_read_deadline_seconds: float = field(
+        default_factory=lambda: _env_float("GATEWAY_READ_DEADLINE_SECONDS", 60.0)
+    )
+    # Requests per second per connection (0 = unlimited) and the burst above that rate.
+    gateway_rate_limit: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_LIMIT", 100.0))
+    gateway_rate_burst: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_BURST", 200.0))
+    gateway_max_conns: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_CONNS", 20000))
+    # Threads of the persist worker: MongoDB round trips overlap (writes are idempotent per slot).
+    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 4))
     metrics_host: str = field(default_factory=lambda: _env_str("METRICS_HOST", "127.0.0.1"))
     metrics_port: int = field(default_factory=lambda: _env_int("METRICS_PORT", 0))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
+    # json: one JSON object per line (operationID, conversationID, seq ... as fields); text: plain lines
+    log_format: str = field(default_factory=lambda: _env_str("LOG_FORMAT", "json"))
 
     @property
     def effective_broker_url(self) -> str:

@@ -69,7 +69,10 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(port: int, data_dir: Path, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def start_redis(
+    port: int, data_dir: Path, log_path: Path | None = None, durable: bool = False
+) -> subprocess.Popen[bytes]:
+    """A redis-server of our own; `durable` keeps an append-only file fsynced on every write."""
     data_dir.mkdir(parents=True, exist_ok=True)
     args = [
         redis_server_binary(),
@@ -82,7 +85,9 @@ def start_redis(port: int, data_dir: Path, log_path: Path | None = None) -> subp
         "--save",
         "",
         "--appendonly",
-        "no",
+        "yes" if durable else "no",
+        "--appendfsync",
+        "always",
         "--protected-mode",
         "no",
     ]

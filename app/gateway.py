@@ -13,52 +13,56 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import gevent
 from flask import Flask, Response, jsonify, request
 from flask_sock import Sock
-from gevent.queue import Full, Queue
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import cache, classify, history, metrics, protocol, storage
-from app.acceptance import Ack, Pending, accept_batch
+from app import cache, classify, groups, history, metrics, protocol, push_frames, storage
+from app.acceptance import Ack, Pending
 from app.admin_api import admin_api
-from app.auth import parse_token
+from app.auth import TokenClaims, parse_token
 from app.batcher import ShardBatcher
-from app.celery_app import celery_app
 from app.config import settings
-from app.conversation import SINGLE_CHAT, conversation_id_for, shard_of, transfer_queue
-from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, SERVER_INTERNAL, TOKEN_INVALID, ImError
+from app.connections import Conn, ConnArgs, Hub, online_event
+from app.conversation import GROUP_CHAT, SINGLE_CHAT, conversation_id_for, shard_of
+from app.errors import (
+    ARGS_ERROR,
+    CONN_ARGS_ERROR,
+    CONN_OVER_MAX_NUM,
+    NO_PERMISSION,
+    NOT_IN_GROUP,
+    RATE_LIMITED,
+    SERVER_INTERNAL,
+    TOKEN_INVALID,
+    TOKEN_KICKED,
+    ImError,
+)
+from app.group_api import group_api
+from app.openim_api import openim_api
 from app.proto import sdkws_pb2 as pb
+from app.publish import accept_shard_batch, queue_depths
+from app.sessions import LOGIN_POLICIES, platforms_to_kick
+from app.third_api import third_api
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 15
-READ_DEADLINE_SECONDS = 120
 ONLINE_RENEW_SECONDS = 30
 WS_POLICY_VIOLATION = 1008
-OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
+WS_GOING_AWAY = 1001
+WS_INTERNAL_ERROR = 1011
 
 
 # --- connection parameters -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConnArgs:
-    token: str
-    send_id: str
-    platform_id: int
-    operation_id: str
-    sdk_type: str
-    compression: str
-    is_background: bool
-    is_msg_resp: bool
 
 
 def parse_conn_args(args: dict[str, str], header_compression: str = "") -> ConnArgs:
@@ -126,143 +130,13 @@ def _checked_conn_args(args: ConnArgs) -> ConnArgs:
     return replace(args, sdk_type=sdk_type)
 
 
-def authenticate(args: ConnArgs) -> None:
+def authenticate(args: ConnArgs) -> TokenClaims:
     claims = parse_token(args.token)
     if claims.user_id != args.send_id or claims.platform_id != args.platform_id:
         raise ImError(TOKEN_INVALID, "token does not belong to this sendID/platformID")
-
-
-# --- one client connection -------------------------------------------------------------------
-
-
-class Conn:
-    """One client socket. Every write goes through its outbox and one writer greenlet, so responses
-    and pushes reach the client in the order they were produced and a slow client never blocks the
-    greenlet that produced them."""
-
-    def __init__(self, ws: Any, args: ConnArgs) -> None:
-        self.ws = ws
-        self.user_id = args.send_id
-        self.platform_id = args.platform_id
-        self.sdk_type = args.sdk_type
-        self.gzip = args.compression == "gzip"
-        self.conn_id = uuid.uuid4().hex
-        self._outbox: Queue[bytes | str | None] = Queue(maxsize=OUTBOX_LIMIT)
-        self._writer = gevent.spawn(self._write_forever)
-
-    def send_frame(self, frame: bytes) -> None:
-        self._enqueue(protocol.gzip_frame(frame) if self.gzip else frame)
-
-    def send_text(self, text: str) -> None:
-        self._enqueue(text)
-
-    def _enqueue(self, item: bytes | str) -> None:
-        try:
-            self._outbox.put_nowait(item)
-        except Full:
-            # The client reads slower than we write: drop it; it reconnects and pulls what it missed.
-            log.warning("closing %s/%d: %d frames unsent", self.user_id, self.platform_id, OUTBOX_LIMIT)
-            self.close()
-
-    def _write_forever(self) -> None:
-        while True:
-            item = self._outbox.get()
-            if item is None:
-                return
-            try:
-                self.ws.send(item)
-            except Exception:
-                log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)
-                return
-
-    def finish(self, timeout: float = 5.0) -> None:
-        """The session ended: write what is still queued, then stop the writer."""
-        try:
-            self._outbox.put_nowait(None)
-        except Full:
-            self._writer.kill(block=False)
-        self._writer.join(timeout=timeout)
-
-    def close(self) -> None:
-        """Stop the writer (after what is queued) and close the socket."""
-        try:
-            self._outbox.put_nowait(None)
-        except Full:
-            self._writer.kill(block=False)
-        try:
-            self.ws.close()
-        except Exception:
-            pass
-
-    def respond(
-        self, req_id: int, msg_incr: str, operation_id: str, data: Message | None = None, err: ImError | None = None
-    ) -> None:
-        encoded = protocol.encode_data(self.sdk_type, data) if data is not None else None
-        self.send_frame(
-            protocol.encode_response(
-                req_id,
-                msg_incr,
-                operation_id,
-                encoded,
-                err_code=err.code if err else 0,
-                err_msg=err.message if err else "",
-            )
-        )
-
-
-class Hub:
-    """This node's open connections, by user."""
-
-    def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
-        self._by_user: dict[str, set[Conn]] = {}
-
-    def add(self, conn: Conn) -> None:
-        self._by_user.setdefault(conn.user_id, set()).add(conn)
-        cache.set_online(conn.user_id, conn.platform_id, self.node_id)
-
-    def remove(self, conn: Conn) -> None:
-        conns = self._by_user.get(conn.user_id, set())
-        conns.discard(conn)
-        if not conns:
-            self._by_user.pop(conn.user_id, None)
-        if not any(c.platform_id == conn.platform_id for c in conns):
-            try:
-                cache.clear_online(conn.user_id, conn.platform_id, self.node_id)
-            except Exception:  # Redis down: the entry expires by itself
-                log.warning("could not clear online state of %s", conn.user_id, exc_info=True)
-
-    def conns_of(self, user_id: str) -> list[Conn]:
-        return list(self._by_user.get(user_id, ()))
-
-    def connection_count(self) -> int:
-        return sum(len(c) for c in self._by_user.values())
-
-    def renew_online(self) -> None:
-        for user_id, conns in list(self._by_user.items()):
-            for platform in {c.platform_id for c in conns}:
-                cache.set_online(user_id, platform, self.node_id)
-
-    def deliver(self, payload: dict[str, Any]) -> int:
-        """Write one push (routed to this node by the push stage) to the recipients' sockets."""
-        sent = 0
-        for delivery in payload.get("deliveries", []):
-            conv = delivery["conversation_id"]
-            push = pb.PushMessages()
-            push.msgs[conv].Msgs.extend(protocol.doc_to_msgdata(m) for m in delivery["msgs"])
-            frames: dict[str, bytes] = {}
-            for user_id, skip_platform in delivery["users"]:
-                for conn in self.conns_of(user_id):
-                    if conn.platform_id == skip_platform:
-                        continue
-                    frame = frames.get(conn.sdk_type)
-                    if frame is None:
-                        frame = frames[conn.sdk_type] = protocol.encode_response(
-                            protocol.PUSH_MSG, "", "", protocol.encode_data(conn.sdk_type, push)
-                        )
-                    conn.send_frame(frame)
-                    sent += 1
-        return sent
+    if cache.token_refused(args.token, claims.user_id, claims.platform_id, claims.issued_at):
+        raise ImError(TOKEN_KICKED, "token was kicked by another login or logged out; log in again")
+    return claims
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -276,10 +150,16 @@ def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int)
     """Check a SendMsg against the connection and fill the server's fields; returns (conversation, doc)."""
     if msg.sendID and msg.sendID != conn.user_id:
         raise ImError(NO_PERMISSION, "sendID is not the connection's user")
-    if msg.sessionType != SINGLE_CHAT:
-        raise ImError(ARGS_ERROR, f"sessionType {msg.sessionType} is not supported")
-    if not msg.recvID:
-        raise ImError(ARGS_ERROR, "recvID is required for a single chat")
+    if msg.sessionType == SINGLE_CHAT:
+        if not msg.recvID:
+            raise ImError(ARGS_ERROR, "recvID is required for a single chat")
+        msg.groupID = ""
+    elif msg.sessionType == GROUP_CHAT:
+        if not msg.groupID or len(msg.groupID) > 64:
+            raise ImError(ARGS_ERROR, "groupID is required for a group chat")
+        msg.recvID = ""
+    else:
+        raise ImError(ARGS_ERROR, f"sessionType {msg.sessionType} is not supported (1 single, 3 group)")
     if not msg.clientMsgID or len(msg.clientMsgID) > 64:
         raise ImError(ARGS_ERROR, "clientMsgID is required (at most 64 characters)")
     if msg.contentType <= 0:
@@ -318,12 +198,45 @@ class Gateway:
     def __init__(self, node_id: str, batcher: ShardBatcher[Pending]) -> None:
         self.hub = Hub(node_id)
         self.batcher = batcher
+        self.draining = False
+        self.push_subscribed = False
         self.handlers: dict[int, Callable[[Conn, protocol.Request], Message | None]] = {
             protocol.SEND_MSG: self.send_msg,
             **{req_id: self.read for req_id in READ_REQUESTS},
+            protocol.LOGOUT_MSG: self.logout,
+            protocol.SET_BACKGROUND_STATUS: self.set_background,
+            protocol.SUB_USER_ONLINE_STATUS: self.sub_online_status,
         }
 
+    # --- sessions ---
+
+    def login(self, conn: Conn) -> None:
+        """Register a new connection after applying the multi-terminal policy on every node."""
+        if self.draining:
+            raise ImError(SERVER_INTERNAL, "this gateway is shutting down; connect to another node")
+        if self.hub.connection_count() >= settings.gateway_max_conns:
+            raise ImError(CONN_OVER_MAX_NUM, "this gateway holds its maximum number of connections")
+        self.kick_older_logins(conn.user_id, conn.platform_id, conn.conn_id, conn.token)
+        self.hub.add(conn)
+
+    def kick_older_logins(self, user_id: str, platform_id: int, except_conn: str, new_token: str) -> None:
+        online = cache.get_online([user_id]).get(user_id, [])
+        local = {c.platform_id for c in self.hub.conns_of(user_id)}
+        platforms = platforms_to_kick(settings.multi_login_policy, platform_id, local | {e.platform_id for e in online})
+        if not platforms:
+            return
+        self.hub.kick(user_id, platforms, except_conn, new_token)
+        command = {"user_id": user_id, "platforms": sorted(platforms), "except_conn": except_conn, "token": new_token}
+        for node in {e.node_id for e in online if e.platform_id in platforms} - {self.hub.node_id}:
+            cache.publish_to_node(node, {"kick": command})
+
     def handle_frame(self, conn: Conn, frame: bytes | str) -> None:
+        if not conn.limiter.allow(time.monotonic()):
+            self._refuse_flood(conn, frame)
+            return
+        if conn.rate_limited:
+            conn.rate_limited = False
+            log.info("%s/%d is under the request rate limit again", conn.user_id, conn.platform_id)
         if isinstance(frame, str):
             if _is_ping(frame):
                 conn.send_text(json.dumps({"type": "pong"}))
@@ -342,11 +255,27 @@ class Gateway:
             data = handler(conn, req)
             conn.respond(req.req_identifier, req.msg_incr, req.operation_id, data)
         except ImError as err:
-            log.info("request from %s refused (%d): %s", conn.user_id, err.code, err.message)
+            log.info(
+                "request from %s refused (%d): %s",
+                conn.user_id,
+                err.code,
+                err.message,
+                extra={"operationID": req.operation_id if req else "", "userID": conn.user_id, "errCode": err.code},
+            )
             self._respond_error(conn, req, frame, err)
         except Exception:
-            log.exception("request from %s failed", conn.user_id)
+            log.exception(
+                "request from %s failed", conn.user_id, extra={"operationID": req.operation_id if req else ""}
+            )
             self._respond_error(conn, req, frame, ImError(SERVER_INTERNAL, "internal server error"))
+
+    def _refuse_flood(self, conn: Conn, frame: bytes | str) -> None:
+        if not conn.rate_limited:  # logged once per flood, not once per frame
+            conn.rate_limited = True
+            log.warning("%s/%d is over %.0f requests/s: refusing", conn.user_id, conn.platform_id, conn.limiter.rate)
+        err = ImError(RATE_LIMITED, f"too many requests: at most {conn.limiter.rate:.0f} per second")
+        raw = frame.encode("utf-8") if isinstance(frame, str) else frame
+        self._respond_error(conn, None, b"" if conn.gzip else raw, err)
 
     @staticmethod
     def _respond_error(conn: Conn, req: protocol.Request | None, frame: bytes, err: ImError) -> None:
@@ -364,6 +293,9 @@ class Gateway:
     def send_msg(self, conn: Conn, req: protocol.Request) -> Message:
         msg = protocol.decode_data(conn.sdk_type, req.data, pb.MsgData)
         conv, doc = prepare_outgoing(conn, msg, settings.max_content_bytes, int(time.time() * 1000))
+        doc[push_frames.OPERATION_ID] = req.operation_id  # its push carries it back (OpenIM SDKs need it)
+        if msg.sessionType == GROUP_CHAT and not groups.is_member(msg.groupID, conn.user_id):
+            raise ImError(NOT_IN_GROUP, f"{conn.user_id} is not in group {msg.groupID}")
         pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
         answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
         try:
@@ -382,6 +314,41 @@ class Gateway:
             raise ImError(NO_PERMISSION, "userID is not the connection's user")
         return answer(conn.user_id, body)
 
+    def logout(self, conn: Conn, req: protocol.Request) -> None:
+        """2003: answered, then the connection is closed (the client logs in again to come back)."""
+        log.info("user %s logged out on platform %d", conn.user_id, conn.platform_id)
+        gevent.spawn_later(0, self._end_session, conn)
+
+    def _end_session(self, conn: Conn) -> None:
+        self.hub.remove(conn)
+        conn.close()
+
+    def set_background(self, conn: Conn, req: protocol.Request) -> Message:
+        """2004: an iOS app in the background stops counting as online for push (OpenIM)."""
+        body = protocol.decode_data(conn.sdk_type, req.data, pb.SetAppBackgroundStatusReq)
+        if body.userID and body.userID != conn.user_id:
+            raise ImError(NO_PERMISSION, "userID is not the connection's user")
+        conn.background = body.isBackground
+        self.hub.refresh_online(conn.user_id, conn.platform_id)
+        return pb.SetAppBackgroundStatusResp()
+
+    def sub_online_status(self, conn: Conn, req: protocol.Request) -> Message:
+        """2005: watch users' online platforms; answers their current state, then pushes changes."""
+        body = protocol.decode_data(conn.sdk_type, req.data, pb.SubUserOnlineStatus)
+        ids = [*body.subscribeUserID, *body.unsubscribeUserID]
+        if any(not user_id or len(user_id) > 64 for user_id in ids):
+            raise ImError(ARGS_ERROR, "user ids must be non-empty strings of at most 64 characters")
+        self.hub.watch(conn, list(body.subscribeUserID), list(body.unsubscribeUserID))
+        online = cache.get_online(list(body.subscribeUserID))
+        return pb.SubUserOnlineStatusTips(
+            subscribers=[
+                pb.SubUserOnlineStatusElem(
+                    userID=user_id, onlinePlatformIDs=sorted({e.platform_id for e in online.get(user_id, [])})
+                )
+                for user_id in body.subscribeUserID
+            ]
+        )
+
     # --- background greenlets ---
 
     def subscribe_pushes(self) -> None:
@@ -389,20 +356,38 @@ class Gateway:
         while True:
             try:
                 pubsub = cache.get_redis().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(cache.push_channel(self.hub.node_id))
+                pubsub.subscribe(cache.push_channel(self.hub.node_id), cache.ONLINE_EVENTS_CHANNEL)
+                self.push_subscribed = True
                 for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        # inline, in arrival order: delivery only queues frames on the sockets' outboxes
+                    if message.get("type") != "message":
+                        continue
+                    # inline, in arrival order: delivery only queues frames on the sockets' outboxes
+                    if message["channel"] == cache.ONLINE_EVENTS_CHANNEL:
+                        self._notify_raw(message["data"])
+                    else:
                         self._deliver_raw(message["data"])
             except Exception:
+                self.push_subscribed = False
                 log.warning("push subscription lost; resubscribing", exc_info=True)
                 gevent.sleep(1)
 
     def _deliver_raw(self, raw: str) -> None:
         try:
-            self.hub.deliver(json.loads(raw))
+            payload = json.loads(raw)
+            kick = payload.get("kick")
+            if kick:
+                self.hub.kick(kick["user_id"], set(kick["platforms"]), kick["except_conn"], kick["token"])
+            else:
+                self.hub.deliver(payload)
         except Exception:
             log.exception("bad push payload")
+
+    def _notify_raw(self, raw: str) -> None:
+        event = online_event(raw)
+        if event is None:
+            log.warning("bad online event %r", raw[:200])
+            return
+        self.hub.notify_watchers(event)
 
     def renew_online_forever(self) -> None:
         while True:
@@ -421,26 +406,22 @@ def _is_ping(text: str) -> bool:
     return isinstance(body, dict) and body.get("type") == "ping"
 
 
-def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
-    queue = transfer_queue(shard)
-
-    def publish(docs: list[dict[str, Any]]) -> None:
-        journal = [queue, cache.journal_append(queue, docs)] if JOURNAL_BATCHES else None
-        try:
-            celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
-        except Exception:
-            if journal:
-                cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
-            raise
-
-    return accept_batch(batch, publish)
-
-
-# Only the Redis transport can lose a delivered message (see app/cache.py, transfer journal).
-JOURNAL_BATCHES = not settings.effective_broker_url.startswith(("amqp://", "pyamqp://", "amqps://"))
-
-
 # --- Flask app -------------------------------------------------------------------------------
+
+
+def serve_connection(gateway: Gateway, conn: Conn) -> None:
+    """Read frames until the socket closes; ping when it is quiet, drop it when it stops answering."""
+    while True:
+        frame = conn.ws.receive(timeout=settings.gateway_ping_seconds)
+        now = time.monotonic()
+        if frame is None:
+            if not conn.alive(now, settings.gateway_read_deadline_seconds):
+                log.info("closing %s/%d: silent past the read deadline", conn.user_id, conn.platform_id)
+                return
+            conn.ping()
+            continue
+        conn.last_alive = now
+        gateway.handle_frame(conn, frame)
 
 
 def create_app(gateway: Gateway) -> Flask:
@@ -448,36 +429,67 @@ def create_app(gateway: Gateway) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": protocol.MAX_FRAME_BYTES}
     sock = Sock(app)
     app.register_blueprint(admin_api)
+    app.register_blueprint(openim_api)
+    app.register_blueprint(group_api)
+    app.register_blueprint(third_api)
 
     @app.get("/healthz")
     def healthz() -> Any:
         return jsonify({"status": "ok", "node": gateway.hub.node_id, "connections": gateway.hub.connection_count()})
 
+    @app.get("/readyz")
+    def readyz() -> Any:
+        """Ready for traffic: not shutting down, Redis and MongoDB answer, pushes are subscribed."""
+        checks = {"accepting": not gateway.draining, "push_subscription": gateway.push_subscribed}
+        for name, probe in (("redis", lambda: cache.get_redis().ping()), ("mongodb", storage.ping)):
+            try:
+                probe()
+                checks[name] = True
+            except Exception as exc:
+                log.warning("readiness: %s does not answer: %r", name, exc)
+                checks[name] = False
+        ready = all(checks.values())
+        return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
+
     @app.get("/metrics")
     def prometheus_metrics() -> Any:
+        metrics.CONNECTIONS.set(gateway.hub.connection_count())
+        metrics.ONLINE_USERS.set(gateway.hub.user_count())
+        try:
+            for queue, depth in queue_depths().items():
+                metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
+        except Exception:
+            log.warning("could not read the broker's queue depths", exc_info=True)
         return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     @sock.route("/")
     def websocket(ws: Any) -> None:
         try:
             args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
-            authenticate(args)
+            claims = authenticate(args)
+            conn = Conn(ws, args, claims.expires_at, settings.gateway_rate_limit, settings.gateway_rate_burst)
+            gateway.login(conn)
         except ImError as err:
             log.info("connection refused (%d): %s", err.code, err.message)
             ws.send(json.dumps({"errCode": err.code, "errMsg": err.message, "errDlt": ""}))
             ws.close(reason=WS_POLICY_VIOLATION, message=err.message[:120])
             return
-        conn = Conn(ws, args)
-        gateway.hub.add(conn)
-        log.info("user %s connected on platform %d", conn.user_id, conn.platform_id)
+        except Exception:
+            # e.g. Redis unreachable: tell the client and close, so it retries (never a half-open socket)
+            log.exception("login failed")
+            ws.send(json.dumps({"errCode": SERVER_INTERNAL, "errMsg": "login failed, retry", "errDlt": ""}))
+            ws.close(reason=WS_INTERNAL_ERROR, message="login failed")
+            return
+        log.info(
+            "user %s connected on platform %d",
+            conn.user_id,
+            conn.platform_id,
+            extra={"userID": conn.user_id, "platformID": conn.platform_id, "operationID": args.operation_id},
+        )
         try:
             if args.is_msg_resp:
                 conn.send_text(json.dumps({"errCode": 0, "errMsg": "", "errDlt": ""}))
-            while True:
-                frame = ws.receive(timeout=READ_DEADLINE_SECONDS)
-                if frame is None:
-                    break  # idle past the read deadline
-                gateway.handle_frame(conn, frame)
+            serve_connection(gateway, conn)
         finally:
             gateway.hub.remove(conn)
             conn.finish()
@@ -486,10 +498,32 @@ def create_app(gateway: Gateway) -> Flask:
     return app
 
 
+def shut_down(gateway: Gateway, server: Any) -> None:
+    """SIGTERM: stop accepting, answer every SendMsg already taken, then close the sockets with
+    1001 (going away) so clients reconnect to another node, and leave the online state clean."""
+    if gateway.draining:
+        return
+    gateway.draining = True
+    log.info("shutting down: no new connections; draining %d messages in flight", gateway.batcher.in_flight)
+    server.close()  # the listening socket: new connections go to other nodes
+    if not gateway.batcher.drain(PUBLISH_TIMEOUT_SECONDS):
+        log.warning("%d messages still unanswered at shutdown; their clients resend", gateway.batcher.in_flight)
+    gevent.sleep(0.2)  # let the answers reach the outboxes
+    conns = gateway.hub.all_conns()
+    for conn in conns:
+        gateway.hub.remove(conn)
+        conn.close(WS_GOING_AWAY)
+    gevent.joinall([c.writer for c in conns], timeout=5)
+    log.info("gateway %s stopped (%d connections closed)", gateway.hub.node_id, len(conns))
+    server.stop(timeout=1)
+
+
 def serve() -> None:
     """Run the gateway until killed (the caller has already monkey-patched with gevent)."""
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
+    if settings.multi_login_policy not in LOGIN_POLICIES:
+        raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
     storage.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
         accept_shard_batch, settings.batch_linger_ms / 1000.0, settings.batch_max_msgs
@@ -497,7 +531,18 @@ def serve() -> None:
     gateway = Gateway(settings.node_id, batcher)
     gevent.spawn(gateway.subscribe_pushes)
     gevent.spawn(gateway.renew_online_forever)
-    server = WSGIServer((settings.gateway_host, settings.gateway_port), create_app(gateway), log=None)
+    # pywsgi's own complaints (e.g. a client's bytes after its websocket closed) as debug records
+    http_errors = LoggingLogAdapter(logging.getLogger("app.gateway.http"), logging.DEBUG)
+    server = WSGIServer(
+        (settings.gateway_host, settings.gateway_port), create_app(gateway), log=None, error_log=http_errors
+    )
+    stopping: list[gevent.Greenlet] = []
+
+    def on_signal() -> None:
+        stopping.append(gevent.spawn(shut_down, gateway, server))
+
+    gevent.signal_handler(signal.SIGTERM, on_signal)
+    gevent.signal_handler(signal.SIGINT, on_signal)
     log.info(
         "gateway %s listening on ws://%s:%d/ (pid %d)",
         settings.node_id,
@@ -505,4 +550,5 @@ def serve() -> None:
         settings.gateway_port,
         os.getpid(),
     )
-    server.serve_forever()
+    server.serve_forever()  # returns once shut_down closed the listening socket
+    gevent.joinall(stopping)

@@ -10,6 +10,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from app import cache, storage
+from app.conversation import is_group_conversation
 from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
 from app.protocol import doc_to_msgdata, placeholder_msg
@@ -36,16 +37,36 @@ def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
     return out
 
 
-def min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
-    """The lowest seq this user may read: the conversation's and the user's own, whichever is higher."""
-    out = {c: _min_seqs[(user_id, c)] for c in conversation_ids if (user_id, c) in _min_seqs}
+def seq_bounds(user_id: str, conversation_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """(lowest seq the user may read, highest or 0 for none) per conversation: the conversation's
+    min seq and the user's own bounds. Group members' bounds change when they join or leave, so
+    they are read fresh; single chats' are remembered."""
+    out = {c: (_min_seqs[(user_id, c)], 0) for c in conversation_ids if (user_id, c) in _min_seqs}
     missing = [c for c in conversation_ids if c not in out]
     if missing:
         conv_min = storage.get_min_seqs(missing)
         user = storage.get_user_seqs(user_id, missing)
         for c in missing:
-            out[c] = _min_seqs[(user_id, c)] = max(1, conv_min.get(c, 0), user.get(c, {}).get("min_seq", 0))
+            own = user.get(c, {})
+            low = max(1, conv_min.get(c, 0), own.get("min_seq", 0))
+            if is_group_conversation(c):
+                out[c] = (low, own.get("max_seq", 0))
+            else:
+                out[c] = (_min_seqs.setdefault((user_id, c), low), 0)
     return out
+
+
+def min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    return {c: low for c, (low, _) in seq_bounds(user_id, conversation_ids).items()}
+
+
+def user_max_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
+    """The visible max, capped where the user left a group."""
+    highs = visible_max_seqs(conversation_ids)
+    caps = {
+        c: cap for c, (_, cap) in seq_bounds(user_id, [c for c in conversation_ids if is_group_conversation(c)]).items()
+    }
+    return {c: min(seq, caps[c]) if caps.get(c) else seq for c, seq in highs.items()}
 
 
 def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
@@ -81,7 +102,11 @@ def readable_bounds(user_id: str, conversation_ids: list[str]) -> tuple[dict[str
     """(visible max, min seq) per conversation, after checking the user belongs to each."""
     check_members(user_id, conversation_ids)
     convs = sorted(set(conversation_ids))
-    return visible_max_seqs(convs), min_seqs(user_id, convs)
+    bounds = seq_bounds(user_id, convs)
+    highs = visible_max_seqs(convs)
+    return {c: min(h, bounds[c][1]) if bounds[c][1] else h for c, h in highs.items()}, {
+        c: low for c, (low, _) in bounds.items()
+    }
 
 
 def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
@@ -89,7 +114,7 @@ def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
     convs = storage.conversations_of(user_id)
     resp = pb.GetMaxSeqResp()
     lows = min_seqs(user_id, convs)
-    for conv, seq in visible_max_seqs(convs).items():
+    for conv, seq in user_max_seqs(user_id, convs).items():
         resp.maxSeqs[conv] = seq
         resp.minSeqs[conv] = lows[conv] if seq else 0
     return resp
@@ -142,7 +167,7 @@ def has_read_and_max(
     convs = list(req.conversationIDs) or storage.conversations_of(user_id)
     check_members(user_id, convs)
     convs = sorted(set(convs))
-    highs = visible_max_seqs(convs)
+    highs = user_max_seqs(user_id, convs)
     reads = read_seqs(user_id, convs)
     last = last_msgs(convs, highs)
     resp = pb.GetConversationsHasReadAndMaxSeqResp()
@@ -163,6 +188,6 @@ def last_messages(user_id: str, req: pb.GetLastMessageReq) -> pb.GetLastMessageR
     convs = sorted(set(req.conversationIDs))
     check_members(user_id, convs)
     resp = pb.GetLastMessageResp()
-    for conv, msg in last_msgs(convs, visible_max_seqs(convs)).items():
+    for conv, msg in last_msgs(convs, user_max_seqs(user_id, convs)).items():
         resp.msgs[conv].CopyFrom(msg)
     return resp

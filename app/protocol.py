@@ -62,6 +62,8 @@ REQUEST_TYPES: dict[int, type[Message]] = {
     PULL_MSG_BY_SEQ_LIST: pb.GetSeqMessageReq,
     GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqReq,
     PULL_CONV_LAST_MESSAGE: pb.GetLastMessageReq,
+    SET_BACKGROUND_STATUS: pb.SetAppBackgroundStatusReq,
+    SUB_USER_ONLINE_STATUS: pb.SubUserOnlineStatus,
 }
 RESPONSE_TYPES: dict[int, type[Message]] = {
     GET_NEWEST_SEQ: pb.GetMaxSeqResp,
@@ -71,6 +73,8 @@ RESPONSE_TYPES: dict[int, type[Message]] = {
     GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqResp,
     PULL_CONV_LAST_MESSAGE: pb.GetLastMessageResp,
     PUSH_MSG: pb.PushMessages,
+    SET_BACKGROUND_STATUS: pb.SetAppBackgroundStatusResp,
+    SUB_USER_ONLINE_STATUS: pb.SubUserOnlineStatusTips,
 }
 
 

@@ -27,6 +27,10 @@ def get_db() -> Database[dict[str, Any]]:
     return _client.get_default_database()
 
 
+def ping() -> None:
+    get_db().command("ping")
+
+
 def ensure_indexes() -> None:
     db = get_db()
     db.msg.create_index([("doc_id", ASCENDING)], unique=True)
@@ -34,6 +38,8 @@ def ensure_indexes() -> None:
     db.conversation.create_index([("owner_user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
     db.conversation.create_index([("conversation_id", ASCENDING)])
     db.seq_user.create_index([("user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
+    db.group_member.create_index([("group_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
+    db.group_member.create_index([("user_id", ASCENDING)])
 
 
 # --- seq blocks ------------------------------------------------------------------------------
@@ -182,6 +188,35 @@ def max_stored_seq(conversation_id: str) -> int:
     return 0
 
 
+# --- upserts racing other writers -----------------------------------------------------------
+
+
+def _create_once(coll: Any, ops: list[UpdateOne]) -> None:
+    """`$setOnInsert` upserts: another writer creating the same record first is fine; anything else is not."""
+    if not ops:
+        return
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
+            raise
+
+
+def _upsert_retrying_races(coll: Any, ops: list[UpdateOne]) -> None:
+    """Upserts whose update must land: an upsert that lost a concurrent insert of the same record
+    (11000) is run again, now as an update of the winner's record."""
+    if not ops:
+        return
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        failed = [ops[err["index"]] for err in errors if err.get("code") == 11000]
+        if len(failed) != len(errors):
+            raise
+        coll.bulk_write(failed, ordered=False)
+
+
 # --- conversations ---------------------------------------------------------------------------
 
 
@@ -204,13 +239,7 @@ def create_conversations_many(wanted: dict[str, tuple[list[str], int]]) -> None:
         for conv, (owners, conv_type) in wanted.items()
         for owner in owners
     ]
-    if ops:
-        try:
-            get_db().conversation.bulk_write(ops, ordered=False)
-        except BulkWriteError as exc:
-            # Concurrent creation of the same record is fine; anything else is not.
-            if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
-                raise
+    _create_once(get_db().conversation, ops)
 
 
 def conversations_of(user_id: str) -> list[str]:
@@ -238,26 +267,126 @@ def raise_read_seqs(read_seqs: Iterable[tuple[str, str, int]]) -> None:
         )
         for conv, user, seq in read_seqs
     ]
-    if not ops:
-        return
-    try:
-        get_db().seq_user.bulk_write(ops, ordered=False)
-    except BulkWriteError as exc:
-        # Two writers created the same record at once: the losers' $max goes onto the winner's record.
-        failed = [ops[err["index"]] for err in exc.details.get("writeErrors", []) if err.get("code") == 11000]
-        if len(failed) != len(exc.details.get("writeErrors", [])):
-            raise
-        get_db().seq_user.bulk_write(failed, ordered=False)
+    _upsert_retrying_races(get_db().seq_user, ops)
 
 
 def get_user_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, dict[str, int]]:
-    """conversation -> {min_seq, read_seq} of this user (OpenIM's seq_user)."""
+    """conversation -> {min_seq, max_seq, read_seq} of this user (OpenIM's seq_user)."""
     if not conversation_ids:
         return {}
     docs = get_db().seq_user.find(
         {"user_id": user_id, "conversation_id": {"$in": conversation_ids}},
-        {"conversation_id": 1, "min_seq": 1, "read_seq": 1},
+        {"conversation_id": 1, "min_seq": 1, "max_seq": 1, "read_seq": 1},
     )
-    return {
-        d["conversation_id"]: {"min_seq": int(d.get("min_seq", 0)), "read_seq": int(d.get("read_seq", 0))} for d in docs
-    }
+    fields = ("min_seq", "max_seq", "read_seq")
+    return {d["conversation_id"]: {f: int(d.get(f, 0)) for f in fields} for d in docs}
+
+
+# --- groups (OpenIM's `group` and `group_member`) --------------------------------------------
+
+GROUP_STATUS_OK = 0
+GROUP_STATUS_DISMISSED = 2
+ROLE_OWNER = 100
+ROLE_MEMBER = 20
+
+
+def insert_group(group: dict[str, Any]) -> bool:
+    """False when the group id is taken."""
+    try:
+        get_db().group.insert_one({"_id": group["group_id"], **group})
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def find_group(group_id: str) -> dict[str, Any] | None:
+    return get_db().group.find_one({"_id": group_id}, {"_id": 0})
+
+
+def set_group_status(group_id: str, status: int) -> None:
+    get_db().group.update_one({"_id": group_id}, {"$set": {"status": status}})
+
+
+def add_group_members(group_id: str, members: dict[str, int], join_time: int) -> None:
+    """user -> role level; re-adding a member keeps the first record."""
+    ops = [
+        UpdateOne(
+            {"group_id": group_id, "user_id": user_id},
+            {"$setOnInsert": {"group_id": group_id, "user_id": user_id, "role_level": role, "join_time": join_time}},
+            upsert=True,
+        )
+        for user_id, role in members.items()
+    ]
+    _create_once(get_db().group_member, ops)
+
+
+def remove_group_members(group_id: str, user_ids: list[str]) -> None:
+    get_db().group_member.delete_many({"group_id": group_id, "user_id": {"$in": user_ids}})
+
+
+def group_member_ids(group_id: str) -> list[str]:
+    return [d["user_id"] for d in get_db().group_member.find({"group_id": group_id}, {"user_id": 1})]
+
+
+def group_members(group_id: str) -> list[dict[str, Any]]:
+    return list(get_db().group_member.find({"group_id": group_id}, {"_id": 0}).sort("join_time", ASCENDING))
+
+
+def group_member_roles(group_id: str) -> dict[str, int]:
+    """user -> role level of each member."""
+    docs = get_db().group_member.find({"group_id": group_id}, {"user_id": 1, "role_level": 1})
+    return {d["user_id"]: int(d.get("role_level", ROLE_MEMBER)) for d in docs}
+
+
+def groups_of(user_id: str) -> list[str]:
+    """The user's groups, the newest joined first."""
+    docs = get_db().group_member.find({"user_id": user_id}, {"group_id": 1, "join_time": 1})
+    return [d["group_id"] for d in sorted(docs, key=lambda d: (-int(d.get("join_time", 0)), d["group_id"]))]
+
+
+def set_member_seq_bounds(conversation_id: str, user_ids: list[str], min_seq: int | None, max_seq: int) -> None:
+    """A member reads from min_seq (set on joining: no history before it) up to max_seq (set on
+    leaving: nothing after it; 0 = no upper bound)."""
+    update: dict[str, Any] = {"$set": {"max_seq": max_seq}}
+    if min_seq is not None:
+        update["$set"]["min_seq"] = min_seq
+        update["$setOnInsert"] = {"read_seq": 0}
+    else:
+        update["$setOnInsert"] = {"read_seq": 0, "min_seq": 0}
+    ops = [UpdateOne({"user_id": u, "conversation_id": conversation_id}, update, upsert=True) for u in user_ids]
+    _upsert_retrying_races(get_db().seq_user, ops)
+
+
+# --- receive options (OpenIM's recvMsgOpt) ---------------------------------------------------
+
+RECV_AND_NOTIFY = 0
+NOT_RECEIVE = 1
+RECEIVE_WITHOUT_NOTIFY = 2
+RECV_MSG_OPTS = (RECV_AND_NOTIFY, NOT_RECEIVE, RECEIVE_WITHOUT_NOTIFY)
+
+
+def set_recv_msg_opt(owner_user_id: str, conversation_id: str, opt: int) -> bool:
+    """Set an owner's recvMsgOpt on their conversation record; False when they have no such record.
+
+    Never creates a record: `conversation` records are also what lets a user read a conversation.
+    """
+    if opt not in RECV_MSG_OPTS:
+        raise ValueError(f"recvMsgOpt must be one of {RECV_MSG_OPTS}, not {opt!r}")
+    result = get_db().conversation.update_one(
+        {"owner_user_id": owner_user_id, "conversation_id": conversation_id}, {"$set": {"recv_msg_opt": opt}}
+    )
+    return result.matched_count == 1
+
+
+def recv_msg_opts(conversation_id: str, user_ids: list[str]) -> dict[str, int]:
+    """user -> recvMsgOpt for this conversation; users without a record receive and are notified (0)."""
+    opts = dict.fromkeys(user_ids, RECV_AND_NOTIFY)
+    if not user_ids:
+        return opts
+    docs = get_db().conversation.find(
+        {"conversation_id": conversation_id, "owner_user_id": {"$in": user_ids}},
+        {"owner_user_id": 1, "recv_msg_opt": 1},
+    )
+    for d in docs:
+        opts[d["owner_user_id"]] = int(d.get("recv_msg_opt") or RECV_AND_NOTIFY)
+    return opts

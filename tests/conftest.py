@@ -30,6 +30,26 @@ else:
     _started.append(embedded.start_redis(_port, WORK_DIR / "redis", WORK_DIR / "redis.log"))
     REDIS_URL = f"redis://127.0.0.1:{_port}/{TEST_REDIS_DB}"
 
+# Stacks that need a broker apart from the data Redis use this database (flushed by those tests).
+BROKER_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/" + os.environ.get("TEST_BROKER_DB", str(TEST_REDIS_DB - 1))
+
+
+def _amqp_url() -> str:
+    """TEST_AMQP_URL, else the machine's RabbitMQ on a vhost of this run's own (its queues have the
+    stack's names, so two runs on one broker would take each other's messages)."""
+    if os.environ.get("TEST_AMQP_URL"):
+        return os.environ["TEST_AMQP_URL"]
+    vhost = f"openim_test_{TEST_REDIS_DB}"
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return "amqp://guest:guest@127.0.0.1:5672//"
+    subprocess.run([ctl, "add_vhost", vhost], capture_output=True, timeout=60)
+    subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], capture_output=True, timeout=60)
+    return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+AMQP_URL = _amqp_url()
+
 MONGO_PORT = embedded.free_port()
 MONGO_URL = f"mongodb://127.0.0.1:{MONGO_PORT}/openim_test?retryWrites=false"
 

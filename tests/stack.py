@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -16,6 +17,21 @@ from app import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ("transfer", "persist", "push", "offline")
+
+
+@dataclass(frozen=True)
+class GatewayNode:
+    name: str
+    port: int
+    node_id: str
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 class Stack:
@@ -33,6 +49,7 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_ports: dict[str, int] = {}
+        self.overrides: dict[str, dict[str, str]] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -42,9 +59,12 @@ class Stack:
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start_process(self, name: str, args: list[str]) -> None:
+    def start_process(self, name: str, args: list[str], env_overrides: dict[str, str] | None = None) -> None:
+        """Start (or start again, with the same overrides as the first time) one named process."""
         out = open(self.log_path(name), "ab")
-        env = dict(self.env)
+        if env_overrides is not None:
+            self.overrides[name] = env_overrides
+        env = {**self.env, **self.overrides.get(name, {})}
         if args[0] == "worker":
             self.metrics_ports[name] = embedded.free_port()
             env["METRICS_PORT"] = str(self.metrics_ports[name])
@@ -75,6 +95,47 @@ class Stack:
         """Start one more worker process (e.g. a standby transfer worker) and wait for its marker."""
         self.start_process(name, ["worker", kind])
         self.wait_for_log(name, ready_marker, timeout)
+
+    def start_gateway(self, name: str, env: dict[str, str] | None = None, timeout: float = 60) -> GatewayNode:
+        """One more gateway node on its own port, sharing this stack's Redis, MongoDB and workers."""
+        node = GatewayNode(name, embedded.free_port(), f"gw-{name}-{uuid.uuid4().hex[:6]}")
+        overrides = {"GATEWAY_PORT": str(node.port), "GATEWAY_NODE_ID": node.node_id, **(env or {})}
+        self.start_process(name, ["gateway"], overrides)
+        self.metrics_ports[name] = node.port  # a gateway serves /metrics on its own port
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{node.http_url}/healthz", timeout=1).ok:
+                    return node
+            except requests.RequestException:
+                pass
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer:\n{self.tail(name)}")
+
+    def terminate(self, name: str, timeout: float = 15) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def restart(self, name: str, args: list[str], ready_marker: str, timeout: float = 90) -> None:
+        """Start a stopped or killed process again, waiting for its marker written after now."""
+        offset = self.log_path(name).stat().st_size if self.log_path(name).exists() else 0
+        self.start_process(name, args)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready_marker in self.log_path(name).read_text(errors="replace")[offset:]:
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not come back:\n{self.tail(name)}")
 
     def kill(self, name: str) -> None:
         """SIGKILL: no shutdown handlers, nothing acknowledged or released."""

@@ -294,3 +294,37 @@ class GetLastMessageResp(_message.Message):
     MSGS_FIELD_NUMBER: _ClassVar[int]
     msgs: _containers.MessageMap[str, MsgData]
     def __init__(self, msgs: _Optional[_Mapping[str, MsgData]] = ...) -> None: ...
+
+class SetAppBackgroundStatusReq(_message.Message):
+    __slots__ = ("userID", "isBackground")
+    USERID_FIELD_NUMBER: _ClassVar[int]
+    ISBACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    userID: str
+    isBackground: bool
+    def __init__(self, userID: _Optional[str] = ..., isBackground: _Optional[bool] = ...) -> None: ...
+
+class SetAppBackgroundStatusResp(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SubUserOnlineStatusElem(_message.Message):
+    __slots__ = ("userID", "onlinePlatformIDs")
+    USERID_FIELD_NUMBER: _ClassVar[int]
+    ONLINEPLATFORMIDS_FIELD_NUMBER: _ClassVar[int]
+    userID: str
+    onlinePlatformIDs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, userID: _Optional[str] = ..., onlinePlatformIDs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SubUserOnlineStatusTips(_message.Message):
+    __slots__ = ("subscribers",)
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    subscribers: _containers.RepeatedCompositeFieldContainer[SubUserOnlineStatusElem]
+    def __init__(self, subscribers: _Optional[_Iterable[_Union[SubUserOnlineStatusElem, _Mapping]]] = ...) -> None: ...
+
+class SubUserOnlineStatus(_message.Message):
+    __slots__ = ("subscribeUserID", "unsubscribeUserID")
+    SUBSCRIBEUSERID_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBEUSERID_FIELD_NUMBER: _ClassVar[int]
+    subscribeUserID: _containers.RepeatedScalarFieldContainer[str]
+    unsubscribeUserID: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, subscribeUserID: _Optional[_Iterable[str]] = ..., unsubscribeUserID: _Optional[_Iterable[str]] = ...) -> None: ...

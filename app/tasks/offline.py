@@ -1,39 +1,47 @@
-"""Offline push: tell the push provider about messages for users with no live connection.
+"""Offline push: tell the configured provider (app/offline_providers) about messages for users with
+no live connection.
 
-The provider here is a generic JSON webhook at OFFLINE_PUSH_URL, called with a pooled `requests`
-session and timeouts. Timeouts, connection errors and 5xx answers are retried with capped backoff;
-a 4xx answer means the request itself is wrong and is not retried.
+Before calling the provider: only messages that may go offline (offlinePush option, not typing or
+receipts), and only receivers whose recvMsgOpt for the conversation is 0 (receive and notify).
+Timeouts, connection errors, 5xx and 429 are retried with capped exponential backoff, sending
+again only to the users not yet delivered; a refusal (4xx) or running out of retries leaves a
+record in the Redis list DEAD_LETTER:offline and a log line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+import threading
+import time
 from typing import Any
 
-import requests
+from celery import Task
 
+from app import cache, classify, metrics, offline_providers, storage
+from app.backoff import TRANSIENT_ERRORS
 from app.celery_app import celery_app
 from app.config import settings
+from app.offline_providers import Provider, ProviderError, ProviderMisconfigured
 
 log = logging.getLogger(__name__)
 
-MAX_RETRIES = 5
-_session: requests.Session | None = None
+DEAD_LETTER_KEY = "DEAD_LETTER:offline"
+# Keep the newest records only: a provider refusing everything must not fill Redis.
+DEAD_LETTER_MAX = 100_000
+
+_provider: Provider | None = None
+_provider_lock = threading.Lock()
 
 
-class ProviderUnavailable(Exception):
-    """A retryable provider failure (5xx)."""
-
-
-def session() -> requests.Session:
-    global _session
-    if _session is None:
-        _session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
-        _session.mount("http://", adapter)
-        _session.mount("https://", adapter)
-    return _session
+def provider() -> Provider | None:
+    """The configured provider, built once per worker process."""
+    global _provider
+    with _provider_lock:
+        if _provider is None:
+            _provider = offline_providers.create(settings)
+        return _provider
 
 
 def notification_text(msg: dict[str, Any]) -> tuple[str, str]:
@@ -51,48 +59,109 @@ def notification_text(msg: dict[str, Any]) -> tuple[str, str]:
     return str(title), str(desc)[:200]
 
 
-def build_payload(conversation_id: str, user_ids: list[str], msgs: list[dict[str, Any]]) -> dict[str, Any]:
-    last = msgs[-1]
-    title, desc = notification_text(last)
-    return {
-        "userIDs": user_ids,
-        "conversationID": conversation_id,
-        "title": title,
-        "desc": desc,
-        "count": len(msgs),
-        "msgs": [
-            {
-                "sendID": m["send_id"],
-                "clientMsgID": m["client_msg_id"],
-                "serverMsgID": m["server_msg_id"],
-                "seq": m["seq"],
-                "contentType": m["content_type"],
-                "content": m["content"],
-                "sendTime": m["send_time"],
-            }
-            for m in msgs
-        ],
+def receivers_to_notify(conversation_id: str, user_ids: list[str]) -> list[str]:
+    """OpenIM's recvMsgOpt: 1 (do not receive) and 2 (receive without notification) get no push."""
+    opts = storage.recv_msg_opts(conversation_id, user_ids)
+    return [u for u in user_ids if opts.get(u, storage.RECV_AND_NOTIFY) == storage.RECV_AND_NOTIFY]
+
+
+def retry_delay(retries: int, first: float, cap: float, asked: float | None = None) -> float:
+    """Capped exponential backoff with jitter (so many failed tasks do not come back at once); at
+    least what the provider asked for (Retry-After), within the cap."""
+    delay: float = min(cap, first * 2.0**retries) * random.uniform(0.5, 1.0)
+    if asked is not None:
+        delay = max(delay, min(asked, cap))
+    return delay
+
+
+def next_delay(retries: int, asked: float | None = None) -> float:
+    return retry_delay(retries, settings.offline_push_backoff, settings.offline_push_backoff_max, asked)
+
+
+def dead_letter(
+    provider_name: str,
+    status: int | str,
+    conversation_id: str,
+    user_ids: list[str],
+    msgs: list[dict[str, Any]],
+    reason: str,
+) -> None:
+    record = {
+        "provider": provider_name,
+        "status": status,
+        "conversation": conversation_id,
+        "users": user_ids,
+        "clientMsgIDs": [m.get("client_msg_id") for m in msgs],
+        "reason": reason,
+        "time": int(time.time() * 1000),
     }
+    log.error(
+        "offline push to %d users of %s given up (%s, %s): %s; stored in %s",
+        len(user_ids),
+        conversation_id,
+        provider_name,
+        status,
+        reason,
+        DEAD_LETTER_KEY,
+    )
+    pipe = cache.get_redis().pipeline(transaction=False)
+    pipe.rpush(DEAD_LETTER_KEY, json.dumps(record, ensure_ascii=False))
+    pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTER_MAX, -1)
+    pipe.execute()
 
 
-@celery_app.task(
-    name="offline.push",
-    acks_late=True,
-    autoretry_for=(requests.Timeout, requests.ConnectionError, ProviderUnavailable),
-    retry_backoff=1,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=MAX_RETRIES,
-)
-def offline_push(conversation_id: str, user_ids: list[str], msgs: list[dict[str, Any]]) -> int:
-    if not settings.offline_push_url:
-        log.info("no OFFLINE_PUSH_URL configured; skipping offline push to %s", user_ids)
+@celery_app.task(name="offline.push", bind=True, acks_late=True, max_retries=None)
+def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: list[dict[str, Any]]) -> int:
+    """Returns how many users the provider accepted the notification for."""
+    pushable = [m for m in msgs if classify.goes_offline(m)]
+    if not pushable or not user_ids:
         return 0
-    payload = build_payload(conversation_id, user_ids, msgs)
-    resp = session().post(settings.offline_push_url, json=payload, timeout=settings.offline_push_timeout)
-    if resp.status_code >= 500:
-        raise ProviderUnavailable(f"provider answered {resp.status_code}")
-    if resp.status_code >= 400:
-        log.error("offline push refused (%d) for %s: %s", resp.status_code, user_ids, resp.text[:200])
+    try:
+        chosen = provider()
+    except ProviderMisconfigured as exc:
+        name = settings.offline_push_provider
+        metrics.OFFLINE_PUSH_FAILED.labels(name).inc(len(user_ids))
+        dead_letter(name, exc.status, conversation_id, user_ids, pushable, exc.reason)
         return 0
-    return len(user_ids)
+    if chosen is None:
+        log.info("offline push is off (no OFFLINE_PUSH_URL); skipping %s", user_ids)
+        return 0
+    retries: int = self.request.retries
+    try:
+        users = receivers_to_notify(conversation_id, user_ids)
+    except TRANSIENT_ERRORS as exc:
+        # MongoDB unreachable: ask again later rather than notify users who muted the conversation
+        if retries < settings.offline_push_max_retries:
+            raise self.retry(countdown=next_delay(retries), exc=exc) from exc
+        metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(user_ids))
+        reason = f"cannot read recvMsgOpt: {exc!r}"
+        dead_letter(chosen.name, "recv_msg_opt", conversation_id, user_ids, pushable, reason)
+        return 0
+    if not users:
+        return 0
+    title, desc = notification_text(pushable[-1])
+    try:
+        result = chosen.send(conversation_id, users, title, desc, pushable)
+    except ProviderError as exc:
+        metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(exc.delivered))
+        delivered = set(exc.delivered)
+        remaining = [u for u in users if u not in delivered]
+        if exc.retryable and retries < settings.offline_push_max_retries:
+            delay = next_delay(retries, exc.retry_after)
+            log.warning(
+                "offline push via %s failed (%s), attempt %d; retrying %d users in %.2fs",
+                chosen.name,
+                exc.status,
+                retries + 1,
+                len(remaining),
+                delay,
+            )
+            raise self.retry(args=[conversation_id, remaining, msgs], countdown=delay, exc=exc) from exc
+        metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(remaining))
+        why = exc.reason if not exc.retryable else f"{exc.reason} (after {retries + 1} attempts)"
+        dead_letter(chosen.name, exc.status, conversation_id, remaining, pushable, why)
+        return len(exc.delivered)
+    metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(result.delivered))
+    if result.skipped:
+        log.info("offline push via %s: no device for %s", chosen.name, result.skipped)
+    return len(result.delivered)

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from app import cache, metrics, storage
+from app import journal as hand_offs
 from app.backoff import until_done
 from app.celery_app import celery_app
 
@@ -32,15 +33,18 @@ def check_run(conversation_id: str, msgs: list[dict[str, Any]]) -> None:
 
 
 @celery_app.task(name="persist.batch", acks_late=True)
-def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = None) -> int:
-    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written."""
+def persist_batch(
+    runs: list[list[Any]], read_seqs: list[list[Any]] | None = None, journal: list[str] | None = None
+) -> int:
+    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written.
+    `journal` names the hand-off's journal entry (Redis broker), removed once it is done."""
     good: list[tuple[str, list[dict[str, Any]]]] = []
     for conv, msgs in runs:
         try:
             check_run(conv, msgs)
         except NonContiguousRun:
             # Never write it silently: log it and keep it for an operator; the other runs go on.
-            log.exception("refusing to persist a broken run")
+            log.exception("refusing to persist a broken run", extra={"conversationID": conv})
             cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
             continue
         good.append((conv, msgs))
@@ -53,4 +57,5 @@ def persist_batch(runs: list[list[Any]], read_seqs: list[list[Any]] | None = Non
     if read_seqs:
         triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
         until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
+    until_done(partial(hand_offs.done, journal), "persist journal")
     return written

@@ -7,67 +7,97 @@ node's recipients (P6). Recipients with no live connection go to the offline pus
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from app import cache, classify
+from app import cache, classify, groups
+from app import journal as hand_offs
 from app.celery_app import celery_app
-from app.conversation import NOTIFICATION_CHAT, SINGLE_CHAT
+from app.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 
 log = logging.getLogger(__name__)
 
 
-def recipients(msg: dict[str, Any]) -> list[tuple[str, int]]:
-    """(user, platform to skip) pairs: the receiver on all devices, and the sender on its other
-    devices unless the message's senderSync option is off."""
-    if msg["session_type"] not in (SINGLE_CHAT, NOTIFICATION_CHAT):
+def recipients(msg: dict[str, Any], group_members: set[str] | None = None) -> list[str]:
+    """Single chat: the receiver. Group: every member, and the users a notification says are
+    leaving (it is the last message they get). Plus the sender unless its senderSync option is off,
+    on every device: as OpenIM, the sending device gets its own message back, which is how OpenIM's
+    SDKs learn the seq of what they sent."""
+    sender = msg["send_id"]
+    if msg["session_type"] in (SINGLE_CHAT, NOTIFICATION_CHAT):
+        others = {msg["recv_id"]}
+    elif msg["session_type"] == GROUP_CHAT:
+        others = set(group_members or ()) | set(classify.leaving_users(msg))
+    else:
         return []
-    out = [(msg["recv_id"], 0)]
-    if msg["send_id"] != msg["recv_id"] and classify.syncs_sender(msg):
-        out.append((msg["send_id"], int(msg["sender_platform_id"])))
+    out = sorted(others - {sender})
+    note_to_self = msg["session_type"] != GROUP_CHAT and sender in others
+    if note_to_self or classify.syncs_sender(msg):
+        out.append(sender)
     return out
+
+
+@dataclass
+class Plan:
+    by_node: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # node -> deliveries
+    offline: list[tuple[str, list[str], list[dict[str, Any]]]] = field(default_factory=list)  # conv, users, msgs
 
 
 def plan_deliveries(
     committed: dict[str, list[dict[str, Any]]],
-    online: dict[str, dict[int, str]],
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
-    """Pure routing: node id -> deliveries for that node, and conversation -> offline receivers."""
-    by_node: dict[str, list[dict[str, Any]]] = {}
-    offline: dict[str, list[str]] = {}
+    online: dict[str, list[cache.OnlineEntry]],
+    group_members: dict[str, set[str]] | None = None,
+) -> Plan:
+    """Pure routing. Consecutive messages of a conversation with the same recipients travel together;
+    recipients with no pushable connection go to offline push (never the sender itself)."""
+    plan = Plan()
     for conv, msgs in committed.items():
-        if not msgs:
-            continue
-        targets: dict[str, dict[str, int]] = {}
-        for user_id, skip_platform in recipients(msgs[0]):
-            nodes = {node for platform, node in online.get(user_id, {}).items() if platform != skip_platform}
-            if not nodes:
-                # the receiver only (the sender's own devices never go offline), and only for
-                # messages that may go offline at all (not typing, receipts, online-only)
-                if skip_platform == 0 and any(classify.goes_offline(m) for m in msgs):
-                    offline.setdefault(conv, []).append(user_id)
-                continue
-            for node in nodes:
-                targets.setdefault(node, {})[user_id] = skip_platform
-        for node, users in targets.items():
-            by_node.setdefault(node, []).append(
-                {"conversation_id": conv, "users": [[u, skip] for u, skip in users.items()], "msgs": msgs}
-            )
-    return by_node, offline
+        members = (group_members or {}).get(msgs[0].get("group_id", "")) if msgs else None
+        for run, targets in _runs(msgs, members):
+            by_node: dict[str, list[str]] = {}
+            offline_users: list[str] = []
+            for user_id in targets:
+                # an entry marked background is an iOS app that cannot take socket pushes
+                nodes = {e.node_id for e in online.get(user_id, []) if not e.background}
+                if not nodes and user_id != run[0]["send_id"]:
+                    offline_users.append(user_id)
+                for node in nodes:
+                    by_node.setdefault(node, []).append(user_id)
+            for node, users in by_node.items():
+                plan.by_node.setdefault(node, []).append({"conversation_id": conv, "users": users, "msgs": run})
+            pushable = [m for m in run if classify.goes_offline(m)]
+            if offline_users and pushable:
+                plan.offline.append((conv, offline_users, pushable))
+    return plan
+
+
+def _runs(msgs: list[dict[str, Any]], members: set[str] | None) -> list[tuple[list[dict[str, Any]], list[str]]]:
+    runs: list[tuple[list[dict[str, Any]], list[str]]] = []
+    for msg in msgs:
+        targets = recipients(msg, members)
+        if runs and runs[-1][1] == targets and runs[-1][0][0]["send_id"] == msg["send_id"]:
+            runs[-1][0].append(msg)
+        else:
+            runs.append(([msg], targets))
+    return runs
 
 
 @celery_app.task(name="push.batch", acks_late=True)
-def push_batch(committed: dict[str, list[dict[str, Any]]]) -> int:
-    users = sorted({u for msgs in committed.values() if msgs for u, _ in recipients(msgs[0])})
-    online = cache.get_online_platforms(users)
-    by_node, offline = plan_deliveries(committed, online)
-    for node, deliveries in by_node.items():
+def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | None = None) -> int:
+    group_ids = {m["group_id"] for msgs in committed.values() for m in msgs[:1] if m["session_type"] == GROUP_CHAT}
+    members = {gid: groups.members(gid) for gid in group_ids}
+    users = sorted(
+        {u for msgs in committed.values() for m in msgs for u in recipients(m, members.get(m.get("group_id", "")))}
+    )
+    plan = plan_deliveries(committed, cache.get_online(users), members)
+    for node, deliveries in plan.by_node.items():
         receivers = cache.publish_to_node(node, {"deliveries": deliveries})
         if receivers == 0:
             log.warning("gateway node %s has no push subscriber; its users will catch up by pulling", node)
-    if offline:
+    if plan.offline:
         from app.tasks.offline import offline_push
 
-        for conv, user_ids in offline.items():
-            pushable = [m for m in committed[conv] if classify.goes_offline(m)]
-            offline_push.apply_async(args=[conv, user_ids, pushable])
-    return len(by_node)
+        for conv, user_ids, msgs in plan.offline:
+            offline_push.apply_async(args=[conv, user_ids, msgs])
+    hand_offs.done(journal)
+    return len(plan.by_node)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, classify, metrics, storage
+from app import cache, classify, journal, metrics, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, conversation_id_for
@@ -51,7 +51,19 @@ def group_by_conversation(msgs: Msgs) -> ByConversation:
 
 
 def conversation_owners(msg: dict[str, Any]) -> list[str]:
+    """Who gets a conversation record on its first message; groups make their members' records."""
+    if msg["session_type"] == GROUP_CHAT:
+        return []
     return sorted({msg["send_id"], msg["recv_id"]} - {""})
+
+
+def close_leavers_windows(committed: ByConversation) -> None:
+    """Members named as leaving on a group notification read up to its seq and no further."""
+    for conv, msgs in committed.items():
+        for msg in msgs:
+            leaving = classify.leaving_users(msg)
+            if leaving and msg.get("seq"):
+                storage.set_member_seq_bounds(conv, leaving, min_seq=None, max_seq=int(msg["seq"]))
 
 
 def split_known(msgs: Msgs, known: list[str | None]) -> tuple[Msgs, dict[int, dict[str, Any]]]:
@@ -145,7 +157,12 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
             try:
                 seq = classify.read_receipt_seq(msg["content"])
             except ValueError:
-                log.warning("ignoring malformed read receipt %s in %s", msg["client_msg_id"], conv)
+                log.warning(
+                    "ignoring malformed read receipt %s in %s",
+                    msg["client_msg_id"],
+                    conv,
+                    extra={"conversationID": conv, "clientMsgID": msg["client_msg_id"]},
+                )
                 continue
             key = (conv, msg["send_id"])
             wanted[key] = max(seq, wanted.get(key, 0))
@@ -175,7 +192,13 @@ def process_batch(msgs: Msgs) -> int:
     result = until_done(partial(commit_batch, stored), "commit batch") if stored else CommitResult()
     if receipts:
         result.read_seqs.extend(until_done(partial(apply_read_receipts, receipts), "read receipts"))
+    if any(classify.leaving_users(m) for msgs in result.committed.values() for m in msgs):
+        until_done(partial(close_leavers_windows, result.committed), "close leavers' read windows")
     until_done(partial(hand_off, result, ephemeral), "hand off to persist and push")
+    if log.isEnabledFor(logging.DEBUG):
+        for conv, msgs in result.committed.items():
+            seqs = [m["seq"] for m in msgs]
+            log.debug("committed %d", len(msgs), extra={"conversationID": conv, "seq": f"{seqs[0]}-{seqs[-1]}"})
     return sum(len(m) for m in result.committed.values())
 
 
@@ -186,7 +209,11 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
         count = process_batch(msgs)
     except Exception:
         # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
-        log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY)
+        try:
+            convs = ",".join(sorted(group_by_conversation(msgs)))
+        except Exception:  # the batch is malformed: the dead letter keeps it as it came
+            convs = ""
+        log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
         cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
         if journal:
             cache.journal_remove(journal[0], journal[1])
@@ -197,11 +224,16 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
 
 
 def replay_journal(queues: list[str]) -> int:
-    """Before consuming shards it just took over: finish every batch still journaled, in order.
-    Batches that were in fact committed are recognised by clientMsgID and not committed twice."""
+    """Before consuming shards it just took over: finish every batch journaled until now, in order.
+    Batches that were in fact committed are recognised by clientMsgID and not committed twice.
+    Batches journaled after this moment are still in the queue: replaying them too would chase the
+    live stream."""
     replayed = 0
     for queue in queues:
-        while entries := cache.journal_entries(queue):
+        last = cache.journal_last_id(queue)
+        if last is None:
+            continue
+        while entries := cache.journal_entries(queue, until=last):
             for entry_id, msgs in entries:
                 transfer_batch(msgs, [queue, entry_id])
                 replayed += 1
@@ -213,9 +245,9 @@ def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.push import push_batch
 
     if result.runs or result.read_seqs:
-        persist_batch.apply_async(args=[[[conv, msgs] for conv, msgs in result.runs], result.read_seqs])
+        journal.send(persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist")
     to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
     for conv, msgs in ephemeral.items():
         to_push.setdefault(conv, []).extend(msgs)
     if to_push:
-        push_batch.apply_async(args=[to_push])
+        journal.send(push_batch, [to_push], "push")

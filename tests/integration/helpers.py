@@ -25,3 +25,24 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float 
         time.sleep(interval)
         result = check()
     return result
+
+
+ADMIN_SECRET = "test-admin-secret-0123456789abcdef0123"
+
+
+def rest(port: int, path: str, body: dict[str, Any], token: str = "") -> dict[str, Any]:
+    """One OpenIM-style REST call; returns the whole envelope."""
+    import uuid
+
+    import requests
+
+    headers = {"operationID": uuid.uuid4().hex, **({"token": token} if token else {})}
+    answer: dict[str, Any] = requests.post(
+        f"http://127.0.0.1:{port}{path}", json=body, headers=headers, timeout=30
+    ).json()
+    return answer
+
+
+def admin_token(port: int) -> str:
+    answer = rest(port, "/auth/get_admin_token", {"secret": ADMIN_SECRET, "userID": "imAdmin"})
+    return str(answer["data"]["token"])

@@ -84,6 +84,7 @@ def test_wrong_field_types(stack: Any, uid: str) -> None:
 
 def test_forged_send_id(stack: Any, uid: str) -> None:
     me, victim = f"me{uid}", f"victim{uid}"
+    accepted_before = stack.metric("gateway", "msg_accepted_total")
     ws = raw_connect(stack, me)
     try:
         ws.send_binary(envelope(me, 1001, {"userID": victim}, send_id=victim))
@@ -103,6 +104,14 @@ def test_forged_send_id(stack: Any, uid: str) -> None:
         assert read_json(ws)["errCode"] == 1002
     finally:
         ws.close()
+    # nothing was enqueued: no message accepted, no conversation for either user
+    assert stack.metric("gateway", "msg_accepted_total") == accepted_before
+    for user in (me, victim):
+        client = login(stack, user)
+        try:
+            assert client.newest_seqs() == {}
+        finally:
+            client.close()
     assert_gateway_serves(stack, uid)
 
 

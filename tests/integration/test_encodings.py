@@ -43,12 +43,16 @@ def test_js_and_json_answer_every_request_alike(stack: Any, uid: str, gzip: bool
             (1005, {"userID": bob, "conversations": [{"conversationID": conv, "seqs": [3, 1]}]}),
             (1006, {"userID": bob, "conversationIDs": [conv]}),
             (1007, {"userID": bob, "conversationIDs": [conv]}),
+            (2005, {"subscribeUserID": [alice]}),
         ]
         for req_id, data in requests:
             answers = [client.request_raw(req_id, data) for client in (as_json, as_js)]
             assert [a["errCode"] for a in answers] == [0, 0], req_id
             assert answers[0]["data"] == answers[1]["data"], req_id
             assert answers[0]["data"], req_id
+        # 2004's answer is an empty message in both encodings
+        answers = [c.request_raw(2004, {"userID": bob, "isBackground": False}) for c in (as_json, as_js)]
+        assert [(a["errCode"], a["data"] or {}) for a in answers] == [(0, {}), (0, {})]
         # errors read alike too
         bad = [
             c.request_raw(1002, {"seqRanges": [{"conversationID": "si_x_y", "begin": 1, "end": 1}]})

@@ -13,11 +13,9 @@ from pymongo import MongoClient
 from app import embedded
 from app.client import text_of
 from app.conversation import single_conversation_id
-from tests.conftest import REDIS_URL, WORK_DIR
+from tests.conftest import BROKER_REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.stack import Stack
-
-BROKER_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"
 
 
 class OwnMongo:
@@ -43,8 +41,8 @@ class OwnMongo:
 def outage_stack(infra: dict[str, str]) -> Iterator[tuple[Stack, OwnMongo]]:
     own = OwnMongo()
     own.start()
-    redis.Redis.from_url(BROKER_URL).flushdb()
-    running = Stack(WORK_DIR / "stack-mongo-outage", {**infra, "MONGO_URL": own.url, "BROKER_URL": BROKER_URL})
+    redis.Redis.from_url(BROKER_REDIS_URL).flushdb()
+    running = Stack(WORK_DIR / "stack-mongo-outage", {**infra, "MONGO_URL": own.url, "BROKER_URL": BROKER_REDIS_URL})
     try:
         yield running.start(), own
     finally:

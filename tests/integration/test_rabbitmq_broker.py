@@ -13,11 +13,9 @@ from kombu import Connection
 
 from app import storage
 from app.conversation import single_conversation_id
-from tests.conftest import WORK_DIR
+from tests.conftest import AMQP_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.stack import ROOT, Stack
-
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -88,9 +88,10 @@ def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
         receipt(99)  # never past the newest message
         assert eventually(lambda: b.read_state([conv])[conv]["hasReadSeq"] == 3)
         assert b.read_state()[conv]["maxSeq"] == 3  # no receipt took a seq
-        pushed = a.pushed_msgs(3, timeout=30)  # alice is told of bob's receipts, with seq 0
-        assert [int(m.get("seq", 0)) for m in pushed] == [0, 0, 0]
-        assert all(int(m["contentType"]) == 2200 for m in pushed)
+        pushed = a.pushed_msgs(6, timeout=30)  # her own 3 messages come back; bob's receipts, with seq 0
+        receipts = [int(m.get("seq", 0)) for m in pushed if int(m["contentType"]) == 2200]
+        assert receipts == [0, 0, 0]
+        assert sorted(int(m["seq"]) for m in pushed if int(m["contentType"]) == 101) == [1, 2, 3]
 
         def stored_read_seq() -> int:
             doc = storage.get_db().seq_user.find_one({"user_id": bob, "conversation_id": conv})

@@ -18,12 +18,10 @@ import redis
 from app import storage
 from app.client import ClientError, ImClient
 from app.conversation import single_conversation_id
-from tests.conftest import REDIS_URL, WORK_DIR
+from tests.conftest import BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import AMQP_URL, rabbitmq_reachable
 from tests.stack import Stack
-
-BROKER_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/12"  # a broker database apart from the data one
 
 
 def send_reliably(client: ImClient, recv: str, text: str, cid: str, attempts: int = 30) -> dict[str, Any]:
@@ -188,7 +186,9 @@ def test_transfer_worker_sigkill_on_redis_broker_with_standby(redis_broker_stack
     stack.wait_for_log("transfer-standby", "took the lease", timeout=30)
     senders.join()
     assert_one_seq_each_in_order(stack, senders)
-    assert "transfer.batch" in stack.log_text("transfer-standby")
+    # the standby did the rest: replayed what the killed worker held, and/or consumed the queue
+    standby = stack.log_text("transfer-standby")
+    assert "transfer.batch" in standby or "journaled batches left by a previous consumer" in standby
 
 
 def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: Stack) -> None:

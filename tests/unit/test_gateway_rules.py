@@ -4,8 +4,9 @@ import gevent
 import pytest
 
 from app import protocol
+from app.connections import OUTBOX_LIMIT, Conn, ConnArgs
 from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
-from app.gateway import OUTBOX_LIMIT, Conn, ConnArgs, parse_conn_args, prepare_outgoing
+from app.gateway import parse_conn_args, prepare_outgoing
 from app.proto import sdkws_pb2 as pb
 
 

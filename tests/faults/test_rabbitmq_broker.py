@@ -1,0 +1,21 @@
+"""The fault suite on RabbitMQ (durable queues), the machine's broker on a vhost of this run's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.faults.scenarios import SCENARIOS, FaultStack, fault_stack, run_scenario
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(scope="module")
+def faults() -> Iterator[FaultStack]:
+    yield from fault_stack("rabbitmq")
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_scenario(faults: FaultStack, scenario: str) -> None:
+    run_scenario(faults, scenario)

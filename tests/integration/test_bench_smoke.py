@@ -1,0 +1,59 @@
+"""`python -m app bench e2e --smoke` against the test stack: every message accounted for (never speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.stack import ROOT
+
+
+def test_bench_smoke_accounts_for_every_message(stack: Any, tmp_path: Path) -> None:
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "bench",
+            "e2e",
+            "--smoke",
+            "--no-progress",
+            "--gateway",
+            stack.ws_url,
+            "--json",
+            str(report_path),
+            "--plot",
+            str(plot_path),
+        ],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    report = json.loads(report_path.read_text())
+    msgs = report["messages"]
+
+    assert report["drained"] is True
+    assert msgs["acknowledged"] > 0
+    assert msgs["acknowledged"] == msgs["persisted"]
+    assert msgs["lost"] == 0
+    assert msgs["duplicated"] == 0
+    assert msgs["deliveries"] > 0
+    # every acknowledged message reached every other online recipient (single chats and groups)
+    assert msgs["deliveries"] == msgs["expected_deliveries"]
+    assert report["conversations"] == {"single": 10, "groups": 2}
+    for kind in ("ack", "push"):
+        lat = report["latency_ms"][kind]
+        assert lat["count"] > 0
+        assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    names = {p["name"] for p in report["processes"]}
+    assert {"gateway", "worker transfer", "worker persist", "worker push", "bench clients"} <= names
+    assert set(report["queues"]) >= {"transfer.0", "persist", "push", "offline"}
+    assert report["bottleneck"]
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
