@@ -16,10 +16,22 @@ from app import cache, metrics, storage
 from app import journal as hand_offs
 from app.backoff import until_done
 from app.celery_app import celery_app
+from app.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_KEY = "DEAD_LETTER:persist"
+
+
+Runs = list[tuple[str, list[dict[str, Any]]]]
+
+
+def _write_merged(batches: list[Runs]) -> None:
+    storage.write_runs(run for runs in batches for run in runs)
+
+
+# The tasks running side by side in the worker's thread pool share their MongoDB writes.
+slot_writes: GroupCommit[Runs] = GroupCommit(_write_merged)
 
 
 class NonContiguousRun(ValueError):
@@ -36,9 +48,9 @@ def check_run(conversation_id: str, msgs: list[dict[str, Any]]) -> None:
 def persist_batch(
     runs: list[list[Any]], read_seqs: list[list[Any]] | None = None, journal: list[str] | None = None
 ) -> int:
-    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written.
+    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns messages written.
     `journal` names the hand-off's journal entry (Redis broker), removed once it is done."""
-    good: list[tuple[str, list[dict[str, Any]]]] = []
+    good: Runs = []
     for conv, msgs in runs:
         try:
             check_run(conv, msgs)
@@ -48,8 +60,8 @@ def persist_batch(
             cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
             continue
         good.append((conv, msgs))
-    written = until_done(
-        partial(storage.write_runs, good),
+    until_done(
+        partial(slot_writes.submit, good),
         "persist batch",
         on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
     )
@@ -58,4 +70,4 @@ def persist_batch(
         triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
         until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
     until_done(partial(hand_offs.done, journal), "persist journal")
-    return written
+    return sum(len(msgs) for _, msgs in good)
