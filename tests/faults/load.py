@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +84,8 @@ class Load:
     """`singles` single chats and one group of `group_size`, each conversation with one sender."""
 
     def __init__(
-        self, tag: str, urls: list[str], singles: int, group_id: str = "", group_members: list[str] = ()
-    ) -> None:  # type: ignore[assignment]
+        self, tag: str, urls: list[str], singles: int, group_id: str = "", group_members: Sequence[str] = ()
+    ) -> None:
         self.urls = urls
         self.stop = threading.Event()
         self.convs: list[Conversation] = []

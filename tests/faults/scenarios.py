@@ -54,7 +54,7 @@ class FaultStack:
 
 
 def rabbitmq_ok() -> bool:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     try:
         with Connection(AMQP_URL, connect_timeout=2) as conn:

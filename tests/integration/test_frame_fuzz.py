@@ -89,6 +89,7 @@ class FuzzSocket:
         if kind == "text":
             self.ws.send(payload)
         else:
+            assert isinstance(payload, bytes), f"a binary frame carries bytes, not {type(payload).__name__}"
             self.ws.send_binary(payload)
         answer: dict[str, Any] = json.loads(self.ws.recv())
         if answer.get("reqIdentifier") == 2003 and answer.get("errCode") == 0:

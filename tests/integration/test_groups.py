@@ -21,7 +21,7 @@ GROUP_DISMISSED = 1511
 def group_nodes(stack: Any) -> Iterator[tuple[Any, Any, Any]]:
     """Two gateway nodes for members and a third that only holds a non-member."""
     nodes = tuple(stack.start_gateway(name) for name in ("gw-group-a", "gw-group-b", "gw-group-idle"))
-    yield nodes  # type: ignore[misc]
+    yield nodes
     for name in ("gw-group-a", "gw-group-b", "gw-group-idle"):
         stack.terminate(name)
 
@@ -227,7 +227,7 @@ def test_invited_member_reads_from_joining_on_and_dismiss_ends_the_group(stack: 
         # dismissed: everyone gets the notification, then the group takes no more messages
         assert rest(stack.gateway_port, "/group/dismiss_group", {"groupID": group_id}, token)["errCode"] == 0
         assert eventually(
-            lambda: any(m["contentType"] == GROUP_DISMISSED for m in late.pushed_msgs(1, timeout=1)),  # type: ignore[union-attr]
+            lambda: any(m["contentType"] == GROUP_DISMISSED for m in late.pushed_msgs(1, timeout=1)),
             timeout=20,
         )
         with pytest.raises(ClientError) as refused:

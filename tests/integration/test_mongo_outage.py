@@ -55,7 +55,7 @@ def stored_seqs(url: str, conv: str) -> list[tuple[int, str]]:
     try:
         docs = client.get_default_database().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
         return sorted(
-            (int(slot["msg"]["seq"]), str(slot["msg"]["client_msg_id"]))  # type: ignore[index]
+            (int(slot["msg"]["seq"]), str(slot["msg"]["client_msg_id"]))
             for d in docs
             for slot in d["msgs"]  # type: ignore[attr-defined]
             if slot["msg"]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu.connection import Connection
 
 from app import storage
 from app.conversation import single_conversation_id

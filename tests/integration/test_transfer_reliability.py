@@ -18,9 +18,9 @@ import redis
 from app import storage
 from app.client import ClientError, ImClient
 from app.conversation import single_conversation_id
-from tests.conftest import BROKER_REDIS_URL, REDIS_URL, WORK_DIR
+from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
-from tests.integration.test_rabbitmq_broker import AMQP_URL, rabbitmq_reachable
+from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.stack import Stack
 
 

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, TypedDict
 
 from app.push_frames import (
     OPERATION_ID,
@@ -7,6 +7,12 @@ from app.push_frames import (
     notification_conversation_id,
     push_payloads,
 )
+
+
+class GroupFields(TypedDict):
+    session_type: int
+    recv_id: str
+    group_id: str
 
 
 def msg(seq: int, op: str = "", msg_from: int = 100, content_type: int = 101, **extra: Any) -> dict[str, Any]:
@@ -52,7 +58,7 @@ def test_system_notifications_go_to_notification_msgs_under_n_ids() -> None:
 
 
 def test_group_notifications_travel_in_the_group_conversation_and_as_notifications() -> None:
-    group = {"session_type": 3, "recv_id": "", "group_id": "g1"}
+    group: GroupFields = {"session_type": 3, "recv_id": "", "group_id": "g1"}
     created = msg(1, "op4", msg_from=200, content_type=1501, **group)
     chat = msg(2, "op4", **group)
     assert is_group_notification(created) and not is_notification(created)
