@@ -24,14 +24,27 @@ DEAD_LETTER_KEY = "DEAD_LETTER:persist"
 
 
 Runs = list[tuple[str, list[dict[str, Any]]]]
+ReadSeqs = list[tuple[str, str, int]]  # (conversation, user, read seq)
 
 
-def _write_merged(batches: list[Runs]) -> None:
-    storage.write_runs(run for runs in batches for run in runs)
+def highest_read_seqs(batches: list[ReadSeqs]) -> ReadSeqs:
+    """One record per reader and conversation: the highest read seq any of the batches carries."""
+    highest: dict[tuple[str, str], int] = {}
+    for read_seqs in batches:
+        for conv, user, seq in read_seqs:
+            highest[(conv, user)] = max(seq, highest.get((conv, user), 0))
+    return [(conv, user, seq) for (conv, user), seq in highest.items()]
+
+
+def write_merged(work: list[tuple[Runs, ReadSeqs]]) -> None:
+    """Several tasks' writes as one: each slot document and each reader's record is written once."""
+    storage.write_runs(run for runs, _ in work for run in runs)
+    if read_seqs := highest_read_seqs([read_seqs for _, read_seqs in work]):
+        storage.raise_read_seqs(read_seqs)
 
 
 # The tasks running side by side in the worker's thread pool share their MongoDB writes.
-slot_writes: GroupCommit[Runs] = GroupCommit(_write_merged)
+mongo_writes: GroupCommit[tuple[Runs, ReadSeqs]] = GroupCommit(write_merged)
 
 
 class NonContiguousRun(ValueError):
@@ -60,14 +73,12 @@ def persist_batch(
             cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
             continue
         good.append((conv, msgs))
+    triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs or []]
     until_done(
-        partial(slot_writes.submit, good),
+        partial(mongo_writes.submit, (good, triples)),
         "persist batch",
         on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
     )
     metrics.MSG_INSERT_MONGO_SUCCESS.inc(sum(len(msgs) for _, msgs in good))
-    if read_seqs:
-        triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
-        until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
     until_done(partial(hand_offs.done, journal), "persist journal")
     return sum(len(msgs) for _, msgs in good)
