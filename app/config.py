@@ -75,6 +75,7 @@ class Settings:
     transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
     seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
     seq_block_group: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROUP", 100))
+    seq_block_growth_max: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROWTH_MAX", 16))
     # OpenIM's multiLogin.policy: 0 no kick, 1 kick same platform, 4 same class, 5 PC and one other.
     multi_login_policy: int = field(default_factory=lambda: _env_int("MULTI_LOGIN_POLICY", 1))
     # Server websocket pings; a socket with no frame and no pong for the read deadline is closed.

@@ -52,16 +52,19 @@ if curr == nil or last == nil then
   return {1}
 end
 if curr + size > last then
+  local born = redis.call('HGET', key, 'BORN') or '0'
+  local extra = redis.call('HGET', key, 'EXTRA') or '0'
   redis.call('HSET', key, 'LOCK', owner, 'TIME', now_ms)
   redis.call('EXPIRE', key, lock_seconds)
-  return {3, curr, last}
+  return {3, curr, last, born, extra}
 end
 redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
 redis.call('EXPIRE', key, data_seconds)
 return {0, curr, last}
 """
 
-# KEYS[1] malloc key; ARGV: owner, data seconds, curr, last, now ms.
+# KEYS[1] malloc key; ARGV: owner, data seconds, curr, last, now ms, extra (seqs reserved beyond
+# the request: the next block's size follows it, see next_block_extra).
 # 0 stored under our lock; 1 stored without our lock (it had expired) because ours is the newer
 # block; 2 not stored: the cache already holds a newer block. The cached CURR only ever moves up,
 # so an allocator whose lock expired mid-fetch can never make the cache hand out lower seqs (P4).
@@ -70,7 +73,7 @@ local key = KEYS[1]
 local curr = tonumber(ARGV[3])
 if redis.call('HGET', key, 'LOCK') == ARGV[1] then
   redis.call('HDEL', key, 'LOCK')
-  redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
+  redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6])
   redis.call('EXPIRE', key, tonumber(ARGV[2]))
   return 0
 end
@@ -78,7 +81,7 @@ local cached = tonumber(redis.call('HGET', key, 'CURR'))
 if cached ~= nil and cached >= curr then
   return 2
 end
-redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5])
+redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6])
 if redis.call('HEXISTS', key, 'LOCK') == 0 then
   redis.call('EXPIRE', key, tonumber(ARGV[2]))
 end
@@ -88,6 +91,18 @@ return 1
 # Seqs reserved beyond a request, per MongoDB round trip (OpenIM: n+100 for groups, n+50 otherwise).
 GROUP_BLOCK = settings.seq_block_group
 SINGLE_BLOCK = settings.seq_block_single
+# A block used up within this long was too small for the conversation's pace: the next one is twice
+# as large, up to SEQ_BLOCK_GROWTH_MAX times the base. Busy conversations then cost MongoDB a round
+# trip every few seconds instead of every 50 messages; quiet ones keep OpenIM's sizes, so what
+# Redis losing its data skips (a block's unused rest, pulled as placeholders) stays small.
+FAST_BLOCK_MS = 10_000
+
+
+def next_block_extra(base: int, previous_extra: int, previous_born_ms: int, now_ms: int) -> int:
+    """Seqs to reserve beyond the request for a conversation whose cached block ran out."""
+    if previous_extra <= 0 or previous_born_ms <= 0 or now_ms - previous_born_ms >= FAST_BLOCK_MS:
+        return base
+    return max(base, min(base * settings.seq_block_growth_max, previous_extra * 2))
 
 
 class SeqAllocationError(RuntimeError):
@@ -145,7 +160,7 @@ class SeqAllocator:
 
     def _settle(self, conv: str, size: int, group: bool, owner: str, now_ms: int, result: Any) -> int:
         """Finish one allocation from the malloc script's answer."""
-        block = size + (GROUP_BLOCK if group else SINGLE_BLOCK)
+        base = GROUP_BLOCK if group else SINGLE_BLOCK
         # A crashed allocator's lock expires after lock_seconds; wait a little longer than that.
         deadline = time.monotonic() + self._lock_seconds + 2
         while True:
@@ -153,15 +168,17 @@ class SeqAllocator:
             if state == 0:
                 return int(result[1])
             if state == 1:
-                start = self._take_block(conv, block)
-                self._store_block(conv, owner, start + size, start + block, now_ms)
+                start = self._take_block(conv, size + base)
+                self._store_block(conv, owner, start + size, start + size + base, now_ms, base)
                 return start
             if state == 3:
                 curr, last = int(result[1]), int(result[2])
+                extra = next_block_extra(base, int(result[4]), int(result[3]), now_ms)
+                block = size + extra
                 start = self._take_block(conv, block)
                 if start == last:
                     # MongoDB's block continues the cached one: keep using the cached remainder.
-                    self._store_block(conv, owner, curr + size, start + block, now_ms)
+                    self._store_block(conv, owner, curr + size, start + block, now_ms, extra)
                     return curr
                 log.warning(
                     "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
@@ -169,7 +186,7 @@ class SeqAllocator:
                     last,
                     start,
                 )
-                self._store_block(conv, owner, start + size, start + block, now_ms)
+                self._store_block(conv, owner, start + size, start + block, now_ms, extra)
                 return start
             if time.monotonic() > deadline:
                 raise SeqAllocationError(f"seq allocator for {conv} stayed locked")
@@ -178,9 +195,9 @@ class SeqAllocator:
             now_ms = int(time.time() * 1000)
             result = self._run_malloc(conv, size, owner, now_ms)
 
-    def _store_block(self, conv: str, owner: str, curr: int, last: int, now_ms: int) -> None:
+    def _store_block(self, conv: str, owner: str, curr: int, last: int, now_ms: int, extra: int) -> None:
         key = malloc_seq_key(conv)
-        state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms]))
+        state = int(self._store(keys=[key], args=[owner, self._data_seconds, curr, last, now_ms, extra]))
         if state == 0:
             return
         # Our lock expired while we fetched the block (a slow MongoDB, or Redis lost the key).

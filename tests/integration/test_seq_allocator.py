@@ -151,3 +151,21 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
     mine = SeqAllocator(r, take_block_then_lose, storage.reserved_seq_end, lock_seconds=1)
     mine.malloc(conv, 5)  # 1..5 from our block; storing it must be refused as stale
     assert mine.malloc(conv, 5) + 1 > max(handed)
+
+
+def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid: str) -> None:
+    storage.ensure_indexes()
+    conv = f"si_a{uid}_busy{uid}"
+    blocks: list[int] = []
+
+    def take_block(conversation_id: str, size: int) -> int:
+        blocks.append(size)
+        return storage.take_seq_block(conversation_id, size)
+
+    busy = SeqAllocator(cache.get_redis(), take_block, storage.reserved_seq_end)
+    starts = [busy.malloc(conv, 1) for _ in range(600)]
+    assert starts == list(range(600))
+    # OpenIM's fixed n+50 would have cost 12 MongoDB round trips; each block used up at once doubles
+    assert blocks[:4] == [1 + SINGLE_BLOCK, 1 + 2 * SINGLE_BLOCK, 1 + 4 * SINGLE_BLOCK, 1 + 8 * SINGLE_BLOCK]
+    assert len(blocks) <= 5
+    assert seq_doc(conv)["max_seq"] == sum(blocks)
