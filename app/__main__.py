@@ -42,7 +42,8 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
 
     if kind == "transfer":
         queues = ",".join(transfer_queues or [transfer_queue(k) for k in settings.transfer_worker_shards])
-        pool = ["-P", "solo"]
+        # celery-batches merges what the worker holds: let it hold a whole merge's worth unacked
+        pool = ["-P", "solo", "--prefetch-multiplier", str(settings.transfer_merge_max)]
     elif kind == "offline":
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
     elif kind == "persist":

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from celery_batches import Batches, SimpleRequest
+
 from app import cache, classify, journal, metrics, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
+from app.config import settings
 from app.conversation import GROUP_CHAT, conversation_id_for
 from app.protocol import MSG_STATUS_SUCCESS
 from app.seq_lua import SeqAllocator
@@ -202,25 +205,67 @@ def process_batch(msgs: Msgs) -> int:
     return sum(len(m) for m in result.committed.values())
 
 
-@celery_app.task(name="transfer.batch", acks_late=True)
-def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
-    """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
+Journal = list[str]  # [queue, entry id] when the gateway journaled the batch (Redis broker)
+
+
+def transfer_many(batches: list[tuple[Msgs, Journal | None]]) -> int:
+    """Transfer several gateway batches, in the order given, as one: one commit for all of them.
+    Merging keeps each conversation's order, since a conversation's batches all come from one shard
+    queue, in queue order. A batch that cannot be transferred (a bug, not an outage) is kept in the
+    dead letter for an operator instead of blocking its shard; the others go on."""
     try:
-        count = process_batch(msgs)
+        count = process_batch([msg for msgs, _ in batches for msg in msgs])
     except Exception:
-        # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
-        try:
-            convs = ",".join(sorted(group_by_conversation(msgs)))
-        except Exception:  # the batch is malformed: the dead letter keeps it as it came
-            convs = ""
-        log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
-        cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
-        if journal:
-            cache.journal_remove(journal[0], journal[1])
-        raise
-    if journal:
-        until_done(partial(cache.journal_remove, journal[0], journal[1]), "journal")
+        if len(batches) == 1:
+            _dead_letter(batches[0][0])
+        else:
+            # Find the one at fault: again batch by batch, in order (committed ones are recognised, P2).
+            log.warning("a merged transfer of %d batches failed; retrying them one by one", len(batches))
+            count = sum(_transfer_or_dead_letter(batch) for batch in batches)
+    journals = [journal for _, journal in batches if journal]
+    if journals:
+        until_done(partial(cache.journal_remove_many, journals), "journal")
     return count
+
+
+def _transfer_or_dead_letter(batch: tuple[Msgs, Journal | None]) -> int:
+    try:
+        return process_batch(batch[0])
+    except Exception:
+        _dead_letter(batch[0])
+        return 0
+
+
+def _dead_letter(msgs: Msgs) -> None:
+    try:
+        convs = ",".join(sorted(group_by_conversation(msgs)))
+    except Exception:  # the batch is malformed: the dead letter keeps it as it came
+        convs = ""
+    log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
+    cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
+
+
+def batch_of(request: SimpleRequest) -> tuple[Msgs, Journal | None]:
+    """What one broker message carries: transfer.batch(msgs, journal=None)."""
+    args, kwargs = list(request.args), dict(request.kwargs or {})
+    msgs = args[0] if args else kwargs.get("msgs", [])
+    journal = args[1] if len(args) > 1 else kwargs.get("journal")
+    return msgs, journal
+
+
+@celery_app.task(
+    name="transfer.batch",
+    base=Batches,
+    acks_late=True,
+    flush_every=settings.transfer_merge_max,
+    flush_interval=settings.transfer_merge_wait_ms / 1000,
+)
+def transfer_batch(requests: list[SimpleRequest]) -> int:
+    """Every transfer.batch message this worker received since its last run, merged (celery-batches).
+    Per-batch costs (Redis round trips, hand-offs, Celery's own) are paid once for all of them, so
+    the worker catches up in larger steps the further behind it falls. The broker messages are
+    acknowledged after the run."""
+    return transfer_many([batch_of(request) for request in requests])
 
 
 def replay_journal(queues: list[str]) -> int:
@@ -233,10 +278,9 @@ def replay_journal(queues: list[str]) -> int:
         last = cache.journal_last_id(queue)
         if last is None:
             continue
-        while entries := cache.journal_entries(queue, until=last):
-            for entry_id, msgs in entries:
-                transfer_batch(msgs, [queue, entry_id])
-                replayed += 1
+        while entries := cache.journal_entries(queue, count=settings.transfer_merge_max, until=last):
+            transfer_many([(msgs, [queue, entry_id]) for entry_id, msgs in entries])
+            replayed += len(entries)
     return replayed
 
 
