@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -26,9 +27,10 @@ T = TypeVar("T")
 
 
 class GroupCommit(Generic[T]):
-    def __init__(self, write: Callable[[list[T]], object], max_items: int = 256) -> None:
+    def __init__(self, write: Callable[[list[T]], object], max_items: int = 256, linger_seconds: float = 0.0) -> None:
         self._write = write
         self._max_items = max_items
+        self._linger = linger_seconds
         self._lock = threading.Lock()
         self._pending: list[tuple[T, Future[None]]] = []
         self._writing = False
@@ -50,6 +52,8 @@ class GroupCommit(Generic[T]):
         group: list[tuple[T, Future[None]]] = []
         try:
             while True:
+                if self._linger and len(self._pending) < self._max_items:
+                    time.sleep(self._linger)  # let more writes join this one
                 with self._lock:
                     group, self._pending = self._pending[: self._max_items], self._pending[self._max_items :]
                     if not group:

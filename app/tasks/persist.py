@@ -16,6 +16,7 @@ from app import cache, metrics, storage
 from app import journal as hand_offs
 from app.backoff import until_done
 from app.celery_app import celery_app
+from app.config import settings
 from app.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ def write_merged(work: list[tuple[Runs, ReadSeqs]]) -> None:
 
 
 # The tasks running side by side in the worker's thread pool share their MongoDB writes.
-mongo_writes: GroupCommit[tuple[Runs, ReadSeqs]] = GroupCommit(write_merged)
+mongo_writes: GroupCommit[tuple[Runs, ReadSeqs]] = GroupCommit(
+    write_merged, linger_seconds=settings.persist_linger_ms / 1000
+)
 
 
 class NonContiguousRun(ValueError):

@@ -135,3 +135,16 @@ def test_the_writer_going_away_strands_nobody() -> None:
     commit._write = lambda items: calls.append(items)
     commit.submit(2)  # a later caller becomes the writer again
     assert calls == [[1], [2]]
+
+
+def test_with_a_linger_items_handed_in_soon_after_join_the_first_write() -> None:
+    rec = Recorder()
+    rec.release.set()
+    commit: GroupCommit[int] = GroupCommit(rec.write, linger_seconds=0.3)
+    first, _ = submit_in_threads(commit, [0])
+    time.sleep(0.05)  # the first writer is lingering, not writing yet
+    rest, outcome = submit_in_threads(commit, [1, 2])
+    for t in [*first, *rest]:
+        t.join(5)
+    assert [sorted(c) for c in rec.calls] == [[0, 1, 2]]
+    assert outcome == {1: "ok", 2: "ok"}
