@@ -139,7 +139,7 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
     for conv in convs:
         out = list(fresh[conv]) if conv in starts else []
         if out:
-            result.runs.append((conv, out))  # one allocation: contiguous by construction
+            result.runs.append((conv, list(out)))  # one allocation: contiguous by construction
         if repeated[conv]:
             # Re-hand-off what the cache still holds: a redelivered batch may have died before its
             # hand-off. Older repeats were persisted long ago.

@@ -8,11 +8,12 @@ import signal
 import time
 from typing import Any
 
-from app import cache
+from app import cache, storage
 from app.bench import _synthetic
 from app.celery_app import celery_app
 from app.config import settings
 from app.conversation import shard_of, single_conversation_id, transfer_queue
+from app.tasks.persist import DEAD_LETTER_KEY as PERSIST_DEAD_LETTER_KEY
 from app.tasks.transfer import DEAD_LETTER_KEY
 from tests.integration.helpers import eventually, login
 
@@ -46,3 +47,24 @@ def test_queued_batches_are_merged_in_order_and_a_bad_one_is_set_aside(stack: An
     runs = stack.metric("transfer", RAN) - runs_before
     assert 1 <= runs < 40, f"{runs} task runs for 40 queued batches: they were not merged"
     assert stack.alive()["transfer"]
+
+
+def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: Any, uid: str) -> None:
+    """What a redelivered batch merged with newer ones looks like to the transfer stage."""
+    sender, receiver = f"rep{uid}", f"new{uid}"
+    conv = single_conversation_id(sender, receiver)
+    queue = transfer_queue(shard_of(conv, settings.transfer_shards))
+    now = int(time.time() * 1000)
+    m = [_synthetic(sender, receiver, i, now) for i in range(4)]
+    celery_app.send_task("transfer.batch", args=[m[:2]], queue=queue)
+    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 2)
+    celery_app.send_task("transfer.batch", args=[[m[1], m[2], m[3]]], queue=queue)
+    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 4)
+
+    def stored() -> list[str]:
+        doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
+        return [slot["msg"]["client_msg_id"] for slot in doc["msgs"] if slot and slot.get("msg")]
+
+    assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
+    refused = cache.get_redis().lrange(PERSIST_DEAD_LETTER_KEY, 0, -1)
+    assert not any(conv in entry for entry in refused)
