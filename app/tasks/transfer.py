@@ -10,6 +10,7 @@ retry to the back of the queue, which would reorder the conversation.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -253,9 +254,29 @@ def batch_of(request: SimpleRequest) -> tuple[Msgs, Journal | None]:
     return msgs, journal
 
 
+class ConsumerBatches(Batches):  # type: ignore[misc]
+    """celery-batches, restarted with the worker's consumer. After a broker reconnect the consumer
+    builds its strategies again on a cleared timer: the old flush timer is gone, and celery-batches
+    would only start a new one when its handle is None, so requests would wait for a count-based
+    flush that the prefetch limit can keep from ever coming."""
+
+    abstract = True
+    _tref: Any  # celery-batches' flush timer entry
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 (Celery's name)
+        if self._tref is not None:
+            self._tref.cancel()
+        self._tref = None
+        self._count = itertools.count(1 + self._buffer.qsize())
+        handler = super().Strategy(task, app, consumer)
+        if self._buffer.qsize():  # held from before the reconnect: flush them soon, with what comes next
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return handler
+
+
 @celery_app.task(
     name="transfer.batch",
-    base=Batches,
+    base=ConsumerBatches,
     acks_late=True,
     flush_every=settings.transfer_merge_max,
     flush_interval=settings.transfer_merge_wait_ms / 1000,
