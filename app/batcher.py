@@ -26,10 +26,22 @@ class _Shard(Generic[T]):
         self.wakeup = Event()
 
 
+def next_linger(base: float, longest: float, last_batch: int) -> float:
+    """A shard whose last batch held n messages waits up to n times the base linger for the next.
+
+    Every broker message costs the transfer worker a few round trips of its own (fetch, unacked
+    record, ack), so a busy shard is better served by fewer, fuller batches; a quiet one (one message
+    at a time) keeps the short linger and its latency."""
+    return min(longest, base * last_batch) if last_batch > 1 else base
+
+
 class ShardBatcher(Generic[T]):
-    def __init__(self, handle: Handler[T], linger_seconds: float, max_batch: int) -> None:
+    def __init__(
+        self, handle: Handler[T], linger_seconds: float, max_batch: int, max_linger_seconds: float | None = None
+    ) -> None:
         self._handle = handle
         self._linger = linger_seconds
+        self._max_linger = max(linger_seconds, max_linger_seconds or linger_seconds)
         self._max_batch = max_batch
         self._shards: dict[int, _Shard[T]] = {}
         self.in_flight = 0  # submitted, not yet answered
@@ -54,14 +66,17 @@ class ShardBatcher(Generic[T]):
         return done
 
     def _flush_forever(self, shard: int, state: _Shard[T]) -> None:
+        linger = self._linger
         while True:
             state.wakeup.wait()
             state.wakeup.clear()
-            if len(state.pending) < self._max_batch and self._linger > 0:
-                gevent.sleep(self._linger)
+            if len(state.pending) < self._max_batch and linger > 0:
+                gevent.sleep(linger)
+            flushed = len(state.pending)
             while state.pending:
                 batch, state.pending = state.pending[: self._max_batch], state.pending[self._max_batch :]
                 self._flush(shard, batch)
+            linger = next_linger(self._linger, self._max_linger, flushed)
 
     def _flush(self, shard: int, batch: list[tuple[T, AsyncResult]]) -> None:
         try:

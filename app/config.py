@@ -65,6 +65,7 @@ class Settings:
     fcm_token_provider: str = field(default_factory=lambda: _env_str("FCM_TOKEN_PROVIDER", ""))
     # The gateway groups SendMsg requests per shard for this long before one broker publish.
     batch_linger_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MS", 3.0))
+    batch_linger_max_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MAX_MS", 20.0))
     batch_max_msgs: int = field(default_factory=lambda: _env_int("BATCH_MAX_MSGS", 200))
     transfer_merge_max: int = field(default_factory=lambda: _env_int("TRANSFER_MERGE_MAX", 64))
     transfer_merge_wait_ms: float = field(default_factory=lambda: _env_float("TRANSFER_MERGE_WAIT_MS", 5.0))

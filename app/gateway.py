@@ -526,7 +526,10 @@ def serve() -> None:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
     storage.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
-        accept_shard_batch, settings.batch_linger_ms / 1000.0, settings.batch_max_msgs
+        accept_shard_batch,
+        settings.batch_linger_ms / 1000.0,
+        settings.batch_max_msgs,
+        settings.batch_linger_max_ms / 1000.0,
     )
     gateway = Gateway(settings.node_id, batcher)
     gevent.spawn(gateway.subscribe_pushes)

@@ -3,7 +3,7 @@ from typing import Any
 import gevent
 import pytest
 
-from app.batcher import ShardBatcher
+from app.batcher import ShardBatcher, next_linger
 
 
 def test_batches_per_shard_in_order() -> None:
@@ -66,3 +66,29 @@ def test_later_items_wait_for_the_linger() -> None:
     first.get(timeout=2)
     second.get(timeout=2)
     assert sizes == [2]
+
+
+def test_busy_shards_linger_longer_and_quiet_ones_keep_the_short_linger() -> None:
+    assert next_linger(0.003, 0.02, 0) == 0.003
+    assert next_linger(0.003, 0.02, 1) == 0.003
+    assert next_linger(0.003, 0.02, 4) == pytest.approx(0.012)
+    assert next_linger(0.003, 0.02, 50) == 0.02
+
+
+def test_after_a_full_batch_the_shard_collects_for_longer() -> None:
+    sizes: list[int] = []
+
+    def handle(shard: int, items: list[int]) -> list[object]:
+        sizes.append(len(items))
+        return list(items)
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.01, 100, max_linger_seconds=0.3)
+    for done in [batcher.submit(0, i) for i in range(10)]:
+        done.get(timeout=2)
+    # the shard was busy: the next one waits up to 10 x 10 ms, so these three go out together
+    late = [batcher.submit(0, 10)]
+    gevent.sleep(0.05)
+    late += [batcher.submit(0, 11), batcher.submit(0, 12)]
+    for done in late:
+        done.get(timeout=2)
+    assert sizes == [10, 3]
