@@ -92,16 +92,19 @@ return 1
 GROUP_BLOCK = settings.seq_block_group
 SINGLE_BLOCK = settings.seq_block_single
 # A block used up within this long was too small for the conversation's pace: the next one is twice
-# as large, up to SEQ_BLOCK_GROWTH_MAX times the base. Busy conversations then cost MongoDB a round
-# trip every few seconds instead of every 50 messages; quiet ones keep OpenIM's sizes, so what
-# Redis losing its data skips (a block's unused rest, pulled as placeholders) stays small.
-FAST_BLOCK_MS = 10_000
+# as large, up to SEQ_BLOCK_GROWTH_MAX times the base; one that lasted longer makes the next one half
+# as large, down to the base. Busy conversations then cost MongoDB a round trip about once a minute
+# instead of every 50 messages; quiet ones keep OpenIM's sizes, and what Redis losing its data skips
+# (a block's unused rest, pulled as placeholders) stays bounded.
+FAST_BLOCK_MS = 60_000
 
 
 def next_block_extra(base: int, previous_extra: int, previous_born_ms: int, now_ms: int) -> int:
     """Seqs to reserve beyond the request for a conversation whose cached block ran out."""
-    if previous_extra <= 0 or previous_born_ms <= 0 or now_ms - previous_born_ms >= FAST_BLOCK_MS:
+    if previous_extra <= 0 or previous_born_ms <= 0:
         return base
+    if now_ms - previous_born_ms >= FAST_BLOCK_MS:
+        return max(base, previous_extra // 2)
     return max(base, min(base * settings.seq_block_growth_max, previous_extra * 2))
 
 

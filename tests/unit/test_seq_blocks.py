@@ -18,5 +18,6 @@ def test_a_block_used_up_fast_doubles_the_next_up_to_the_cap() -> None:
     assert next_block_extra(50, CAP, 1_000_000, 1_000_500) == CAP
 
 
-def test_a_block_that_lasted_falls_back_to_the_base() -> None:
-    assert next_block_extra(50, 800, 1_000_000, 1_000_000 + FAST_BLOCK_MS) == 50
+def test_a_block_that_lasted_halves_the_next_down_to_the_base() -> None:
+    assert next_block_extra(50, 800, 1_000_000, 1_000_000 + FAST_BLOCK_MS) == 400
+    assert next_block_extra(50, 60, 1_000_000, 1_000_000 + FAST_BLOCK_MS) == 50
