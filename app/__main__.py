@@ -42,9 +42,7 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
 
     if kind == "transfer":
         queues = ",".join(transfer_queues or [transfer_queue(k) for k in settings.transfer_worker_shards])
-        # celery-batches merges what the worker holds: let it hold more than a merge's worth unacked,
-        # so the prefetch limit never stops a count-based flush from being reached
-        pool = ["-P", "solo", "--prefetch-multiplier", str(2 * settings.transfer_merge_max)]
+        pool = ["-P", "solo"]
     elif kind == "offline":
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
     elif kind == "persist":

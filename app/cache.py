@@ -297,14 +297,6 @@ def journal_remove(queue: str, entry_id: str) -> None:
     get_broker_redis().xdel(journal_key(queue), entry_id)
 
 
-def journal_remove_many(journals: list[list[str]]) -> None:
-    """Remove several [queue, entry id] journal entries in one round trip."""
-    pipe = get_broker_redis().pipeline(transaction=False)
-    for queue, entry_id in journals:
-        pipe.xdel(journal_key(queue), entry_id)
-    pipe.execute()
-
-
 def journal_last_id(queue: str) -> str | None:
     rows = get_broker_redis().xrevrange(journal_key(queue), count=1)
     return str(rows[0][0]) if rows else None

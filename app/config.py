@@ -67,8 +67,6 @@ class Settings:
     batch_linger_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MS", 3.0))
     batch_linger_max_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MAX_MS", 20.0))
     batch_max_msgs: int = field(default_factory=lambda: _env_int("BATCH_MAX_MSGS", 200))
-    transfer_merge_max: int = field(default_factory=lambda: _env_int("TRANSFER_MERGE_MAX", 64))
-    transfer_merge_wait_ms: float = field(default_factory=lambda: _env_float("TRANSFER_MERGE_WAIT_MS", 5.0))
     max_content_bytes: int = field(default_factory=lambda: _env_int("MAX_CONTENT_BYTES", 40 * 1024))
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))

@@ -10,19 +10,15 @@ retry to the back of the queue, which would reorder the conversation.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from celery_batches import Batches, SimpleRequest
-
 from app import cache, classify, journal, metrics, storage
 from app.backoff import until_done
 from app.celery_app import celery_app
-from app.config import settings
 from app.conversation import GROUP_CHAT, conversation_id_for
 from app.protocol import MSG_STATUS_SUCCESS
 from app.seq_lua import SeqAllocator
@@ -206,87 +202,25 @@ def process_batch(msgs: Msgs) -> int:
     return sum(len(m) for m in result.committed.values())
 
 
-Journal = list[str]  # [queue, entry id] when the gateway journaled the batch (Redis broker)
-
-
-def transfer_many(batches: list[tuple[Msgs, Journal | None]]) -> int:
-    """Transfer several gateway batches, in the order given, as one: one commit for all of them.
-    Merging keeps each conversation's order, since a conversation's batches all come from one shard
-    queue, in queue order. A batch that cannot be transferred (a bug, not an outage) is kept in the
-    dead letter for an operator instead of blocking its shard; the others go on."""
+@celery_app.task(name="transfer.batch", acks_late=True)
+def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
+    """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
     try:
-        count = process_batch([msg for msgs, _ in batches for msg in msgs])
+        count = process_batch(msgs)
     except Exception:
-        if len(batches) == 1:
-            _dead_letter(batches[0][0])
-        else:
-            # Find the one at fault: again batch by batch, in order (committed ones are recognised, P2).
-            log.warning("a merged transfer of %d batches failed; retrying them one by one", len(batches))
-            count = sum(_transfer_or_dead_letter(batch) for batch in batches)
-    journals = [journal for _, journal in batches if journal]
-    if journals:
-        until_done(partial(cache.journal_remove_many, journals), "journal")
+        # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
+        try:
+            convs = ",".join(sorted(group_by_conversation(msgs)))
+        except Exception:  # the batch is malformed: the dead letter keeps it as it came
+            convs = ""
+        log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
+        cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
+        if journal:
+            cache.journal_remove(journal[0], journal[1])
+        raise
+    if journal:
+        until_done(partial(cache.journal_remove, journal[0], journal[1]), "journal")
     return count
-
-
-def _transfer_or_dead_letter(batch: tuple[Msgs, Journal | None]) -> int:
-    try:
-        return process_batch(batch[0])
-    except Exception:
-        _dead_letter(batch[0])
-        return 0
-
-
-def _dead_letter(msgs: Msgs) -> None:
-    try:
-        convs = ",".join(sorted(group_by_conversation(msgs)))
-    except Exception:  # the batch is malformed: the dead letter keeps it as it came
-        convs = ""
-    log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
-    cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
-
-
-def batch_of(request: SimpleRequest) -> tuple[Msgs, Journal | None]:
-    """What one broker message carries: transfer.batch(msgs, journal=None)."""
-    args, kwargs = list(request.args), dict(request.kwargs or {})
-    msgs = args[0] if args else kwargs.get("msgs", [])
-    journal = args[1] if len(args) > 1 else kwargs.get("journal")
-    return msgs, journal
-
-
-class ConsumerBatches(Batches):  # type: ignore[misc]
-    """celery-batches, restarted with the worker's consumer. After a broker reconnect the consumer
-    builds its strategies again on a cleared timer: the old flush timer is gone, and celery-batches
-    would only start a new one when its handle is None, so requests would wait for a count-based
-    flush that the prefetch limit can keep from ever coming."""
-
-    abstract = True
-    _tref: Any  # celery-batches' flush timer entry
-
-    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 (Celery's name)
-        if self._tref is not None:
-            self._tref.cancel()
-        self._tref = None
-        self._count = itertools.count(1 + self._buffer.qsize())
-        handler = super().Strategy(task, app, consumer)
-        if self._buffer.qsize():  # held from before the reconnect: flush them soon, with what comes next
-            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
-        return handler
-
-
-@celery_app.task(
-    name="transfer.batch",
-    base=ConsumerBatches,
-    acks_late=True,
-    flush_every=settings.transfer_merge_max,
-    flush_interval=settings.transfer_merge_wait_ms / 1000,
-)
-def transfer_batch(requests: list[SimpleRequest]) -> int:
-    """Every transfer.batch message this worker received since its last run, merged (celery-batches).
-    Per-batch costs (Redis round trips, hand-offs, Celery's own) are paid once for all of them, so
-    the worker catches up in larger steps the further behind it falls. The broker messages are
-    acknowledged after the run."""
-    return transfer_many([batch_of(request) for request in requests])
 
 
 def replay_journal(queues: list[str]) -> int:
@@ -299,9 +233,10 @@ def replay_journal(queues: list[str]) -> int:
         last = cache.journal_last_id(queue)
         if last is None:
             continue
-        while entries := cache.journal_entries(queue, count=settings.transfer_merge_max, until=last):
-            transfer_many([(msgs, [queue, entry_id]) for entry_id, msgs in entries])
-            replayed += len(entries)
+        while entries := cache.journal_entries(queue, until=last):
+            for entry_id, msgs in entries:
+                transfer_batch(msgs, [queue, entry_id])
+                replayed += 1
     return replayed
 
 

@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from app import storage
+from app import cache, storage
+from app.bench import _synthetic
+from app.celery_app import celery_app
 from app.client import ClientError, ImClient
-from app.conversation import single_conversation_id
+from app.config import settings
+from app.conversation import shard_of, single_conversation_id, transfer_queue
+from app.tasks.persist import DEAD_LETTER_KEY as PERSIST_DEAD_LETTER_KEY
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
@@ -204,3 +208,24 @@ def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: St
     for conv in senders.acked:
         doc = storage.get_db().seq.find_one({"conversation_id": conv})
         assert doc is not None and doc["max_seq"] >= senders.per_sender and doc["min_seq"] == 0
+
+
+def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: Any, uid: str) -> None:
+    """What a redelivered batch carrying newer messages too looks like to the transfer stage."""
+    sender, receiver = f"rep{uid}", f"new{uid}"
+    conv = single_conversation_id(sender, receiver)
+    queue = transfer_queue(shard_of(conv, settings.transfer_shards))
+    now = int(time.time() * 1000)
+    m = [_synthetic(sender, receiver, i, now) for i in range(4)]
+    celery_app.send_task("transfer.batch", args=[m[:2]], queue=queue)
+    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 2)
+    celery_app.send_task("transfer.batch", args=[[m[1], m[2], m[3]]], queue=queue)
+    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 4)
+
+    def stored() -> list[str]:
+        doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
+        return [slot["msg"]["client_msg_id"] for slot in doc["msgs"] if slot and slot.get("msg")]
+
+    assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
+    refused = cache.get_redis().lrange(PERSIST_DEAD_LETTER_KEY, 0, -1)
+    assert not any(conv in entry for entry in refused)
