@@ -89,8 +89,7 @@ class Settings:
     gateway_rate_burst: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_BURST", 200.0))
     gateway_max_conns: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_CONNS", 20000))
     # Threads of the persist worker: MongoDB round trips overlap (writes are idempotent per slot).
-    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 16))
-    persist_linger_ms: float = field(default_factory=lambda: _env_float("PERSIST_LINGER_MS", 50.0))
+    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 4))
     metrics_host: str = field(default_factory=lambda: _env_str("METRICS_HOST", "127.0.0.1"))
     metrics_port: int = field(default_factory=lambda: _env_int("METRICS_PORT", 0))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))

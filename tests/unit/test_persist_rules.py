@@ -1,10 +1,10 @@
-"""Pure rules of the persist stage: what a run must look like, and how merged read seqs combine."""
+"""Pure rules of the persist stage: what a run must look like."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.tasks.persist import NonContiguousRun, check_run, highest_read_seqs
+from app.tasks.persist import NonContiguousRun, check_run
 
 
 def test_a_run_must_be_consecutive_seqs_from_one_up() -> None:
@@ -19,15 +19,3 @@ def test_a_run_must_be_consecutive_seqs_from_one_up() -> None:
     for broken in broken_runs:
         with pytest.raises(NonContiguousRun):
             check_run("si_a_b", broken)
-
-
-def test_merged_read_seqs_keep_the_highest_per_reader_and_conversation() -> None:
-    merged = highest_read_seqs(
-        [
-            [("si_a_b", "a", 5), ("si_a_b", "b", 2)],
-            [("si_a_b", "a", 3), ("sg_g", "a", 9)],
-            [("si_a_b", "a", 7)],
-        ]
-    )
-    assert sorted(merged) == [("sg_g", "a", 9), ("si_a_b", "a", 7), ("si_a_b", "b", 2)]
-    assert highest_read_seqs([[], []]) == []
