@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from app import bench_load, bench_report, cache, storage
+from app import bench_load, bench_report, cache, embedded, storage
 from app.bench_load import FIELDS, ProcResult, ProcSpec, Target, UserSpec
 from app.bench_watch import ProcessWatch, QueueDepth, discover_stack
 from app.config import settings
@@ -610,8 +609,6 @@ class BaselineStack:
     """The naive gateway and worker of app/baseline.py, started and stopped by the benchmark."""
 
     def __init__(self, concurrency: int) -> None:
-        from app import embedded
-
         self.port = embedded.free_port()
         self.log_dir = Path(tempfile.mkdtemp(prefix="openim-baseline-"))
         self.concurrency = concurrency or (os.cpu_count() or 2)
@@ -659,15 +656,7 @@ class BaselineStack:
         raise SystemExit(f"the baseline did not start within 90 s: see {self.log_dir}")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        embedded.stop_processes(self.procs.values(), timeout=20)
 
 
 # --- the command ---------------------------------------------------------------------------------

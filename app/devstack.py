@@ -65,10 +65,4 @@ def run_stack(with_flower: bool = True) -> int:
             honcho.send_signal(signal.SIGINT)
             return honcho.wait()
     finally:
-        for proc in started:
-            proc.terminate()
-        for proc in started:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        embedded.stop_processes(started, timeout=10)

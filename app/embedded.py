@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -119,6 +119,20 @@ def start_mongo(port: int, data_dir: Path, log_path: Path | None = None) -> subp
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     wait_until(lambda: mongo_answers(f"mongodb://127.0.0.1:{port}/?retryWrites=false"), 60, "embedded SecantusDB")
     return proc
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM every process still running, then wait for each; kill the ones that outlast `timeout`."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def url_port(url: str, default: int) -> int:

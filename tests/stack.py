@@ -180,12 +180,4 @@ class Stack:
         return {name: proc.poll() is None for name, proc in self.procs.items()}
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        embedded.stop_processes(self.procs.values(), timeout=15)

@@ -25,6 +25,7 @@ from app.client import ImClient
 from tests.conftest import AMQP_URL, WORK_DIR
 from tests.faults.load import Load, audit
 from tests.integration.helpers import admin_token, eventually, rest
+from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.stack import Stack
 
 RESULTS: list[list[str]] = []
@@ -53,20 +54,9 @@ class FaultStack:
         return ImClient(self.stack.ws_url, user, 7, mint_token(user, 7), timeout=30)
 
 
-def rabbitmq_ok() -> bool:
-    from kombu.connection import Connection
-
-    try:
-        with Connection(AMQP_URL, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1)
-        return True
-    except Exception:
-        return False
-
-
 def fault_stack(broker: str) -> Iterator[FaultStack]:
     """The stack of one broker's module (a module-scoped fixture yields from this)."""
-    if broker == "rabbitmq" and not rabbitmq_ok():
+    if broker == "rabbitmq" and not rabbitmq_reachable():
         pytest.fail(f"the fault suite needs RabbitMQ at {AMQP_URL}")
     work = WORK_DIR / f"faults-{broker}"
     redis_port, mongo_port = embedded.free_port(), embedded.free_port()
