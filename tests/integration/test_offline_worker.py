@@ -226,6 +226,16 @@ def test_out_of_retries_is_dead_lettered(jpush_stack: Stack, jpush: FakeJPush, j
     assert jpush.attempts - before == 4  # the first try and OFFLINE_PUSH_MAX_RETRIES=3 retries
 
 
+def offline_worker(name: str, env: dict[str, str]) -> Iterator[Stack]:
+    """An offline worker alone, with the retry settings of these tests, stopped when the module ends."""
+    stack = Stack(WORK_DIR / name, {**env, **RETRY_ENV})
+    try:
+        stack.start_worker("offline", "offline")
+        yield stack
+    finally:
+        stack.stop()
+
+
 # --- FCM, the device token registered through /third/fcm_update_token --------------------------
 
 
@@ -238,21 +248,17 @@ def fcm() -> Iterator[FakeFcm]:
 
 @pytest.fixture(scope="module")
 def fcm_worker(infra: dict[str, str], broker: str, fcm: FakeFcm) -> Iterator[Stack]:
-    env = {
-        **infra,
-        "BROKER_URL": f"{broker}/2",
-        "OFFLINE_PUSH_PROVIDER": "fcm",
-        "FCM_URL": fcm.url,
-        "FCM_PROJECT_ID": "proj-e2e",
-        "FCM_ACCESS_TOKEN": "access-e2e",
-        **RETRY_ENV,
-    }
-    stack = Stack(WORK_DIR / "worker-fcm", env)
-    try:
-        stack.start_worker("offline", "offline")
-        yield stack
-    finally:
-        stack.stop()
+    yield from offline_worker(
+        "worker-fcm",
+        {
+            **infra,
+            "BROKER_URL": f"{broker}/2",
+            "OFFLINE_PUSH_PROVIDER": "fcm",
+            "FCM_URL": fcm.url,
+            "FCM_PROJECT_ID": "proj-e2e",
+            "FCM_ACCESS_TOKEN": "access-e2e",
+        },
+    )
 
 
 def third(stack: Stack, body: dict[str, Any], token: str) -> dict[str, Any]:
@@ -307,22 +313,18 @@ def getui() -> Iterator[FakeGetui]:
 
 @pytest.fixture(scope="module")
 def getui_worker(infra: dict[str, str], broker: str, getui: FakeGetui) -> Iterator[Stack]:
-    env = {
-        **infra,
-        "BROKER_URL": f"{broker}/3",
-        "OFFLINE_PUSH_PROVIDER": "getui",
-        "GETUI_URL": getui.url,
-        "GETUI_APP_ID": getui.app_id,
-        "GETUI_APP_KEY": "gt-key",
-        "GETUI_MASTER_SECRET": "gt-secret",
-        **RETRY_ENV,
-    }
-    stack = Stack(WORK_DIR / "worker-getui", env)
-    try:
-        stack.start_worker("offline", "offline")
-        yield stack
-    finally:
-        stack.stop()
+    yield from offline_worker(
+        "worker-getui",
+        {
+            **infra,
+            "BROKER_URL": f"{broker}/3",
+            "OFFLINE_PUSH_PROVIDER": "getui",
+            "GETUI_URL": getui.url,
+            "GETUI_APP_ID": getui.app_id,
+            "GETUI_APP_KEY": "gt-key",
+            "GETUI_MASTER_SECRET": "gt-secret",
+        },
+    )
 
 
 def test_getui_worker_single_and_list_pushes_share_one_token(
