@@ -36,7 +36,6 @@ from kombu.entity import Queue  # noqa: E402
 from app import cache, groups, storage  # noqa: E402
 from app.conversation import GROUP_CHAT, conversation_id_for  # noqa: E402
 from app.protocol import MSG_STATUS_SUCCESS  # noqa: E402
-from app.seq_lua import SeqAllocator  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +51,15 @@ baseline_app.conf.task_default_queue = QUEUE
 baseline_app.conf.task_routes = {TASK: {"queue": QUEUE}}
 baseline_app.conf.include = []
 
-_allocator: SeqAllocator | None = None
-
-
-def _seq_allocator() -> SeqAllocator:
-    global _allocator
-    if _allocator is None:
-        _allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end)
-    return _allocator
-
 
 def handle_message(msg: dict[str, Any]) -> int:
     """Allocate, cache, persist, push: one message, one round trip after another. Returns its seq."""
     from app.tasks.push import recipients
+    from app.tasks.transfer import allocator  # the pipeline's own allocator: the same seq allocation
 
     conv = conversation_id_for(msg["session_type"], msg["send_id"], msg["recv_id"], msg["group_id"])
     is_group = msg["session_type"] == GROUP_CHAT
-    start = _seq_allocator().malloc(conv, 1, is_group)
+    start = allocator().malloc(conv, 1, is_group)
     msg["seq"] = start + 1
     msg["status"] = MSG_STATUS_SUCCESS
     r = cache.get_redis()
