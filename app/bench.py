@@ -33,7 +33,9 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def bench_allocator(calls: int = 2000) -> list[dict[str, Any]]:
     storage.ensure_indexes()
-    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end)
+    allocator = SeqAllocator(
+        cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
+    )
     tag = uuid.uuid4().hex[:8]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()

@@ -114,6 +114,8 @@ class SeqAllocationError(RuntimeError):
 
 BlockSource = Callable[[str, int], int]
 """(conversation_id, size) -> the max seq before MongoDB reserved `size` more."""
+BlocksSource = Callable[[dict[str, int]], dict[str, int]]
+"""The same for several conversations at once: {conversation_id: size} -> {conversation_id: start}."""
 
 
 class SeqAllocator:
@@ -125,9 +127,11 @@ class SeqAllocator:
         lock_seconds: int = 3,
         data_seconds: int = 365 * 24 * 3600,
         wait_seconds: float = 0.02,
+        take_blocks: BlocksSource | None = None,
     ) -> None:
         self._redis = client
         self._take_block = take_block
+        self._take_blocks = take_blocks
         self._newest_block_end = newest_block_end
         self._lock_seconds = lock_seconds
         self._data_seconds = data_seconds
@@ -152,43 +156,64 @@ class SeqAllocator:
         for (conv, size, _), owner in zip(wants, owners, strict=True):
             self._run_malloc(conv, size, owner, now_ms, pipe)
         results = pipe.execute()
+        taken = self._take_wanted_blocks(wants, results, now_ms)
         return {
-            conv: self._settle(conv, size, group, owner, now_ms, result)
+            conv: self._settle(conv, size, group, owner, now_ms, result, taken.get(conv))
             for (conv, size, group), owner, result in zip(wants, owners, results, strict=True)
         }
+
+    def _block_extra(self, group: bool, result: Any, now_ms: int) -> int:
+        """Seqs beyond the request for a malloc answer of state 1 (no cache) or 3 (block used up)."""
+        base = GROUP_BLOCK if group else SINGLE_BLOCK
+        if int(result[0]) == 1:
+            return base
+        return next_block_extra(base, int(result[4]), int(result[3]), now_ms)
+
+    def _take_wanted_blocks(
+        self, wants: list[tuple[str, int, bool]], results: list[Any], now_ms: int
+    ) -> dict[str, int]:
+        """Every conversation whose answer asks for a MongoDB block gets it in one call (new
+        conversations come in crowds: a batch's worth each costing MongoDB round trips of its own
+        would hold up the whole shard)."""
+        sizes = {
+            conv: size + self._block_extra(group, result, now_ms)
+            for (conv, size, group), result in zip(wants, results, strict=True)
+            if int(result[0]) in (1, 3)
+        }
+        if self._take_blocks is None or len(sizes) < 2:
+            return {}
+        return self._take_blocks(sizes)
 
     def _run_malloc(self, conv: str, size: int, owner: str, now_ms: int, client: Any = None) -> Any:
         args: list[int | str] = [size, self._lock_seconds, self._data_seconds, now_ms, owner]
         return self._malloc(keys=[malloc_seq_key(conv)], args=args, client=client)
 
-    def _settle(self, conv: str, size: int, group: bool, owner: str, now_ms: int, result: Any) -> int:
-        """Finish one allocation from the malloc script's answer."""
-        base = GROUP_BLOCK if group else SINGLE_BLOCK
+    def _settle(
+        self, conv: str, size: int, group: bool, owner: str, now_ms: int, result: Any, taken: int | None = None
+    ) -> int:
+        """Finish one allocation from the malloc script's answer (`taken`: its block, already reserved)."""
         # A crashed allocator's lock expires after lock_seconds; wait a little longer than that.
         deadline = time.monotonic() + self._lock_seconds + 2
         while True:
             state = int(result[0])
             if state == 0:
                 return int(result[1])
-            if state == 1:
-                start = self._take_block(conv, size + base)
-                self._store_block(conv, owner, start + size, start + size + base, now_ms, base)
-                return start
-            if state == 3:
-                curr, last = int(result[1]), int(result[2])
-                extra = next_block_extra(base, int(result[4]), int(result[3]), now_ms)
+            if state in (1, 3):
+                extra = self._block_extra(group, result, now_ms)
                 block = size + extra
-                start = self._take_block(conv, block)
-                if start == last:
-                    # MongoDB's block continues the cached one: keep using the cached remainder.
-                    self._store_block(conv, owner, curr + size, start + block, now_ms, extra)
-                    return curr
-                log.warning(
-                    "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
-                    conv,
-                    last,
-                    start,
-                )
+                start = taken if taken is not None else self._take_block(conv, block)
+                if state == 3:
+                    curr, last = int(result[1]), int(result[2])
+                    if start == last:
+                        # MongoDB's block continues the cached one: keep using the cached remainder.
+                        self._store_block(conv, owner, curr + size, start + block, now_ms, extra)
+                        return curr
+                    log.warning(
+                        "seq block for %s does not continue the cache (cached last %d, mongo %d): jumping ahead",
+                        conv,
+                        last,
+                        start,
+                    )
                 self._store_block(conv, owner, start + size, start + block, now_ms, extra)
                 return start
             if time.monotonic() > deadline:

@@ -37,7 +37,9 @@ _allocator: SeqAllocator | None = None
 def allocator() -> SeqAllocator:
     global _allocator
     if _allocator is None:
-        _allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end)
+        _allocator = SeqAllocator(
+            cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
+        )
     return _allocator
 
 

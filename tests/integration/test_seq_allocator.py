@@ -169,3 +169,50 @@ def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid
     assert blocks[:4] == [1 + SINGLE_BLOCK, 1 + 2 * SINGLE_BLOCK, 1 + 4 * SINGLE_BLOCK, 1 + 8 * SINGLE_BLOCK]
     assert len(blocks) <= 5
     assert seq_doc(conv)["max_seq"] == sum(blocks)
+
+
+def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], uid: str) -> None:
+    storage.ensure_indexes()
+    convs = [f"si_a{uid}_many{i}" for i in range(30)]
+    storage.take_seq_block(convs[0], 100)  # one counter exists already
+    calls: list[dict[str, int]] = []
+
+    def take_blocks(sizes: dict[str, int]) -> dict[str, int]:
+        calls.append(dict(sizes))
+        return storage.take_seq_blocks(sizes)
+
+    def one_by_one(conversation_id: str, size: int) -> int:
+        raise AssertionError(f"{conversation_id} took its block alone")
+
+    many = SeqAllocator(cache.get_redis(), one_by_one, storage.reserved_seq_end, take_blocks=take_blocks)
+    starts = many.malloc_many([(c, 2, False) for c in convs])
+    assert starts == {c: (100 if c == convs[0] else 0) for c in convs}
+    assert calls == [{c: 2 + SINGLE_BLOCK for c in convs}]
+    assert seq_doc(convs[1]) == {"max_seq": 2 + SINGLE_BLOCK, "min_seq": 0}
+    assert seq_doc(convs[0])["max_seq"] == 100 + 2 + SINGLE_BLOCK
+    assert many.malloc_many([(c, 1, False) for c in convs[:3]]) == {convs[0]: 102, convs[1]: 2, convs[2]: 2}
+
+
+def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: str) -> None:
+    storage.ensure_indexes()
+    convs = [f"si_a{uid}_race{i}" for i in range(3)]
+    ranges: list[tuple[str, int, int]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for n in range(15):
+            sizes = {c: 1 + (n % 4) for c in convs}
+            taken = storage.take_seq_blocks(sizes)
+            with lock:
+                ranges.extend((c, start, start + sizes[c]) for c, start in taken.items())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for conv in convs:
+        mine = sorted((lo, hi) for c, lo, hi in ranges if c == conv)
+        assert len(mine) == 60
+        assert all(prev_hi <= lo for (_, prev_hi), (lo, _) in zip(mine, mine[1:], strict=False)), "overlapping blocks"
+        assert seq_doc(conv)["max_seq"] >= mine[-1][1]
