@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from app.conversation import shards_of_part
+
 
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
@@ -70,6 +72,9 @@ class Settings:
     max_content_bytes: int = field(default_factory=lambda: _env_int("MAX_CONTENT_BYTES", 40 * 1024))
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))
+    # "i/n": this is the i-th of n transfer processes sharing those shards (the Procfile runs two, so
+    # that one batch's Redis and MongoDB round trips overlap another shard's); empty: one process.
+    transfer_part: str = field(default_factory=lambda: _env_str("TRANSFER_PART", ""))
     # Redis broker: a dead worker's unacknowledged messages come back after this long (celeryconfig),
     # and journaled hand-offs older than this are run by the consumers' sweepers (app/journal.py).
     broker_visibility_timeout: int = field(default_factory=lambda: _env_int("BROKER_VISIBILITY_TIMEOUT", 120))
@@ -104,11 +109,12 @@ class Settings:
     @property
     def transfer_worker_shards(self) -> list[int]:
         if not self.transfer_worker_shards_raw.strip():
-            return list(range(self.transfer_shards))
-        shards = sorted({int(part) for part in self.transfer_worker_shards_raw.split(",") if part.strip()})
+            shards = list(range(self.transfer_shards))
+        else:
+            shards = sorted({int(part) for part in self.transfer_worker_shards_raw.split(",") if part.strip()})
         if any(not 0 <= k < self.transfer_shards for k in shards):
             raise ValueError(f"TRANSFER_WORKER_SHARDS must be within 0..{self.transfer_shards - 1}")
-        return shards
+        return shards_of_part(shards, self.transfer_part)
 
     @property
     def node_id(self) -> str:

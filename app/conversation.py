@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 
 # OpenIM session types.
@@ -40,6 +41,21 @@ def is_group_conversation(conversation_id: str) -> bool:
 def shard_of(conversation_id: str, shards: int) -> int:
     """Stable across processes and restarts (crc32, never Python's salted hash())."""
     return zlib.crc32(conversation_id.encode("utf-8")) % shards
+
+
+def shards_of_part(shards: list[int], part: str) -> list[int]:
+    """The shards one of several transfer processes consumes: part "i/n" (1-based) takes every n-th
+    shard from the i-th on, so n processes share the shards without overlap; "" takes them all."""
+    if not part.strip():
+        return list(shards)
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", part)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise ValueError(f"transfer part must be i/n with 1 <= i <= n, got {part!r}")
+    index, count = int(match[1]), int(match[2])
+    mine = list(shards)[index - 1 :: count]
+    if not mine:
+        raise ValueError(f"transfer part {index}/{count} has no shard: only {len(shards)} shard(s) to share")
+    return mine
 
 
 def transfer_queue(shard: int) -> str:

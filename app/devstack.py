@@ -23,6 +23,12 @@ def _with_port(url: str, port: int) -> str:
     return urlunparse(parts._replace(netloc=f"{host}:{port}"))
 
 
+def procfile_names() -> list[str]:
+    """The Procfile's process names, in order."""
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return [line.split(":", 1)[0].strip() for line in lines if ":" in line and not line.lstrip().startswith("#")]
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -57,7 +63,7 @@ def run_stack(with_flower: bool = True) -> int:
 
         cmd = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
         if not with_flower:
-            cmd += ["gateway", "transfer", "persist", "push", "offline"]
+            cmd += [name for name in procfile_names() if name != "flower"]
         honcho = subprocess.Popen(cmd, env=env)
         try:
             return honcho.wait()

@@ -91,9 +91,11 @@ class Stack:
         self._wait_for_gateway(deadline)
         return self
 
-    def start_worker(self, name: str, kind: str, ready_marker: str = " ready.", timeout: float = 60) -> None:
+    def start_worker(
+        self, name: str, kind: str, ready_marker: str = " ready.", timeout: float = 60, env: dict[str, str] | None = None
+    ) -> None:
         """Start one more worker process (e.g. a standby transfer worker) and wait for its marker."""
-        self.start_process(name, ["worker", kind])
+        self.start_process(name, ["worker", kind], env)
         self.wait_for_log(name, ready_marker, timeout)
 
     def start_gateway(self, name: str, env: dict[str, str] | None = None, timeout: float = 60) -> GatewayNode:

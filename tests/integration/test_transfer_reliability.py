@@ -20,7 +20,7 @@ from app.bench import _synthetic
 from app.celery_app import celery_app
 from app.client import ClientError, ImClient
 from app.config import settings
-from app.conversation import shard_of, single_conversation_id, transfer_queue
+from app.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.tasks.persist import DEAD_LETTER_KEY as PERSIST_DEAD_LETTER_KEY
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
@@ -41,9 +41,11 @@ def send_reliably(client: ImClient, recv: str, text: str, cid: str, attempts: in
 class Senders:
     """Several users, each sending numbered messages to their own peer in its own conversation."""
 
-    def __init__(self, stack: Stack, count: int, per_sender: int, pause: float = 0.01) -> None:
+    def __init__(
+        self, stack: Stack, count: int, per_sender: int, pause: float = 0.01, pairs: list[tuple[str, str]] | None = None
+    ) -> None:
         tag = uuid.uuid4().hex[:6]
-        self.pairs = [(f"s{tag}_{i}", f"r{tag}_{i}") for i in range(count)]
+        self.pairs = pairs or [(f"s{tag}_{i}", f"r{tag}_{i}") for i in range(count)]
         self.per_sender = per_sender
         self.pause = pause
         self.stack = stack
@@ -229,3 +231,34 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
     refused = cache.get_redis().lrange(PERSIST_DEAD_LETTER_KEY, 0, -1)
     assert not any(conv in entry for entry in refused)
+
+
+def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis_broker_stack: Stack) -> None:
+    """TRANSFER_PART=1/2 and 2/2 consume disjoint halves of the shards, each under its own lease:
+    with only the first running, the second half's conversations wait in their queues; once the
+    second starts, every message has one seq, in acceptance order."""
+    stack = redis_broker_stack
+    stack.terminate("transfer")
+    stack.start_worker("transfer_a", "transfer", env={"TRANSFER_PART": "1/2"})
+    first_half = set(shards_of_part(list(range(settings.transfer_shards)), "1/2"))
+    tag = uuid.uuid4().hex[:6]
+    by_shard: dict[int, tuple[str, str]] = {}
+    for i in range(1000):  # one conversation on every shard
+        pair = (f"pa{tag}_{i}", f"pb{tag}_{i}")
+        by_shard.setdefault(shard_of(single_conversation_id(*pair), settings.transfer_shards), pair)
+        if len(by_shard) == settings.transfer_shards:
+            break
+    senders = Senders(stack, count=len(by_shard), per_sender=20, pause=0.0, pairs=list(by_shard.values()))
+    senders.start()
+    senders.join()
+
+    mine = {conv for conv in senders.acked if shard_of(conv, settings.transfer_shards) in first_half}
+    others = set(senders.acked) - mine
+    assert mine and others
+    visible = partial(cache.get_visible_max_seqs, sorted(senders.acked))
+    assert eventually(lambda: all(visible()[conv] == 20 for conv in mine), timeout=60), visible()
+    time.sleep(2)  # the second half stays queued while its process is not running
+    assert all(visible()[conv] is None for conv in others), visible()
+
+    stack.start_worker("transfer_b", "transfer", env={"TRANSFER_PART": "2/2"})
+    assert_one_seq_each_in_order(stack, senders)

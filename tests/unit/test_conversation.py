@@ -11,6 +11,7 @@ from app.conversation import (
     doc_index,
     doc_slot,
     shard_of,
+    shards_of_part,
     single_conversation_id,
     transfer_queue,
 )
@@ -46,3 +47,20 @@ def test_doc_math(seq: int, index: int, slot: int) -> None:
     assert doc_index(seq) == index
     assert doc_slot(seq) == slot
     assert doc_id("si_a_b", seq) == f"si_a_b:{index}"
+
+
+def test_parts_share_the_shards_without_overlap() -> None:
+    shards = [0, 1, 2, 3, 4]
+    parts = [shards_of_part(shards, f"{i}/3") for i in (1, 2, 3)]
+    assert parts == [[0, 3], [1, 4], [2]]
+    assert sorted(k for part in parts for k in part) == shards
+    assert shards_of_part([1, 3], "") == [1, 3]
+    assert shards_of_part([1, 3], " 2 / 2 ") == [3]
+
+
+def test_a_part_without_shards_or_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="no shard"):
+        shards_of_part([0], "2/2")
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="i/n"):
+            shards_of_part([0, 1], bad)
