@@ -2,8 +2,9 @@
 
   allocator  seqs/s from the seq allocator (Redis Lua + MongoDB blocks) for batch sizes 1, 10, 100,
              one conversation at a time and pipelined over many conversations (as transfer does)
-  transfer   messages/s through the running transfer worker(s), queue to cache: synthetic batches
-             are published to the transfer queues and timed until their max seqs are visible
+  transfer   messages/s through the running transfer workers, queue to cache: synthetic batches
+             are published to the transfer queues and timed until their max seqs are visible; once
+             with the whole pipeline consuming, once with persist, push and offline paused
   persist    messages/s into MongoDB's slot documents for 1, 10 and 1,000 conversations
   pull       p50/p99 latency of reading 100 messages from the Redis cache and from MongoDB
 Both use the configured REDIS_URL / MONGO_URL / BROKER_URL (start the stack first for `transfer`).
@@ -14,9 +15,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from app import cache, storage
+from app.bench_watch import ProcessWatch, QueueDepth, discover_stack
 from app.celery_app import celery_app
 from app.config import settings
 from app.conversation import shard_of, single_conversation_id, transfer_queue
@@ -110,7 +114,41 @@ def _synthetic(sender: str, receiver: str, i: int, now_ms: int) -> dict[str, Any
     }
 
 
-def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int = 200) -> dict[str, Any]:
+DOWNSTREAM_QUEUES = ("persist", "push", "offline")
+
+
+def wait_until_idle(depth: QueueDepth, timeout: float = 600) -> float:
+    """Seconds waited until every stage queue is empty and no message is taken unacknowledged."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not any(depth.sample().values()) and depth.in_flight() == 0:
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise SystemExit(f"the stage queues did not drain within {timeout:.0f} s: {depth.sample()}")
+
+
+@contextmanager
+def downstream_paused() -> Iterator[dict[str, list[str]]]:
+    """Stop the persist, push and offline workers consuming (Celery remote control), and start them
+    again afterwards, on exactly the workers that consumed each queue before."""
+    replies = celery_app.control.inspect(timeout=2).active_queues() or {}
+    consumers = {
+        queue: sorted(worker for worker, queues in replies.items() if any(q["name"] == queue for q in queues))
+        for queue in DOWNSTREAM_QUEUES
+    }
+    for queue, workers in consumers.items():
+        if workers:
+            celery_app.control.cancel_consumer(queue, destination=workers, reply=True)
+    try:
+        yield consumers
+    finally:
+        for queue, workers in consumers.items():
+            if workers:
+                celery_app.control.add_consumer(queue, destination=workers, reply=True)
+
+
+def _transfer_run(messages: int, conversations: int, batch: int, watch: ProcessWatch | None) -> dict[str, Any]:
+    """Publish synthetic batches for new conversations and time them until every max seq is visible."""
     tag = uuid.uuid4().hex[:8]
     pairs = [(f"bs{tag}_{i}", f"br{tag}_{i}") for i in range(conversations)]
     per_conv = messages // conversations
@@ -123,6 +161,8 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
                 _synthetic(sender, receiver, i, now_ms)
             )
     convs = [single_conversation_id(a, b) for a, b in pairs]
+    if watch:
+        watch.start()
     start = time.perf_counter()
     published = 0
     for shard, docs in by_shard.items():
@@ -137,33 +177,80 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
             break
         time.sleep(0.05)
     else:
-        raise SystemExit("the transfer worker did not commit everything within 300 s: is the stack running?")
+        raise SystemExit("the transfer workers did not commit everything within 300 s: is the stack running?")
     elapsed = time.perf_counter() - start
+    cpu = {}
+    if watch:
+        watch.sample()
+        cpu = {row["name"]: row["cpu_s"] for row in watch.summary()}
     total = per_conv * conversations
-    result = {
+    return {
         "messages": total,
-        "conversations": conversations,
         "batches": published,
-        "batch_size": batch,
         "publish_s": publish_s,
         "elapsed_s": elapsed,
         "msgs_per_s": total / elapsed,
+        "cpu_s": cpu,
     }
-    _table(
-        "transfer (queue to cache, through the running transfer worker)",
-        ["messages", "conversations", "batches", "publish s", "total s", "msgs/s"],
-        [
-            [
-                f"{total:,}",
-                str(conversations),
-                str(published),
-                f"{publish_s:.2f}",
-                f"{elapsed:.2f}",
-                f"{total / elapsed:,.0f}",
-            ]
-        ],
+
+
+def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int = 200) -> list[dict[str, Any]]:
+    """Two runs, every conversation new: with the whole pipeline consuming (persist, push and
+    offline share the two cores with transfer), then with those three paused, transfer alone."""
+    depth = QueueDepth(
+        settings.effective_broker_url,
+        [*(transfer_queue(k) for k in range(settings.transfer_shards)), *DOWNSTREAM_QUEUES],
     )
-    return result
+    roles = discover_stack(settings.redis_url, settings.mongo_url)
+    results: list[dict[str, Any]] = []
+    try:
+        for mode in ("whole pipeline", "transfer alone"):
+            waited = wait_until_idle(depth)
+            if waited > 1:
+                print(f"waited {waited:.0f} s for the stage queues to drain")
+            watch = ProcessWatch(roles) if roles else None
+            if mode == "whole pipeline":
+                run = _transfer_run(messages, conversations, batch, watch)
+            else:
+                with downstream_paused():
+                    run = _transfer_run(messages, conversations, batch, watch)
+            results.append({"mode": mode, "conversations": conversations, "batch_size": batch, **run})
+    finally:
+        depth.close()
+    rows = []
+    for r in results:
+        transfer_cpu = r["cpu_s"].get("worker transfer", 0.0)
+        busiest = max(
+            (kv for kv in r["cpu_s"].items() if kv[0] != "worker transfer"), key=lambda kv: kv[1], default=("", 0.0)
+        )
+        rows.append(
+            [
+                r["mode"],
+                f"{r['messages']:,}",
+                str(r["batches"]),
+                f"{r['elapsed_s']:.2f}",
+                f"{r['msgs_per_s']:,.0f}",
+                f"{transfer_cpu:.1f}" if r["cpu_s"] else "-",
+                f"{r['messages'] / transfer_cpu:,.0f}" if transfer_cpu else "-",
+                f"{busiest[0]} {busiest[1]:.1f}" if busiest[0] else "-",
+            ]
+        )
+    _table(
+        f"transfer (queue to cache, {conversations} new conversations, batches of {batch}, "
+        f"{settings.transfer_shards} shards)",
+        [
+            "run",
+            "messages",
+            "batches",
+            "total s",
+            "msgs/s",
+            "transfer CPU s",
+            "msgs per transfer CPU s",
+            "busiest other, CPU s",
+        ],
+        rows,
+    )
+    return results
 
 
 def bench_persist(messages: int = 6000) -> list[dict[str, Any]]:

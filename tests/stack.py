@@ -92,7 +92,12 @@ class Stack:
         return self
 
     def start_worker(
-        self, name: str, kind: str, ready_marker: str = " ready.", timeout: float = 60, env: dict[str, str] | None = None
+        self,
+        name: str,
+        kind: str,
+        ready_marker: str = " ready.",
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
     ) -> None:
         """Start one more worker process (e.g. a standby transfer worker) and wait for its marker."""
         self.start_process(name, ["worker", kind], env)

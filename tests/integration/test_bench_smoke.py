@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.bench_watch import QueueDepth
+from app.celery_app import celery_app
+from tests.integration.helpers import eventually
 from tests.stack import ROOT
 
 
@@ -57,3 +60,36 @@ def test_bench_smoke_accounts_for_every_message(stack: Any, tmp_path: Path) -> N
     assert set(report["queues"]) >= {"transfer.0", "persist", "push", "offline"}
     assert report["bottleneck"]
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def consumed_queues() -> dict[str, list[str]]:
+    replies = celery_app.control.inspect(timeout=3).active_queues() or {}
+    return {worker: sorted(q["name"] for q in queues) for worker, queues in replies.items()}
+
+
+def test_bench_transfer_runs_alone_then_gives_the_queues_back(stack: Any) -> None:
+    before = consumed_queues()
+    assert any("persist" in queues for queues in before.values())
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "transfer", "--messages", "400", "--conversations", "20"]
+        + ["--batch", "50"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    lines = [line.split() for line in run.stdout.splitlines()]
+    rows = {
+        " ".join(words[:2]): words for words in lines if " ".join(words[:2]) in ("whole pipeline", "transfer alone")
+    }
+    assert set(rows) == {"whole pipeline", "transfer alone"}, run.stdout
+    assert all(row[2] == "400" for row in rows.values()), run.stdout
+    # persist, push and offline consume again, on the same workers as before
+    assert consumed_queues() == before
+    depth = QueueDepth(stack.env["BROKER_URL"], ["persist", "push", "offline"])
+    try:
+        assert eventually(lambda: not any(depth.sample().values()), timeout=120), depth.sample()
+    finally:
+        depth.close()
