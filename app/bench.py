@@ -211,9 +211,13 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
             watch = ProcessWatch(roles) if roles else None
             if mode == "whole pipeline":
                 run = _transfer_run(messages, conversations, batch, watch)
+                waiting = depth.sample()
             else:
                 with downstream_paused():
                     run = _transfer_run(messages, conversations, batch, watch)
+                    waiting = depth.sample()
+            # what the later stages still had to do when transfer was done: who kept up, who did not
+            run["left_in_queues"] = {q: n for q, n in waiting.items() if q in DOWNSTREAM_QUEUES}
             results.append({"mode": mode, "conversations": conversations, "batch_size": batch, **run})
     finally:
         depth.close()
@@ -233,6 +237,7 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
                 f"{transfer_cpu:.1f}" if r["cpu_s"] else "-",
                 f"{r['messages'] / transfer_cpu:,.0f}" if transfer_cpu else "-",
                 f"{busiest[0]} {busiest[1]:.1f}" if busiest[0] else "-",
+                " ".join(f"{q} {n}" for q, n in r["left_in_queues"].items()),
             ]
         )
     _table(
@@ -247,6 +252,7 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
             "transfer CPU s",
             "msgs per transfer CPU s",
             "busiest other, CPU s",
+            "then queued",
         ],
         rows,
     )
