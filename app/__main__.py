@@ -102,7 +102,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     from app.config import settings
     from app.conversation import transfer_queue
     from app.shard_lease import ShardLease
-    from app.tasks.transfer import replay_journal
+    from app.tasks.transfer import guard_commits, replay_journal
 
     log = logging.getLogger("app.worker")
     queues = [transfer_queue(k) for k in settings.transfer_worker_shards]
@@ -115,6 +115,8 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
         os._exit(3)
 
     lease.keep_renewing(lost)
+    # Commit only with a third of the lease still ahead (renewals come every third of it).
+    guard_commits(lambda: lease.confirm(settings.transfer_lease_seconds / 3))
     try:
         replayed = replay_journal(queues)
         if replayed:

@@ -5,6 +5,12 @@ workers wanting overlapping shards never deadlock), renews it while it runs, and
 another worker holds it (it must never consume beside another). A second worker started for the
 same shards waits. A killed worker's lease expires after TRANSFER_LEASE_SECONDS; the next holder
 first replays the transfer journal (batches published but never handed off), then consumes (P3).
+
+A worker that is alive but stalled (a VM pause, SIGSTOP, a starved process) can outlive its lease
+while it holds a batch: the next holder replays that batch too. So before each commit the worker
+confirms the lease is still its own for a while yet (`confirm`), by its own clock, which started
+counting before Redis did, and stops instead of committing when it is not: the same clientMsgID
+never gets a second seq from two workers (P2).
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ return released
 """
 
 
+class LeaseLost(RuntimeError):
+    pass
+
+
 def lease_key(queue: str) -> str:
     return f"LEASE:{{transfer}}:{queue}"  # one hash tag: the all-or-nothing script is single-slot
 
@@ -60,11 +70,31 @@ class ShardLease:
         self._acquire = client.register_script(ACQUIRE_ALL_SCRIPT)
         self._release = client.register_script(RELEASE_SCRIPT)
         self._stop = threading.Event()
+        self._valid_until = 0.0  # monotonic time our lease surely lasts until
+        self._on_lost: Callable[[str], None] | None = None
 
     def try_acquire(self) -> str:
         """Take or renew every lease; returns "" on success, else who holds one of them."""
+        asked = time.monotonic()  # Redis starts its TTL after this: our reckoning ends first
         holder = self._acquire(keys=self._keys, args=[self.owner, self.ttl])
-        return holder.decode() if isinstance(holder, bytes) else str(holder)
+        holder = holder.decode() if isinstance(holder, bytes) else str(holder)
+        if not holder:
+            self._valid_until = max(self._valid_until, asked + self.ttl)
+        return holder
+
+    def seconds_left(self) -> float:
+        return self._valid_until - time.monotonic()
+
+    def confirm(self, margin_seconds: float) -> None:
+        """Return only while the lease is surely ours for `margin_seconds` more: renew it now if the
+        renewals fell behind; if someone else took it, call the lost handler (which exits) or raise."""
+        if self.seconds_left() > margin_seconds:
+            return
+        holder = self.try_acquire()
+        if holder:
+            if self._on_lost is not None:
+                self._on_lost(holder)
+            raise LeaseLost(f"lease on {','.join(self.queues)} taken by {holder}")
 
     def acquire_blocking(self, poll_seconds: float = 1.0) -> None:
         waited_since = time.monotonic()
@@ -86,6 +116,7 @@ class ShardLease:
 
     def keep_renewing(self, on_lost: Callable[[str], None]) -> threading.Thread:
         """Renew every third of the TTL; a lease taken by someone else calls on_lost(holder)."""
+        self._on_lost = on_lost
 
         def renew() -> None:
             while not self._stop.wait(self.ttl / 3):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -22,6 +23,7 @@ from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, conversation_id_for
 from app.protocol import MSG_STATUS_SUCCESS
 from app.seq_lua import SeqAllocator
+from app.shard_lease import LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,14 @@ ReadSeq = tuple[str, str, int]  # (conversation, user, seq)
 DEAD_LETTER_KEY = "DEAD_LETTER:transfer"
 
 _allocator: SeqAllocator | None = None
+# Called right before a batch's commit; raises (or exits) when this worker may no longer commit
+# for its shards (app/shard_lease.py on a Redis broker).
+_commit_guard: Callable[[], None] | None = None
+
+
+def guard_commits(check: Callable[[], None] | None) -> None:
+    global _commit_guard
+    _commit_guard = check
 
 
 def allocator() -> SeqAllocator:
@@ -133,6 +143,8 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
     for conv in convs:
         if conv not in starts:  # only repeats: still mark the conversation's records as created
             commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
+    if _commit_guard is not None:
+        _commit_guard()
     commit.execute()
 
     for conv in convs:
@@ -209,6 +221,8 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
     try:
         count = process_batch(msgs)
+    except LeaseLost:
+        raise  # another worker consumes the shard now and replays this batch from the journal
     except Exception:
         # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
         try:
