@@ -32,7 +32,9 @@ class Settings:
     mongo_url: str = field(
         default_factory=lambda: _env_str("MONGO_URL", "mongodb://127.0.0.1:27017/openim?retryWrites=false")
     )
-    transfer_shards: int = field(default_factory=lambda: _env_int("TRANSFER_SHARDS", 4))
+    # One shard per transfer process (the Procfile runs two): a process handles its shards' batches
+    # one at a time, so more shards than processes only makes each batch smaller.
+    transfer_shards: int = field(default_factory=lambda: _env_int("TRANSFER_SHARDS", 2))
     gateway_host: str = field(default_factory=lambda: _env_str("GATEWAY_HOST", "127.0.0.1"))
     gateway_port: int = field(default_factory=lambda: _env_int("GATEWAY_PORT", 10001))
     gateway_node_id: str = field(default_factory=lambda: _env_str("GATEWAY_NODE_ID", ""))
