@@ -311,11 +311,17 @@ def journal_entries(queue: str, count: int = 500, until: str = "+") -> list[tupl
 # One conversation's commit, atomically (P5: the max seq never becomes visible before its messages).
 # KEYS: visible max, clientMsgID hash, conversation-ready marker, n message cache keys, m read-seq keys
 # ARGV: n, cache ttl, record ttl, new max seq, n message JSONs, n clientMsgIDs, n seqs, m read seqs
+# Returns n, or COMMIT_REFUSED without writing anything when one of the clientMsgIDs got a seq since
+# the caller probed (another worker committed the same batch meanwhile): P2 holds even then.
+COMMIT_REFUSED = -1
 COMMIT_SCRIPT = """
 local n = tonumber(ARGV[1])
 local function raise(key, value)
   local current = tonumber(redis.call('GET', key) or '0')
   if tonumber(value) > current then redis.call('SET', key, value) end
+end
+for i = 1, n do
+  if redis.call('HEXISTS', KEYS[2], ARGV[4 + n + i]) == 1 then return -1 end
 end
 for i = 1, n do
   redis.call('SET', KEYS[3 + i], ARGV[4 + i], 'EX', ARGV[2])

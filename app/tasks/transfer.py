@@ -101,7 +101,7 @@ class CommitResult:
     read_seqs: list[ReadSeq] = field(default_factory=list)
 
 
-def commit_batch(by_conv: ByConversation) -> CommitResult:
+def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
     """Allocate seqs and make the messages readable; returns them per conversation in seq order."""
     r = cache.get_redis()
     convs = list(by_conv)
@@ -126,12 +126,12 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
     wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
     starts = allocator().malloc_many(wants) if wants else {}
 
-    result = CommitResult()
     commit = r.pipeline(transaction=False)
     committer = r.register_script(cache.COMMIT_SCRIPT)
+    reads: dict[str, dict[str, int]] = {}
     for conv, start in starts.items():
         msgs = fresh[conv]
-        read: dict[str, int] = {}
+        read = reads[conv] = {}
         for i, msg in enumerate(msgs):
             msg["seq"] = start + i + 1
             msg["status"] = MSG_STATUS_SUCCESS
@@ -139,18 +139,22 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
         metrics.SEQS_ALLOCATED.inc(len(msgs))
         keys, args = cache.commit_args(conv, msgs, read)
         committer(keys=keys, args=args, client=commit)
-        result.read_seqs.extend((conv, user_id, seq) for user_id, seq in read.items())
     for conv in convs:
         if conv not in starts:  # only repeats: still mark the conversation's records as created
             commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
     if _commit_guard is not None:
         _commit_guard()
-    commit.execute()
+    replies = commit.execute()
+    refused = [conv for conv, reply in zip(starts, replies, strict=False) if reply == cache.COMMIT_REFUSED]
 
+    result = CommitResult()
     for conv in convs:
+        if conv in refused:
+            continue
         out = list(fresh[conv]) if conv in starts else []
         if out:
             result.runs.append((conv, list(out)))  # one allocation: contiguous by construction
+            result.read_seqs.extend((conv, user_id, seq) for user_id, seq in reads[conv].items())
         if repeated[conv]:
             # Re-hand-off what the cache still holds: a redelivered batch may have died before its
             # hand-off. Older repeats were persisted long ago.
@@ -160,6 +164,16 @@ def commit_batch(by_conv: ByConversation) -> CommitResult:
                 out.append(cached[seq])
         if out:
             result.committed[conv] = sorted(out, key=lambda m: m["seq"])
+    if refused:
+        # Another worker committed some of these clientMsgIDs after our probe (one that took over
+        # our shards while we stalled): our seqs stay unused (placeholders); theirs are the answer.
+        log.warning("commit refused for %d conversations: clientMsgIDs committed meanwhile", len(refused))
+        if attempts <= 1:
+            raise RuntimeError(f"commit kept being refused for {','.join(refused)}")
+        again = commit_batch({conv: by_conv[conv] for conv in refused}, attempts - 1)
+        result.committed.update(again.committed)
+        result.runs.extend(again.runs)
+        result.read_seqs.extend(again.read_seqs)
     return result
 
 

@@ -1,0 +1,49 @@
+"""P2 when two workers commit the same batch at once (one that stalled past its shard's lease, or a
+RabbitMQ consumer whose connection the broker dropped while it waited out an outage): the commit
+itself refuses clientMsgIDs that got a seq after the probe, so each keeps exactly one seq."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app import cache
+from app.bench import _synthetic
+from app.conversation import single_conversation_id
+from app.tasks.transfer import commit_batch, group_by_conversation, guard_commits
+
+
+@pytest.fixture
+def guarded() -> Iterator[None]:
+    yield
+    guard_commits(None)
+
+
+def test_the_second_commit_of_a_batch_takes_the_first_ones_seqs(infra: dict[str, str], uid: str, guarded: None) -> None:
+    sender, receiver = f"race{uid}", f"peer{uid}"
+    conv = single_conversation_id(sender, receiver)
+    now = int(time.time() * 1000)
+    slow = [_synthetic(sender, receiver, i, now) for i in range(3)]
+    fast = [dict(m) for m in slow]  # the same batch, as the other worker received it
+
+    other: list[dict[str, int]] = []
+
+    def the_other_worker_commits_first() -> None:
+        guard_commits(None)  # the other worker's own commit runs unguarded, once
+        done = commit_batch(group_by_conversation(fast))
+        other.append({m["client_msg_id"]: m["seq"] for m in done.committed[conv]})
+
+    guard_commits(the_other_worker_commits_first)  # runs between our probe/allocation and our commit
+    result = commit_batch(group_by_conversation(slow))
+
+    winner = other[0]
+    assert sorted(winner.values()) == [4, 5, 6]  # our allocation (1-3) came first, theirs committed
+    # we answer with their seqs and hand off what they committed; each clientMsgID has one seq
+    assert {m["client_msg_id"]: m["seq"] for m in result.committed[conv]} == winner
+    records = cache.get_redis().hgetall(cache.client_msg_key(conv))
+    assert {k: int(v) for k, v in records.items()} == winner
+    assert cache.get_visible_max_seqs([conv])[conv] == 6
+    assert cache.get_cached_msgs(conv, [1, 2, 3]) == {}  # our unused seqs pull as placeholders
+    assert [seqs for _, run in result.runs for seqs in [[m["seq"] for m in run]]] == [[4], [5], [6]]
