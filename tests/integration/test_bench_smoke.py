@@ -14,31 +14,28 @@ from tests.integration.helpers import eventually
 from tests.stack import ROOT
 
 
-def test_bench_smoke_accounts_for_every_message(stack: Any, tmp_path: Path) -> None:
-    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+def run_bench(stack: Any, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m app bench ARGS` against the test stack; fails the test when it fails."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app",
-            "bench",
-            "e2e",
-            "--smoke",
-            "--no-progress",
-            "--gateway",
-            stack.ws_url,
-            "--json",
-            str(report_path),
-            "--plot",
-            str(plot_path),
-        ],
+        [sys.executable, "-m", "app", "bench", *args],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
     )
     assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    return run
+
+
+def test_bench_smoke_accounts_for_every_message(stack: Any, tmp_path: Path) -> None:
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    run_bench(
+        stack,
+        ["e2e", "--smoke", "--no-progress", "--gateway", stack.ws_url]
+        + ["--json", str(report_path), "--plot", str(plot_path)],
+        timeout=240,
+    )
     report = json.loads(report_path.read_text())
     msgs = report["messages"]
 
@@ -70,16 +67,7 @@ def consumed_queues() -> dict[str, list[str]]:
 def test_bench_transfer_runs_alone_then_gives_the_queues_back(stack: Any) -> None:
     before = consumed_queues()
     assert any("persist" in queues for queues in before.values())
-    run = subprocess.run(
-        [sys.executable, "-m", "app", "bench", "transfer", "--messages", "400", "--conversations", "20"]
-        + ["--batch", "50"],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    run = run_bench(stack, ["transfer", "--messages", "400", "--conversations", "20", "--batch", "50"], timeout=600)
     lines = [line.split() for line in run.stdout.splitlines()]
     rows = {
         " ".join(words[:2]): words for words in lines if " ".join(words[:2]) in ("whole pipeline", "transfer alone")
