@@ -45,8 +45,8 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
         pool = ["-P", "solo"]
     elif kind == "offline":
         queues, pool = "offline", ["-P", "threads", "-c", "8"]
-    elif kind == "persist":
-        # slot writes are idempotent and runs independent: overlap MongoDB round trips
+    elif kind == "persist" and settings.persist_concurrency > 1:
+        # slot writes are idempotent and runs independent: threads overlap MongoDB round trips
         queues, pool = "persist", ["-P", "threads", "-c", str(settings.persist_concurrency)]
     else:
         queues, pool = kind, ["-P", "solo"]

@@ -95,8 +95,9 @@ class Settings:
     gateway_rate_limit: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_LIMIT", 100.0))
     gateway_rate_burst: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_BURST", 200.0))
     gateway_max_conns: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_CONNS", 20000))
-    # Threads of the persist worker: MongoDB round trips overlap (writes are idempotent per slot).
-    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 4))
+    # 1 runs the persist worker on the solo pool. Celery's threads pool was seen to stall for minutes
+    # after a broker restart (fault suite, both brokers), holding every hand-off that came meanwhile.
+    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 1))
     metrics_host: str = field(default_factory=lambda: _env_str("METRICS_HOST", "127.0.0.1"))
     metrics_port: int = field(default_factory=lambda: _env_int("METRICS_PORT", 0))
     log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
