@@ -41,6 +41,7 @@ class FaultStack:
     mongo_proc: subprocess.Popen[bytes]
     broker_proc: subprocess.Popen[bytes] | None
     node_b: Any
+    broker_port: int = 0  # the Redis broker's port (0 on RabbitMQ)
 
     @property
     def urls(self) -> list[str]:
@@ -63,6 +64,7 @@ def fault_stack(broker: str) -> Iterator[FaultStack]:
     redis_proc = embedded.start_redis(redis_port, work / "redis", work / "redis.log")
     mongo_proc = embedded.start_mongo(mongo_port, work / "mongo", work / "mongo.log")
     broker_proc = None
+    broker_port = 0
     if broker == "redis":
         broker_port = embedded.free_port()
         broker_proc = embedded.start_redis(broker_port, work / "broker", work / "broker.log", durable=True)
@@ -83,7 +85,9 @@ def fault_stack(broker: str) -> Iterator[FaultStack]:
         stack.overrides["transfer"] = {"LOG_LEVEL": "DEBUG"}
     stack.start()
     node_b = stack.start_gateway("gw-b")
-    running = FaultStack(broker, stack, redis_port, redis_proc, mongo_port, mongo_proc, broker_proc, node_b)
+    running = FaultStack(
+        broker, stack, redis_port, redis_proc, mongo_port, mongo_proc, broker_proc, node_b, broker_port
+    )
     try:
         yield running
     finally:
@@ -122,11 +126,19 @@ def mongo_down_15s(f: FaultStack) -> None:
 
 
 def broker_restarts(f: FaultStack) -> None:
-    """RabbitMQ restarts; its queues are durable and its messages persistent."""
-    assert f.broker == "rabbitmq", "the broker restart scenario is RabbitMQ's"
-    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+    """The broker restarts: RabbitMQ with durable queues and persistent messages, or the Redis
+    broker with its append-only file (fsync on every write), on the same port and data."""
+    if f.broker == "rabbitmq":
+        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+        time.sleep(2)
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+        return
+    assert f.broker_proc is not None
+    f.broker_proc.terminate()
+    f.broker_proc.wait(timeout=30)
     time.sleep(2)
-    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+    work = WORK_DIR / f"faults-{f.broker}"
+    f.broker_proc = embedded.start_redis(f.broker_port, work / "broker", work / "broker.log", durable=True)
 
 
 def gateway_node_dies(f: FaultStack) -> None:

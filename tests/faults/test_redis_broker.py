@@ -16,8 +16,6 @@ def faults() -> Iterator[FaultStack]:
     yield from fault_stack("redis")
 
 
-# The broker restart is the RabbitMQ scenario; restarting a Redis broker left the
-# threads-pool persist worker stuck after Celery failed to stop its hub (see the session notes).
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "broker restart"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_scenario(faults: FaultStack, scenario: str) -> None:
     run_scenario(faults, scenario)
