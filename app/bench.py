@@ -117,16 +117,6 @@ def _synthetic(sender: str, receiver: str, i: int, now_ms: int) -> dict[str, Any
 DOWNSTREAM_QUEUES = ("persist", "push", "offline")
 
 
-def wait_until_idle(depth: QueueDepth, timeout: float = 600) -> float:
-    """Seconds waited until every stage queue is empty and no message is taken unacknowledged."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if not any(depth.sample().values()) and depth.in_flight() == 0:
-            return time.monotonic() - start
-        time.sleep(0.5)
-    raise SystemExit(f"the stage queues did not drain within {timeout:.0f} s: {depth.sample()}")
-
-
 @contextmanager
 def downstream_paused() -> Iterator[dict[str, list[str]]]:
     """Stop the persist, push and offline workers consuming (Celery remote control), and start them
@@ -205,9 +195,7 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
     results: list[dict[str, Any]] = []
     try:
         for mode in ("whole pipeline", "transfer alone"):
-            waited = wait_until_idle(depth)
-            if waited > 1:
-                print(f"waited {waited:.0f} s for the stage queues to drain")
+            depth.wait_drained(600)
             watch = ProcessWatch(roles) if roles else None
             if mode == "whole pipeline":
                 run = _transfer_run(messages, conversations, batch, watch)

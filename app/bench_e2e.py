@@ -266,21 +266,9 @@ def _states(progress: Any, procs: int) -> list[int]:
 
 
 def wait_idle(queue_names: list[str], timeout: float) -> None:
-    """A backlog left by an earlier run would be measured as this run's: wait for it to go."""
     depth = QueueDepth(settings.effective_broker_url, queue_names)
     try:
-        deadline = time.monotonic() + timeout
-        waited = False
-        while True:
-            queued = sum(depth.sample().values()) + depth.in_flight()
-            if queued == 0:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the pipeline still has {queued} broker messages queued: not starting")
-            if not waited:
-                print(f"waiting for {queued} broker messages left in the queues to drain first", file=sys.stderr)
-                waited = True
-            time.sleep(1)
+        depth.wait_drained(timeout)
     finally:
         depth.close()
 

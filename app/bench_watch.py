@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -235,6 +236,20 @@ class QueueDepth:
         counts = pipe.execute()
         n = len(KOMBU_PRIORITY_SUFFIXES)
         return {q: int(sum(counts[i * n : (i + 1) * n])) for i, q in enumerate(self.queues)}
+
+    def wait_drained(self, timeout: float) -> float:
+        """Seconds waited until no message is queued or taken unacknowledged: a backlog left by an
+        earlier run would be measured as this run's. Gives up (SystemExit) after `timeout`."""
+        start = time.monotonic()
+        told = False
+        while queued := sum(self.sample().values()) + self.in_flight():
+            if time.monotonic() - start > timeout:
+                raise SystemExit(f"the pipeline still has {queued} broker messages queued: not starting")
+            if not told:
+                print(f"waiting for {queued} broker messages left in the queues to drain first", file=sys.stderr)
+                told = True
+            time.sleep(0.5)
+        return time.monotonic() - start
 
     def in_flight(self) -> int:
         """Redis broker: messages delivered to workers and not yet acknowledged (kombu's `unacked`)."""
