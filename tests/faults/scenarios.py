@@ -92,10 +92,8 @@ def fault_stack(broker: str) -> Iterator[FaultStack]:
         yield running
     finally:
         stack.stop()
-        for proc in (running.redis_proc, running.mongo_proc, running.broker_proc):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(timeout=30)
+        procs = (running.redis_proc, running.mongo_proc, running.broker_proc)
+        embedded.stop_processes([proc for proc in procs if proc is not None], timeout=30)
 
 
 # --- the faults ------------------------------------------------------------------------------
