@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 
 def _setup_logging() -> None:
@@ -17,7 +18,16 @@ def _setup_logging() -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from app.auth import mint_token
+    from app.config import secrets
+    from app.errors import ImError
+    from app.validation import check_user_id
 
+    try:
+        check_user_id(args.user_id)
+    except ImError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    secrets()  # refuses (SystemExit) without usable secrets; finds `python -m app up`'s in the data folder
     print(mint_token(args.user_id, args.platform_id, ttl_seconds=args.ttl))
     return 0
 
@@ -27,6 +37,10 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     monkey.patch_all()
     _setup_logging()
+    from app.config import secrets
+
+    # it signs and checks tokens: refuse to start, not to answer, without usable secrets
+    logging.getLogger("app.gateway").info("token secrets from %s", secrets().source)
     from app.gateway import serve
 
     serve()
@@ -193,6 +207,38 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
     return 0 if report["drained"] else 1
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """Operators' view of app/dead_letters.py: list, show, redrive or drop one entry."""
+    import json
+
+    from app import dead_letters
+
+    if args.action == "list":
+        for entry in dead_letters.list_entries(args.stage, args.limit):
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.time / 1000))
+            print(f"{entry.id}\t{entry.stage}\t{entry.conversation or '-'}\t{when}\t{entry.reason}")
+        return 0
+    try:
+        if args.action == "show":
+            found = dead_letters.show(args.entry_id)
+            if found is None:
+                raise dead_letters.UnknownEntry(args.entry_id)
+            print(json.dumps(found.as_dict(), indent=2, ensure_ascii=False))
+        elif args.action == "redrive":
+            print(f"redriven: {dead_letters.redrive(args.entry_id).id}")
+        elif not dead_letters.drop(args.entry_id):
+            raise dead_letters.UnknownEntry(args.entry_id)
+        else:
+            print(f"dropped: {args.entry_id}")
+    except dead_letters.UnknownEntry:
+        print(f"no dead letter with id {args.entry_id!r} (see `python -m app dead-letters list`)", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{args.entry_id}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 class _Conversations(int):
     """An int that remembers it was given on the command line (e2e's default depends on --users)."""
 
@@ -205,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description="OpenIM-style chat pipeline on Celery")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("token", help="print a user token (HS256 JWT signed with TOKEN_SECRET)")
+    p = sub.add_parser(
+        "token", help="print a user token (HS256 JWT signed with TOKEN_SECRET, else the one in .data/secrets.env)"
+    )
     p.add_argument("user_id")
     p.add_argument("platform_id", type=int)
     p.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default TOKEN_TTL_SECONDS)")
@@ -272,6 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument("--json", default=None, metavar="PATH", help="write every figure as JSON")
     e2e.add_argument("--plot", default=None, metavar="PATH", help="write latency and throughput plots (PNG)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("dead-letters", help="list, show, redrive or drop what a stage dead-lettered")
+    actions = p.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="one line per entry: id, stage, conversation, time, reason")
+    listing.add_argument("--stage", choices=["transfer", "persist", "push", "offline", "journal"], default=None)
+    listing.add_argument("--limit", type=int, default=50, help="newest entries shown (50)")
+    for action, text in (
+        ("show", "the whole entry as JSON"),
+        ("redrive", "send it through its stage again, then drop it"),
+        ("drop", "forget it"),
+    ):
+        actions.add_parser(action, help=text).add_argument("entry_id", help="<stage>:<stream id>, as listed")
+    p.set_defaults(func=cmd_dead_letters)
 
     args = parser.parse_args(argv)
     args.conversations_set = isinstance(getattr(args, "conversations", None), _Conversations)

@@ -3,7 +3,8 @@
 POST /auth/get_admin_token {secret, userID}   -> an admin token, when `secret` is ADMIN_SECRET
 POST /auth/get_user_token  {platformID, userID} with header `token: <admin token>` -> a user token
 POST /auth/force_logout    {platformID, userID} with an admin token -> that login is closed (2002)
-                           on whichever gateway node holds it, and its tokens stop working (1506)
+                           on whichever gateway node holds it, and its tokens stop working (1506);
+                           platformID 10 revokes that admin userID's admin tokens issued before now
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app import cache
-from app.auth import ADMIN_PLATFORM, mint_token, parse_token
-from app.config import settings
+from app.auth import ADMIN_PLATFORM, mint_token, verify_token
+from app.config import secrets, settings
 from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
+from app.validation import check_user_id
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,13 @@ def json_body() -> dict[str, Any]:
 
 
 def require_admin() -> None:
-    claims = parse_token(request.headers.get("token", ""))
+    claims = verify_token(request.headers.get("token", ""))
     if not claims.admin:
         raise ImError(NO_PERMISSION, "an admin token is required")
 
 
 def user_id_of(body: dict[str, Any]) -> str:
-    user_id = body.get("userID")
-    if not isinstance(user_id, str) or not user_id or len(user_id) > 64:
-        raise ImError(ARGS_ERROR, "userID must be a non-empty string of at most 64 characters")
-    return user_id
+    return check_user_id(body.get("userID"))  # no token for an id that could not be sent to
 
 
 @admin_api.errorhandler(ImError)
@@ -59,16 +58,16 @@ def on_im_error(err: ImError) -> Response:
 def get_admin_token() -> Response:
     body = json_body()
     secret = body.get("secret")
-    if not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), settings.admin_secret.encode()):
+    if not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), secrets().admin_secret.encode()):
         raise ImError(NO_PERMISSION, "secret is invalid")
     token = mint_token(user_id_of(body), ADMIN_PLATFORM, admin=True)
     return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
 
 
-def platform_id_of(body: dict[str, Any]) -> int:
+def platform_id_of(body: dict[str, Any], highest: int = ADMIN_PLATFORM - 1) -> int:
     platform_id = body.get("platformID")
-    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id < ADMIN_PLATFORM:
-        raise ImError(ARGS_ERROR, "platformID must be an OpenIM client platform (1-9)")
+    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id <= highest:
+        raise ImError(ARGS_ERROR, f"platformID must be an OpenIM platform (1-{highest})")
     return platform_id
 
 
@@ -84,7 +83,7 @@ def get_user_token() -> Response:
 def force_logout() -> Response:
     require_admin()
     body = json_body()
-    user_id, platform_id = user_id_of(body), platform_id_of(body)
+    user_id, platform_id = user_id_of(body), platform_id_of(body, highest=ADMIN_PLATFORM)  # 10: admin tokens
     cache.force_logout(user_id, platform_id, settings.token_ttl_seconds)
     online = cache.get_online([user_id]).get(user_id, [])
     command = {"user_id": user_id, "platforms": [platform_id], "except_conn": "", "token": ""}

@@ -140,7 +140,7 @@ def downstream_paused() -> Iterator[dict[str, list[str]]]:
 def _transfer_run(messages: int, conversations: int, batch: int, watch: ProcessWatch | None) -> dict[str, Any]:
     """Publish synthetic batches for new conversations and time them until every max seq is visible."""
     tag = uuid.uuid4().hex[:8]
-    pairs = [(f"bs{tag}_{i}", f"br{tag}_{i}") for i in range(conversations)]
+    pairs = [(f"bs{tag}-{i}", f"br{tag}-{i}") for i in range(conversations)]
     per_conv = messages // conversations
     now_ms = int(time.time() * 1000)
     by_shard: dict[int, list[dict[str, Any]]] = {}
@@ -255,7 +255,7 @@ def bench_persist(messages: int = 6000) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for conversations in (1, 10, 1000):
         per_conv = max(1, messages // conversations)
-        convs = [(f"ps{tag}_{conversations}_{i}", f"pr{tag}") for i in range(conversations)]
+        convs = [(f"ps{tag}-{conversations}-{i}", f"pr{tag}") for i in range(conversations)]
         # the batches a transfer worker would hand over: up to 200 messages, one run per conversation
         runs: list[tuple[str, list[dict[str, Any]]]] = []
         for sender, receiver in convs:

@@ -36,7 +36,7 @@ import requests
 from app import bench_load, bench_report, cache, embedded, storage
 from app.bench_load import FIELDS, ProcResult, ProcSpec, Target, UserSpec
 from app.bench_watch import ProcessWatch, QueueDepth, discover_stack
-from app.config import settings
+from app.config import secrets, settings
 from app.conversation import MSGS_PER_DOC, group_conversation_id, single_conversation_id, transfer_queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def _rest(session: requests.Session, api: str, path: str, body: dict[str, Any], 
 
 def admin_token(api: str) -> str:
     with requests.Session() as s:
-        answer = _rest(s, api, "/auth/get_admin_token", {"secret": settings.admin_secret, "userID": "imAdmin"})
+        answer = _rest(s, api, "/auth/get_admin_token", {"secret": secrets().admin_secret, "userID": "imAdmin"})
     return str(answer["data"]["token"])
 
 

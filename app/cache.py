@@ -201,7 +201,7 @@ def _kicked_token_key(token: str) -> str:
 
 
 def mark_token_kicked(token: str, ttl_seconds: int) -> None:
-    """A kicked or force-logged-out token is refused (1506) until it would have expired anyway."""
+    """A kicked or logged-out (2003) token is refused (1506) until it would have expired anyway."""
     get_redis().set(_kicked_token_key(token), 1, ex=max(1, ttl_seconds))
 
 
@@ -210,14 +210,15 @@ def _logged_out_key(user_id: str, platform_id: int) -> str:
 
 
 def force_logout(user_id: str, platform_id: int, ttl_seconds: int) -> None:
-    """Every token of this user and platform issued before now stops working (admin force_logout)."""
-    get_redis().set(_logged_out_key(user_id, platform_id), int(time.time()), ex=max(1, ttl_seconds))
+    """Every token of this user and platform issued before now stops working (admin force_logout);
+    to the millisecond, as tokens' `iat`, so a token minted a moment before is revoked too."""
+    get_redis().set(_logged_out_key(user_id, platform_id), f"{time.time():.3f}", ex=max(1, ttl_seconds))
 
 
-def token_refused(token: str, user_id: str, platform_id: int, issued_at: int) -> bool:
-    """Kicked by a newer login, or issued before a force_logout of its user and platform."""
+def token_refused(token: str, user_id: str, platform_id: int, issued_at: float) -> bool:
+    """Kicked by a newer login, logged out, or issued before a force_logout of its user and platform."""
     kicked, logged_out_at = get_redis().mget(_kicked_token_key(token), _logged_out_key(user_id, platform_id))
-    return kicked is not None or (logged_out_at is not None and issued_at < int(logged_out_at))
+    return kicked is not None or (logged_out_at is not None and issued_at < float(logged_out_at))
 
 
 def publish_to_node(node_id: str, payload: dict[str, Any]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 TEXT = 101
@@ -54,11 +55,51 @@ def syncs_sender(msg: dict[str, Any]) -> bool:
     return option(msg, OPT_SENDER_SYNC)
 
 
+# A MarkAsReadTips is a flat object with one list of seqs: anything deeper or longer is hostile.
+READ_RECEIPT_MAX_CHARS = 64 * 1024
+READ_RECEIPT_MAX_DEPTH = 8
+_JSON_SPECIAL = re.compile(r'["\\\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """How deeply JSON arrays and objects nest in `text` (strings skipped), without parsing it;
+    one linear pass over the quotes, backslashes and brackets."""
+    depth = deepest = 0
+    in_string = False
+    skip_to = -1
+    for found in _JSON_SPECIAL.finditer(text):
+        at, char = found.start(), found.group()
+        if at < skip_to:
+            continue  # the escaped character after a backslash
+        if in_string:
+            if char == "\\":
+                skip_to = at + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def read_receipt_seq(content: str) -> int:
-    """`hasReadSeq` from a read receipt's content (OpenIM's MarkAsReadTips as JSON)."""
+    """`hasReadSeq` from a read receipt's content (OpenIM's MarkAsReadTips as JSON).
+
+    Raises ValueError, never RecursionError: json.loads recurses once per nesting level, and a
+    worker's deeper stack would overflow on content the gateway parsed fine."""
+    if not isinstance(content, str):
+        raise ValueError("read receipt content must be JSON text")
+    if len(content) > READ_RECEIPT_MAX_CHARS:
+        raise ValueError(f"read receipt content is longer than {READ_RECEIPT_MAX_CHARS} characters")
+    if json_depth(content) > READ_RECEIPT_MAX_DEPTH:
+        raise ValueError(f"read receipt content nests deeper than {READ_RECEIPT_MAX_DEPTH} levels")
     try:
         body = json.loads(content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ValueError("read receipt content must be JSON") from exc
     seq = body.get("hasReadSeq") if isinstance(body, dict) else None
     if isinstance(seq, str) and seq.isdigit():

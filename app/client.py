@@ -87,7 +87,7 @@ class ImClient:
                 if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                     continue
                 if opcode == websocket.ABNF.OPCODE_BINARY and self.gzip:
-                    data = protocol.gunzip_frame(data)
+                    data = protocol.gunzip_frame(data, max_bytes=1 << 30)  # the server's answers: trusted
                 body = json.loads(data)
                 body["data"] = self._decode(body.get("reqIdentifier"), body.get("data"))
                 if body.get("reqIdentifier") == protocol.PUSH_MSG:

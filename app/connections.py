@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from gevent.queue import Full, Queue
 from google.protobuf.message import Message
 from wsproto.events import Ping
 
-from app import cache, metrics, protocol, push_frames
+from app import cache, metrics, protocol, push_frames, sockets
 from app.errors import ImError
 from app.proto import sdkws_pb2 as pb
 from app.sessions import TokenBucket, counts_as_online
@@ -28,6 +29,7 @@ from app.sessions import TokenBucket, counts_as_online
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
+OUTBOX_MAX_BYTES = 4 * 1024 * 1024  # bytes likewise (the gateway passes GATEWAY_OUTBOX_MAX_BYTES)
 MAX_SUBSCRIPTIONS = 1000  # users one connection may watch with 2005
 
 
@@ -56,7 +58,15 @@ CLOSE = _Control("close")
 
 class Conn:
     def __init__(
-        self, ws: Any, args: ConnArgs, token_expires_at: int = 0, rate: float = 0.0, burst: float = 0.0
+        self,
+        ws: Any,
+        args: ConnArgs,
+        token_expires_at: int = 0,
+        rate: float = 0.0,
+        burst: float = 0.0,
+        *,
+        outbox_max_bytes: int = OUTBOX_MAX_BYTES,
+        on_abort: Callable[[Conn], None] | None = None,
     ) -> None:
         self.ws = ws
         self.user_id = args.send_id
@@ -72,6 +82,10 @@ class Conn:
         self.rate_limited = False
         self.last_alive = time.monotonic()
         self._outbox: Queue[bytes | str | _Control] = Queue(maxsize=OUTBOX_LIMIT)
+        self._outbox_bytes = 0  # queued, or being written: counted down once on the socket
+        self.outbox_max_bytes = outbox_max_bytes
+        self.on_abort = on_abort  # the gateway's: the session ends (hub, online state) with the socket
+        self.aborted = False
         self.close_code: int | None = None
         self.writer = gevent.spawn(self._write_forever)
 
@@ -86,19 +100,35 @@ class Conn:
         self._enqueue(text)
 
     def _enqueue(self, item: bytes | str | _Control) -> None:
-        try:
-            self._outbox.put_nowait(item)
-        except Full:
+        if self.aborted:
+            return
+        size = 0 if isinstance(item, _Control) else len(item)
+        # one frame always fits in an empty outbox (a large answer is not a slow reader)
+        over_bytes = self._outbox_bytes > 0 and self._outbox_bytes + size > self.outbox_max_bytes
+        if over_bytes or self._outbox.full():
             # The client reads slower than we write: drop it; it reconnects and pulls what it missed.
-            log.warning("closing %s/%d: %d frames unsent", self.user_id, self.platform_id, OUTBOX_LIMIT)
+            log.warning(
+                "closing %s/%d: not reading, its outbox holds %d frames and %d bytes unsent",
+                self.user_id,
+                self.platform_id,
+                self._outbox.qsize(),
+                self._outbox_bytes,
+                extra={"userID": self.user_id, "platformID": self.platform_id},
+            )
+            metrics.GATEWAY_SOCKETS_DROPPED.labels(reason="slow_reader").inc()
             self.abort()
+            return
+        self._outbox_bytes += size
+        self._outbox.put_nowait(item)
 
     def _write_forever(self) -> None:
         while True:
             item = self._outbox.get()
             try:
                 if item is CLOSE:
-                    self.ws.close(reason=self.close_code) if self.close_code else self.ws.close()
+                    # not when the client closed first: simple_websocket has answered it already
+                    if getattr(self.ws, "connected", True):
+                        self.ws.close(reason=self.close_code) if self.close_code else self.ws.close()
                     return
                 if item is PING:
                     # simple_websocket only pings on its own timer for every socket; this ping goes
@@ -106,6 +136,7 @@ class Conn:
                     self.ws.sock.send(self.ws.ws.send(Ping()))
                     continue
                 self.ws.send(item)
+                self._outbox_bytes -= len(item)
             except Exception:
                 log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)
                 return
@@ -126,6 +157,8 @@ class Conn:
 
     def close(self, code: int | None = None) -> None:
         """Write what is queued, then close the socket (with this close code, if given)."""
+        if self.aborted:
+            return
         self.close_code = code
         try:
             self._outbox.put_nowait(CLOSE)
@@ -133,12 +166,19 @@ class Conn:
             self.abort()
 
     def abort(self) -> None:
-        """Close at once, dropping what is queued."""
+        """Drop the connection at once with what is queued, and end its session (on_abort). No
+        close frame: the socket may be full, and writing to it would block the caller (e.g. the
+        node's push delivery). Shutting the socket wakes the session's read loop, which ends."""
+        if self.aborted:
+            return
+        self.aborted = True
         self.writer.kill(block=False)
-        try:
-            self.ws.close()
-        except Exception:
-            pass
+        if self.on_abort is not None:
+            try:
+                self.on_abort(self)
+            except Exception:
+                log.warning("ending the session of %s/%d failed", self.user_id, self.platform_id, exc_info=True)
+        sockets.shut(getattr(self.ws, "sock", None))
 
     def finish(self, timeout: float = 5.0) -> None:
         """The session ended: let the writer flush and stop."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import zlib
 
+from app.validation import check_group_id, check_user_id
+
 # OpenIM session types.
 SINGLE_CHAT = 1
 GROUP_CHAT = 3
@@ -24,11 +26,15 @@ def group_conversation_id(group_id: str) -> str:
 
 
 def conversation_id_for(session_type: int, send_id: str, recv_id: str, group_id: str) -> str:
+    """The message's conversation; ids that would not read back as themselves are refused
+    (ImError ARGS_ERROR): the gateway checked them, transfer recomputes this from the broker's copy."""
     if session_type == SINGLE_CHAT:
-        return single_conversation_id(send_id, recv_id)
+        return single_conversation_id(check_user_id(send_id, "sendID"), check_user_id(recv_id, "recvID"))
     if session_type == GROUP_CHAT:
-        return group_conversation_id(group_id)
+        return group_conversation_id(check_group_id(group_id))
     if session_type == NOTIFICATION_CHAT:
+        check_user_id(send_id, "sendID")
+        check_user_id(recv_id, "recvID")
         low, high = sorted((send_id, recv_id))
         return f"sn_{low}_{high}"
     raise ValueError(f"unsupported session type {session_type}")

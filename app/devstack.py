@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from secrets import token_urlsafe
 from urllib.parse import urlparse, urlunparse
 
 from app import embedded
 from app.auth import mint_token
-from app.config import settings
+from app.config import resolve_secrets, secrets_path, settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / ".data"
+DATA = Path(settings.data_dir)
 
 
 def _with_port(url: str, port: int) -> str:
@@ -29,6 +30,13 @@ def procfile_names() -> list[str]:
     return [line.split(":", 1)[0].strip() for line in lines if ":" in line and not line.lstrip().startswith("#")]
 
 
+def flower_basic_auth(env: dict[str, str]) -> tuple[str, bool]:
+    """FLOWER_BASIC_AUTH (user:password) from the environment, else a random one for this run (the
+    Procfile's Flower refuses to start without one); and whether it was generated."""
+    given = env.get("FLOWER_BASIC_AUTH", "").strip()
+    return (given, False) if given else (f"admin:{token_urlsafe(18)}", True)
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -38,7 +46,11 @@ def run_stack(with_flower: bool = True) -> int:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     started: list[subprocess.Popen[bytes]] = []
-    DATA.mkdir(exist_ok=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    # TOKEN_SECRET / ADMIN_SECRET from the environment, else generated once into DATA (kept across runs,
+    # so tokens stay valid); the processes get them in their environment, `python -m app token` from the file.
+    keys = resolve_secrets(settings, generate=True)
+    env["TOKEN_SECRET"], env["ADMIN_SECRET"] = keys.token_secret, keys.admin_secret
     try:
         redis_url = settings.redis_url
         if not embedded.redis_answers(redis_url):
@@ -57,9 +69,14 @@ def run_stack(with_flower: bool = True) -> int:
         base = f"ws://{settings.gateway_host}:{settings.gateway_port}"
         print("\nstack starting; connect a client with:")
         print(f"  gateway   {base}/?sendID=alice&platformID=7&sdkType=json&token=<token>")
-        print(f"  token     {mint_token('alice', 7)}")
+        print(f"  token     {mint_token('alice', 7, secret=keys.token_secret)}")
+        print("            (more: python -m app token USER PLATFORM_ID, e.g. python -m app token bob 7)")
+        if keys.source != "environment":
+            print(f"  secrets   {secrets_path(settings)} (TOKEN_SECRET, ADMIN_SECRET; keep it private)")
         print("  chat      python -m app chat alice bob      (and in another terminal: python -m app chat bob alice)")
-        print(f"  flower    http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}\n", flush=True)
+        env["FLOWER_BASIC_AUTH"], generated = flower_basic_auth(env)
+        login = f"user:password {env['FLOWER_BASIC_AUTH']}" if generated else "login from FLOWER_BASIC_AUTH"
+        print(f"  flower    http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}  ({login})\n", flush=True)
 
         cmd = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
         if not with_flower:

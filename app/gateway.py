@@ -26,10 +26,10 @@ from flask_sock import Sock
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import cache, classify, groups, history, metrics, protocol, push_frames, storage
+from app import cache, classify, groups, history, metrics, profiles, protocol, push_frames, storage, validation
 from app.acceptance import Ack, Pending
 from app.admin_api import admin_api
-from app.auth import TokenClaims, parse_token
+from app.auth import TokenClaims, verify_token
 from app.batcher import ShardBatcher
 from app.config import settings
 from app.connections import Conn, ConnArgs, Hub, online_event
@@ -43,7 +43,6 @@ from app.errors import (
     RATE_LIMITED,
     SERVER_INTERNAL,
     TOKEN_INVALID,
-    TOKEN_KICKED,
     ImError,
 )
 from app.group_api import group_api
@@ -51,6 +50,7 @@ from app.openim_api import openim_api
 from app.proto import sdkws_pb2 as pb
 from app.publish import accept_shard_batch, queue_depths
 from app.sessions import LOGIN_POLICIES, platforms_to_kick
+from app.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
 from app.third_api import third_api
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,10 @@ def _conn_args_from_v(encoded: str, header_compression: str) -> ConnArgs:
 
 
 def _checked_conn_args(args: ConnArgs) -> ConnArgs:
+    try:
+        validation.check_user_id(args.send_id, "sendID")
+    except ImError as err:
+        raise ImError(CONN_ARGS_ERROR, err.message) from err
     if not 1 <= args.platform_id <= 10:
         raise ImError(CONN_ARGS_ERROR, "platformID must be one of OpenIM's platforms (1-10)")
     sdk_type = protocol.SDK_ALIASES.get(args.sdk_type, args.sdk_type)
@@ -131,11 +135,9 @@ def _checked_conn_args(args: ConnArgs) -> ConnArgs:
 
 
 def authenticate(args: ConnArgs) -> TokenClaims:
-    claims = parse_token(args.token)
+    claims = verify_token(args.token)  # the same check as every REST route: a revoked token gets 1506
     if claims.user_id != args.send_id or claims.platform_id != args.platform_id:
         raise ImError(TOKEN_INVALID, "token does not belong to this sendID/platformID")
-    if cache.token_refused(args.token, claims.user_id, claims.platform_id, claims.issued_at):
-        raise ImError(TOKEN_KICKED, "token was kicked by another login or logged out; log in again")
     return claims
 
 
@@ -146,8 +148,11 @@ def new_server_msg_id(send_id: str, now_ms: int) -> str:
     return hashlib.md5(f"{now_ms}-{send_id}-{uuid.uuid4().hex}".encode()).hexdigest()
 
 
-def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int) -> tuple[str, dict[str, Any]]:
-    """Check a SendMsg against the connection and fill the server's fields; returns (conversation, doc)."""
+def prepare_outgoing(
+    conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int, sender: tuple[str, str] = ("", "")
+) -> tuple[str, dict[str, Any]]:
+    """Check a SendMsg against the connection and fill the server's fields; returns (conversation, doc).
+    `sender` is the server's (nickname, face URL) of the connection's user: never the client's."""
     if msg.sendID and msg.sendID != conn.user_id:
         raise ImError(NO_PERMISSION, "sendID is not the connection's user")
     if msg.sessionType == SINGLE_CHAT:
@@ -155,33 +160,26 @@ def prepare_outgoing(conn: Conn, msg: pb.MsgData, max_content: int, now_ms: int)
             raise ImError(ARGS_ERROR, "recvID is required for a single chat")
         msg.groupID = ""
     elif msg.sessionType == GROUP_CHAT:
-        if not msg.groupID or len(msg.groupID) > 64:
+        if not msg.groupID:
             raise ImError(ARGS_ERROR, "groupID is required for a group chat")
         msg.recvID = ""
     else:
         raise ImError(ARGS_ERROR, f"sessionType {msg.sessionType} is not supported (1 single, 3 group)")
-    if not msg.clientMsgID or len(msg.clientMsgID) > 64:
-        raise ImError(ARGS_ERROR, "clientMsgID is required (at most 64 characters)")
-    if msg.contentType <= 0:
-        raise ImError(ARGS_ERROR, "contentType is required")
-    if len(msg.content) > max_content:
-        raise ImError(ARGS_ERROR, f"content is larger than {max_content} bytes")
-    if msg.contentType == classify.READ_RECEIPT:
-        try:
-            classify.read_receipt_seq(msg.content.decode("utf-8", errors="replace"))
-        except ValueError as exc:
-            raise ImError(ARGS_ERROR, str(exc)) from exc
+    validation.check_msgdata(msg, max_content)
+    validation.check_client_origin(msg)
     msg.sendID = conn.user_id
+    conv = conversation_id_for(msg.sessionType, msg.sendID, msg.recvID, msg.groupID)
+    if msg.contentType == classify.READ_RECEIPT:
+        validation.check_read_receipt(msg.content, conn.user_id, conv)
     msg.senderPlatformID = conn.platform_id
+    msg.senderNickname, msg.senderFaceURL = sender
     msg.serverMsgID = new_server_msg_id(conn.user_id, now_ms)
     msg.sendTime = now_ms
     if msg.createTime <= 0:
         msg.createTime = now_ms
-    if msg.msgFrom == 0:
-        msg.msgFrom = protocol.MSG_FROM_USER
+    msg.msgFrom = protocol.MSG_FROM_USER
     msg.status = protocol.MSG_STATUS_SENDING
     msg.seq = 0
-    conv = conversation_id_for(msg.sessionType, msg.sendID, msg.recvID, msg.groupID)
     return conv, protocol.msgdata_to_doc(msg)
 
 
@@ -198,6 +196,9 @@ class Gateway:
     def __init__(self, node_id: str, batcher: ShardBatcher[Pending]) -> None:
         self.hub = Hub(node_id)
         self.batcher = batcher
+        self.sockets = SocketGuard(
+            settings.gateway_max_sockets, settings.gateway_max_pending_sockets, settings.gateway_handshake_timeout
+        )
         self.draining = False
         self.push_subscribed = False
         self.handlers: dict[int, Callable[[Conn, protocol.Request], Message | None]] = {
@@ -218,6 +219,20 @@ class Gateway:
             raise ImError(CONN_OVER_MAX_NUM, "this gateway holds its maximum number of connections")
         self.kick_older_logins(conn.user_id, conn.platform_id, conn.conn_id, conn.token)
         self.hub.add(conn)
+        self._close_at_expiry(conn)
+
+    def _close_at_expiry(self, conn: Conn) -> None:
+        """A socket does not outlive its token: closed with 1008 when it expires (no 2002, which SDKs
+        read as another device's login); the client's reconnect then gets 1501 and asks for a new one."""
+        if conn.token_expires_at <= 0:
+            return
+        timer = gevent.spawn_later(max(0.0, conn.token_expires_at - time.time()), self._expire, conn)
+        conn.writer.link(lambda _: timer.kill(block=False))  # the writer ends with the session: so does the timer
+
+    def _expire(self, conn: Conn) -> None:
+        log.info("closing %s/%d: its token expired", conn.user_id, conn.platform_id)
+        self.hub.remove(conn)
+        conn.close(WS_POLICY_VIOLATION)
 
     def kick_older_logins(self, user_id: str, platform_id: int, except_conn: str, new_token: str) -> None:
         online = cache.get_online([user_id]).get(user_id, [])
@@ -292,7 +307,9 @@ class Gateway:
 
     def send_msg(self, conn: Conn, req: protocol.Request) -> Message:
         msg = protocol.decode_data(conn.sdk_type, req.data, pb.MsgData)
-        conv, doc = prepare_outgoing(conn, msg, settings.max_content_bytes, int(time.time() * 1000))
+        validation.check_operation_id(req.operation_id)
+        now_ms = int(time.time() * 1000)
+        conv, doc = prepare_outgoing(conn, msg, settings.max_content_bytes, now_ms, profiles.sender(conn.user_id))
         doc[push_frames.OPERATION_ID] = req.operation_id  # its push carries it back (OpenIM SDKs need it)
         if msg.sessionType == GROUP_CHAT and not groups.is_member(msg.groupID, conn.user_id):
             raise ImError(NOT_IN_GROUP, f"{conn.user_id} is not in group {msg.groupID}")
@@ -315,7 +332,9 @@ class Gateway:
         return answer(conn.user_id, body)
 
     def logout(self, conn: Conn, req: protocol.Request) -> None:
-        """2003: answered, then the connection is closed (the client logs in again to come back)."""
+        """2003: answered, then the connection is closed; its token is revoked, on REST too (the client
+        logs in again with a new token to come back)."""
+        cache.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
         log.info("user %s logged out on platform %d", conn.user_id, conn.platform_id)
         gevent.spawn_later(0, self._end_session, conn)
 
@@ -335,17 +354,16 @@ class Gateway:
     def sub_online_status(self, conn: Conn, req: protocol.Request) -> Message:
         """2005: watch users' online platforms; answers their current state, then pushes changes."""
         body = protocol.decode_data(conn.sdk_type, req.data, pb.SubUserOnlineStatus)
-        ids = [*body.subscribeUserID, *body.unsubscribeUserID]
-        if any(not user_id or len(user_id) > 64 for user_id in ids):
-            raise ImError(ARGS_ERROR, "user ids must be non-empty strings of at most 64 characters")
-        self.hub.watch(conn, list(body.subscribeUserID), list(body.unsubscribeUserID))
-        online = cache.get_online(list(body.subscribeUserID))
+        subscribe = validation.check_user_ids(body.subscribeUserID, "subscribeUserID")
+        unsubscribe = validation.check_user_ids(body.unsubscribeUserID, "unsubscribeUserID")
+        self.hub.watch(conn, subscribe, unsubscribe)
+        online = cache.get_online(subscribe)
         return pb.SubUserOnlineStatusTips(
             subscribers=[
                 pb.SubUserOnlineStatusElem(
                     userID=user_id, onlinePlatformIDs=sorted({e.platform_id for e in online.get(user_id, [])})
                 )
-                for user_id in body.subscribeUserID
+                for user_id in subscribe
             ]
         )
 
@@ -435,7 +453,10 @@ def create_app(gateway: Gateway) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Any:
-        return jsonify({"status": "ok", "node": gateway.hub.node_id, "connections": gateway.hub.connection_count()})
+        connections = gateway.hub.connection_count()
+        return jsonify(
+            {"status": "ok", "node": gateway.hub.node_id, "connections": connections, "sockets": gateway.sockets.open}
+        )
 
     @app.get("/readyz")
     def readyz() -> Any:
@@ -464,21 +485,32 @@ def create_app(gateway: Gateway) -> Flask:
 
     @sock.route("/")
     def websocket(ws: Any) -> None:
+        ws.sock = WholeWrites(ws.sock)  # before anything is written: whole frames, one writer at a time
         try:
             args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
             claims = authenticate(args)
-            conn = Conn(ws, args, claims.expires_at, settings.gateway_rate_limit, settings.gateway_rate_burst)
+            conn = Conn(
+                ws,
+                args,
+                claims.expires_at,
+                settings.gateway_rate_limit,
+                settings.gateway_rate_burst,
+                outbox_max_bytes=settings.gateway_outbox_max_bytes,
+                on_abort=gateway.hub.remove,  # a client too slow to read goes offline with its socket
+            )
             gateway.login(conn)
         except ImError as err:
             log.info("connection refused (%d): %s", err.code, err.message)
             ws.send(json.dumps({"errCode": err.code, "errMsg": err.message, "errDlt": ""}))
             ws.close(reason=WS_POLICY_VIOLATION, message=err.message[:120])
+            end_websocket(ws)
             return
         except Exception:
             # e.g. Redis unreachable: tell the client and close, so it retries (never a half-open socket)
             log.exception("login failed")
             ws.send(json.dumps({"errCode": SERVER_INTERNAL, "errMsg": "login failed, retry", "errDlt": ""}))
             ws.close(reason=WS_INTERNAL_ERROR, message="login failed")
+            end_websocket(ws)
             return
         log.info(
             "user %s connected on platform %d",
@@ -493,6 +525,7 @@ def create_app(gateway: Gateway) -> Flask:
         finally:
             gateway.hub.remove(conn)
             conn.finish()
+            end_websocket(ws)
             log.info("user %s disconnected from platform %d", conn.user_id, conn.platform_id)
 
     return app
@@ -520,7 +553,7 @@ def shut_down(gateway: Gateway, server: Any) -> None:
 
 def serve() -> None:
     """Run the gateway until killed (the caller has already monkey-patched with gevent)."""
-    from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+    from gevent.pywsgi import LoggingLogAdapter
 
     if settings.multi_login_policy not in LOGIN_POLICIES:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
@@ -536,8 +569,12 @@ def serve() -> None:
     gevent.spawn(gateway.renew_online_forever)
     # pywsgi's own complaints (e.g. a client's bytes after its websocket closed) as debug records
     http_errors = LoggingLogAdapter(logging.getLogger("app.gateway.http"), logging.DEBUG)
-    server = WSGIServer(
-        (settings.gateway_host, settings.gateway_port), create_app(gateway), log=None, error_log=http_errors
+    server = GuardedServer(
+        (settings.gateway_host, settings.gateway_port),
+        create_app(gateway),
+        gateway.sockets,  # every socket counted and capped, each request read within a deadline
+        log=None,
+        error_log=http_errors,
     )
     stopping: list[gevent.Greenlet] = []
 

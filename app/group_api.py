@@ -31,9 +31,9 @@ from app.openim_api import (
     json_body,
     on_im_error,
     on_unexpected,
-    text_arg,
     users_info,
 )
+from app.validation import check_group_id
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def create_group() -> Response:
         raise ImError(ARGS_ERROR, "groupInfo must be an object")
     owner = acting_user(claims, body, "ownerUserID")
     members = ids_arg(body, "memberUserIDs") + ids_arg(body, "adminUserIDs")
-    group_id = text_arg(info, "groupID") if info.get("groupID") else uuid.uuid4().hex
+    group_id = check_group_id(info.get("groupID")) if info.get("groupID") else uuid.uuid4().hex
     name = info.get("groupName") if isinstance(info.get("groupName"), str) else ""
     group = groups.create(group_id, str(name)[:255], owner, members, claims.user_id, operation_id())
     log.info("group %s created by %s with %d members", group_id, claims.user_id, len(set(members) | {owner}))
@@ -149,7 +149,7 @@ def create_group() -> Response:
 @group_api.post("/group/invite_user_to_group")
 def invite_user_to_group() -> Response:
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_owner_or_admin(claims, group_id)
     groups.invite(group_id, ids_arg(body, "invitedUserIDs"), claims.user_id, operation_id())
     return api_response({})
@@ -158,7 +158,7 @@ def invite_user_to_group() -> Response:
 @group_api.post("/group/kick_group")
 def kick_group() -> Response:
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_owner_or_admin(claims, group_id)
     groups.kick(group_id, ids_arg(body, "kickedUserIDs"), claims.user_id, operation_id())
     return api_response({})
@@ -169,14 +169,14 @@ def quit_group() -> Response:
     """`userID` (the token's user unless an admin calls); as OpenIM, none means the token's user."""
     claims, body = caller(), json_body()
     user_id = acting_user(claims, body) if body.get("userID") else claims.user_id
-    groups.quit(text_arg(body, "groupID"), user_id, operation_id())
+    groups.quit(check_group_id(body.get("groupID")), user_id, operation_id())
     return api_response({})
 
 
 @group_api.post("/group/dismiss_group")
 def dismiss_group() -> Response:
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_owner_or_admin(claims, group_id)
     groups.dismiss(group_id, claims.user_id, operation_id())
     return api_response({})
@@ -188,7 +188,7 @@ def dismiss_group() -> Response:
 @group_api.post("/group/get_group_member_list")
 def get_group_member_list() -> Response:
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
     offset, count = page_arg(body)
     members = storage.group_members(group_id)
@@ -200,7 +200,7 @@ def get_group_members_info() -> Response:
     """The members among `userIDs` (others are left out): the SDK sends to a group only when the
     sender is in this answer, and names senders in group history from it."""
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
     wanted = set(ids_arg(body, "userIDs"))
     members = [m for m in storage.group_members(group_id) if m["user_id"] in wanted]
@@ -236,7 +236,7 @@ def get_full_join_group_ids() -> Response:
 @group_api.post("/group/get_full_group_member_user_ids")
 def get_full_group_member_user_ids() -> Response:
     claims, body = caller(), json_body()
-    group_id = text_arg(body, "groupID")
+    group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
     group, members = existing_group(group_id), storage.group_members(group_id)
     return api_response(
@@ -289,7 +289,7 @@ def get_incremental_group_members_batch() -> Response:
         raise ImError(ARGS_ERROR, f"reqList must be a list of at most {MAX_IDS} objects")
     out: dict[str, Any] = {}
     for req in reqs:
-        group_id = text_arg(req, "groupID")
+        group_id = check_group_id(req.get("groupID"))
         group = storage.find_group(group_id)
         if group is None or not groups.is_member(group_id, user_id):
             continue

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from app import cache, classify, history, protocol, push_frames, storage
+from app import cache, classify, history, protocol, push_frames, storage, validation
 from app.acceptance import Ack, Pending
 from app.conversation import GROUP_CHAT, group_conversation_id
 from app.errors import ARGS_ERROR, GROUP_DISMISSED, GROUP_ID_EXISTED, GROUP_ID_NOT_FOUND, NOT_IN_GROUP, ImError
@@ -192,8 +192,9 @@ def _tip_member(group_id: str, user_id: str, role: int = storage.ROLE_MEMBER) ->
 
 
 def _check_ids(group_id: str, user_ids: list[str]) -> None:
-    if not group_id or len(group_id) > 64 or any(not u or len(u) > 64 for u in user_ids):
-        raise ImError(ARGS_ERROR, "group and user ids must be non-empty strings of at most 64 characters")
+    validation.check_group_id(group_id)
+    for user_id in user_ids:
+        validation.check_user_id(user_id)
     if len(user_ids) > MAX_MEMBERS:
         raise ImError(ARGS_ERROR, f"at most {MAX_MEMBERS} members per request")
 

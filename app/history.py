@@ -9,14 +9,12 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from app import cache, storage
+from app import cache, storage, validation
 from app.conversation import is_group_conversation
-from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
+from app.errors import NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
 from app.protocol import doc_to_msgdata, placeholder_msg
-
-MAX_PULL_NUM = 100
-MAX_SEQ_LIST = 1000
+from app.validation import MAX_PULL_NUM
 
 # Memberships and min seqs change rarely; remembering them briefly keeps recent conversations
 # readable from the Redis cache while MongoDB is unreachable. Only positive memberships are kept.
@@ -87,8 +85,8 @@ def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
 
 
 def check_members(user_id: str, conversation_ids: list[str]) -> None:
-    if any(not c for c in conversation_ids):
-        raise ImError(ARGS_ERROR, "empty conversationID")
+    for conv in set(conversation_ids):
+        validation.check_conversation_id(conv)
     unknown = sorted({c for c in conversation_ids if (user_id, c) not in _members})
     owned = storage.owned_conversations(user_id, unknown) if unknown else set()
     for conv in owned:
@@ -121,36 +119,41 @@ def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
 
 
 def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageBySeqsResp:
-    """1002: ranges per conversation; at most `num` (the newest) per range."""
-    highs, lows = readable_bounds(user_id, [r.conversationID for r in req.seqRanges])
-    resp = pb.PullMessageBySeqsResp()
-    for seq_range in req.seqRanges:
+    """1002: ranges per conversation; at most `num` (the newest) per range. A conversation named
+    twice is answered once (the last range wins, as OpenIM's answer map); an answer holds at most
+    MAX_PULL_MSGS messages, larger asks are refused before anything is read."""
+    ranges = validation.dedupe_seq_ranges(req)
+    highs, lows = readable_bounds(user_id, [r.conversationID for r in ranges])
+    planned: list[tuple[str, int, int]] = []  # (conversation, begin, end); begin > end: nothing to read
+    for seq_range in ranges:
         conv = seq_range.conversationID
-        max_seq, min_seq = highs[conv], lows[conv]
         num = seq_range.num if 0 < seq_range.num <= MAX_PULL_NUM else MAX_PULL_NUM
-        begin = max(seq_range.begin, min_seq)
-        end = min(seq_range.end, max_seq)
+        begin = max(seq_range.begin, lows[conv])
+        end = min(seq_range.end, highs[conv])
+        if begin <= end and end - begin + 1 > num:
+            begin = end - num + 1  # more than asked for: the newest `num`, as OpenIM does
+        planned.append((conv, begin, end))
+    validation.check_pull_total(sum(end - begin + 1 for _, begin, end in planned if begin <= end))
+    resp = pb.PullMessageBySeqsResp()
+    for conv, begin, end in planned:
         pulled = resp.msgs[conv]
         if begin > end:
             pulled.isEnd = True
             continue
-        if end - begin + 1 > num:
-            begin = end - num + 1  # more than asked for: the newest `num`, as OpenIM does
         pulled.Msgs.extend(get_msgs(conv, list(range(begin, end + 1))))
-        pulled.isEnd = end >= max_seq if req.order == pb.PullOrderAsc else begin <= min_seq
+        pulled.isEnd = end >= highs[conv] if req.order == pb.PullOrderAsc else begin <= lows[conv]
         pulled.endSeq = end
     return resp
 
 
 def pull_by_seq_list(user_id: str, req: pb.GetSeqMessageReq) -> pb.GetSeqMessageResp:
-    """1005: given seqs per conversation; seqs outside [min seq, visible max] are left out."""
-    if sum(len(c.seqs) for c in req.conversations) > MAX_SEQ_LIST:
-        raise ImError(ARGS_ERROR, f"at most {MAX_SEQ_LIST} seqs per request")
-    highs, lows = readable_bounds(user_id, [c.conversationID for c in req.conversations])
+    """1005: given seqs per conversation; seqs outside [min seq, visible max] are left out. A
+    conversation named twice is answered once, with the union of its seqs (each seq once)."""
+    wanted_seqs = validation.dedupe_seq_lists(req)
+    highs, lows = readable_bounds(user_id, list(wanted_seqs))
     resp = pb.GetSeqMessageResp()
-    for wanted in req.conversations:
-        conv = wanted.conversationID
-        seqs = sorted({s for s in wanted.seqs if lows[conv] <= s <= highs[conv]})
+    for conv, wanted in wanted_seqs.items():
+        seqs = [s for s in wanted if lows[conv] <= s <= highs[conv]]
         if req.order == pb.PullOrderDesc:
             seqs.reverse()
         pulled = resp.msgs[conv]
@@ -164,7 +167,10 @@ def has_read_and_max(
     user_id: str, req: pb.GetConversationsHasReadAndMaxSeqReq
 ) -> pb.GetConversationsHasReadAndMaxSeqResp:
     """1006: per conversation (all of the user's when none are named) its max seq and the user's read seq."""
-    convs = list(req.conversationIDs) or storage.conversations_of(user_id)
+    if req.conversationIDs:
+        convs = validation.check_conversation_ids(req.conversationIDs)
+    else:
+        convs = storage.conversations_of(user_id)  # the user's own: however many there are
     check_members(user_id, convs)
     convs = sorted(set(convs))
     highs = user_max_seqs(user_id, convs)
@@ -185,7 +191,7 @@ def last_msgs(convs: list[str], highs: dict[str, int]) -> dict[str, pb.MsgData]:
 
 def last_messages(user_id: str, req: pb.GetLastMessageReq) -> pb.GetLastMessageResp:
     """1007: the newest message of each named conversation."""
-    convs = sorted(set(req.conversationIDs))
+    convs = sorted(validation.check_conversation_ids(req.conversationIDs))
     check_members(user_id, convs)
     resp = pb.GetLastMessageResp()
     for conv, msg in last_msgs(convs, user_max_seqs(user_id, convs)).items():

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app import cache
+from app import cache, dead_letters
+from app.backoff import TRANSIENT_ERRORS
 from app.config import settings
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,37 @@ def done(journal: list[str] | None) -> None:
 
 
 def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -> int:
-    """Run every journaled hand-off of `queue` older than the given age; returns how many."""
+    """Run every journaled hand-off of `queue` older than the given age; returns how many.
+
+    An entry whose run fails for any reason but an outage is parked in the dead letters (stage
+    `journal`) and the sweep goes on with the next one: one bad hand-off never holds back the
+    recovery of the others. An outage (backoff.TRANSIENT_ERRORS) ends this round; the entry stays
+    for the next round."""
     cutoff_ms = int((time.time() - older_than_seconds) * 1000)
     swept = 0
     while entries := cache.journal_entries(queue, count=100, until=str(cutoff_ms)):
         for entry_id, args in entries:
-            run(*args)
+            try:
+                run(*args)
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                park(queue, entry_id, args, exc)
             cache.journal_remove(queue, entry_id)
             swept += 1
     return swept
+
+
+def park(queue: str, entry_id: str, args: Any, error: BaseException) -> None:
+    """Move a journaled hand-off that keeps failing to the dead letters, with its reason."""
+    log.error("journaled %s hand-off %s failed: parked in the dead letters", queue, entry_id, exc_info=error)
+    dead_letters.put(
+        "journal",
+        f"{queue} hand-off failed: {error!r}"[:300],
+        dead_letters.task_payload(queue, args),
+        error=error,
+        details={"queue": queue, "journalEntry": entry_id},
+    )
 
 
 def start_sweeper(queue: str, run: Callable[..., Any], older_than_seconds: float) -> threading.Thread | None:

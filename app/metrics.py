@@ -73,3 +73,13 @@ OFFLINE_PUSH_SUCCESS = Counter(
 OFFLINE_PUSH_FAILED = Counter(
     "msg_offline_push_failed", "offline recipients given up on: refused, or out of retries", ["provider"]
 )
+
+# Units a stage could not handle, kept in app/dead_letters.py (exported as dead_letters_total).
+DEAD_LETTERS = Counter("dead_letters", "messages or hand-offs a stage dead-lettered, with their reason", ["stage"])
+
+# Sockets the gateway closed to protect itself (app/sockets.py; slow readers in app/connections.py).
+GATEWAY_SOCKETS_DROPPED = Counter(
+    "gateway_sockets_dropped",
+    "sockets the gateway closed to protect itself: handshake_timeout, evicted, over_cap, slow_reader",
+    ["reason"],
+)

@@ -26,9 +26,9 @@ from google.protobuf.message import DecodeError, Message
 from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 
-from app import cache, history, push_frames, storage
+from app import cache, history, profiles, push_frames, storage, validation
 from app.admin_api import api_response
-from app.auth import TokenClaims, parse_token
+from app.auth import TokenClaims, verify_token
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, SINGLE_CHAT
 from app.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, SERVER_INTERNAL, ImError
@@ -43,7 +43,7 @@ openim_api = Blueprint("openim_api", __name__)
 HAS_READ_RECEIPT = 2200  # OpenIM's constant.HasReadReceipt
 DEFAULT_ACTIVE = 100  # OpenIM's defaultGetActiveConversation / maxGetActiveConversation
 MAX_ACTIVE = 500
-MAX_IDS = 1000  # user or conversation ids in one request
+MAX_IDS = validation.MAX_IDS_PER_REQUEST  # user or conversation ids in one request
 
 M = TypeVar("M", bound=Message)
 
@@ -64,10 +64,10 @@ def on_unexpected(exc: Exception) -> Response:
 
 
 def caller() -> TokenClaims:
-    """The token's claims; OpenIM also refuses a request without an operationID header."""
+    """The token's claims, revocation checked; OpenIM also refuses a request without an operationID header."""
     if not request.headers.get("operationID"):
         raise ImError(ARGS_ERROR, "header operationID is required")
-    return parse_token(request.headers.get("token", ""))
+    return verify_token(request.headers.get("token", ""))
 
 
 def json_body() -> dict[str, Any]:
@@ -94,15 +94,21 @@ def int_arg(body: dict[str, Any], name: str, default: int = 0) -> int:
 
 
 def ids_arg(body: dict[str, Any], name: str) -> list[str]:
+    """A list of user or group ids (the same character rule for both), each checked, deduplicated."""
     value = body.get(name) or []
-    if not isinstance(value, list) or len(value) > MAX_IDS or any(not isinstance(v, str) or not v for v in value):
-        raise ImError(ARGS_ERROR, f"{name} must be a list of at most {MAX_IDS} non-empty strings")
-    return list(dict.fromkeys(value))
+    if not isinstance(value, list) or len(value) > MAX_IDS:
+        raise ImError(ARGS_ERROR, f"{name} must be a list of at most {MAX_IDS} ids")
+    return validation.check_user_ids(value, name, MAX_IDS)
+
+
+def conversation_arg(body: dict[str, Any], name: str = "conversationID") -> str:
+    validation.check_conversation_id(body.get(name))
+    return str(body[name])
 
 
 def acting_user(claims: TokenClaims, body: dict[str, Any], name: str = "userID") -> str:
     """The user a call is about: the body's `name`, which must be the caller unless an admin calls."""
-    user_id = text_arg(body, name)
+    user_id = validation.check_user_id(body.get(name), name)
     if user_id != claims.user_id and not claims.admin:
         raise ImError(NO_PERMISSION, f"{name} is not the token's user")
     return user_id
@@ -186,14 +192,22 @@ def user_register() -> Response:
         fields = {"nickname": user.get("nickname", ""), "face_url": user.get("faceURL", ""), "ex": user.get("ex", "")}
         if any(not isinstance(v, str) for v in fields.values()):
             raise ImError(ARGS_ERROR, "nickname, faceURL and ex must be strings")
+        if len(fields["nickname"]) > validation.MAX_NICKNAME_CHARS:
+            raise ImError(ARGS_ERROR, f"nickname is longer than {validation.MAX_NICKNAME_CHARS} characters")
+        if len(fields["face_url"]) > validation.MAX_FACE_URL_CHARS:
+            raise ImError(ARGS_ERROR, f"faceURL is longer than {validation.MAX_FACE_URL_CHARS} characters")
+        if len(fields["ex"]) > validation.MAX_EX_BYTES:
+            raise ImError(ARGS_ERROR, f"ex is longer than {validation.MAX_EX_BYTES} characters")
         ops.append(
             UpdateOne(
-                {"user_id": text_arg(user, "userID")},
+                {"user_id": validation.check_user_id(user.get("userID"))},
                 {"$set": fields, "$setOnInsert": {"create_time": now, "global_recv_msg_opt": 0}},
                 upsert=True,
             )
         )
     users_collection().bulk_write(ops, ordered=False)
+    for user in users:
+        profiles.forget(user["userID"])  # senders' nicknames on this node: the new ones at once
     return api_response({})
 
 
@@ -328,9 +342,8 @@ def get_active_conversations() -> Response:
 def get_conversations() -> Response:
     owner = caller().user_id
     req = proto_body(js.GetConversationsReq)
-    if len(req.conversationIDs) > MAX_IDS:
-        raise ImError(ARGS_ERROR, f"at most {MAX_IDS} conversationIDs")
-    records = conversation_records(owner, list(dict.fromkeys(req.conversationIDs)))
+    wanted = validation.check_conversation_ids(req.conversationIDs, MAX_IDS)
+    records = conversation_records(owner, wanted)
     items, unread = conversation_msgs(owner, records, with_empty=True)
     return proto_response(js.GetConversationsResp(unreadCount=unread, conversations=items))
 
@@ -417,7 +430,7 @@ def set_conversations() -> Response:
     conversation = body.get("conversation")
     if not isinstance(conversation, dict):
         raise ImError(ARGS_ERROR, "conversation must be an object")
-    conv = text_arg(conversation, "conversationID")
+    conv = conversation_arg(conversation)
     opt = conversation.get("recvMsgOpt")
     if isinstance(opt, dict):
         value = opt.get("value", 0)
@@ -435,7 +448,7 @@ def mark_conversation_as_read() -> Response:
     (2200 in `notificationMsgs`, seq 0) naming the seqs read, as OpenIM's MarkConversationAsRead."""
     body = json_body()
     reader = acting_user(caller(), body)
-    conv = text_arg(body, "conversationID")
+    conv = conversation_arg(body)
     history.check_members(reader, [conv])
     wanted = int_arg(body, "hasReadSeq")
     seqs_arg = body.get("seqs") or []

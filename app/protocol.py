@@ -12,6 +12,7 @@ import base64
 import binascii
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,6 +44,8 @@ SDK_TYPES = (SDK_JSON, SDK_JS)
 SDK_ALIASES = {"": SDK_JSON, SDK_JSON: SDK_JSON, SDK_JS: SDK_JS, "go": SDK_JS}
 
 MAX_FRAME_BYTES = 51_200
+# What a compressed request may inflate to; what the server sends is never inflated by it.
+MAX_INFLATED_FRAME_BYTES = MAX_FRAME_BYTES * 4
 
 # OpenIM message status and origin.
 MSG_STATUS_SENDING = 1
@@ -183,11 +186,24 @@ def gzip_frame(frame: bytes) -> bytes:
     return gzip.compress(frame, compresslevel=5)
 
 
-def gunzip_frame(frame: bytes) -> bytes:
-    try:
-        return gzip.decompress(frame)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise ImError(ARGS_ERROR, "invalid gzip frame") from exc
+def gunzip_frame(frame: bytes, max_bytes: int = MAX_INFLATED_FRAME_BYTES) -> bytes:
+    """Inflate a gzip frame (one or more members) to at most `max_bytes`: a bomb is refused after
+    max_bytes + 1 bytes of output, never inflated whole (P7: limits hold after decompression)."""
+    out = bytearray()
+    rest = frame
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+        try:
+            out += inflater.decompress(rest, max_bytes - len(out) + 1)  # never 0: 0 means unbounded
+        except zlib.error as exc:
+            raise ImError(ARGS_ERROR, "invalid gzip frame") from exc
+        if len(out) > max_bytes or inflater.unconsumed_tail:
+            raise ImError(ARGS_ERROR, f"frame too large after decompression (at most {max_bytes} bytes)")
+        if not inflater.eof:
+            raise ImError(ARGS_ERROR, "invalid gzip frame: truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 # --- MsgData <-> the stored message (OpenIM's MsgDataModel bson field names) ---------------------

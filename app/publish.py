@@ -16,19 +16,20 @@ from app.conversation import shard_of, transfer_queue
 from app.journal import JOURNALING
 
 
+def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
+    """One transfer batch on a shard queue, journaled first on a Redis broker."""
+    journal = [queue, cache.journal_append(queue, docs)] if JOURNALING else None
+    try:
+        celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
+    except Exception:
+        if journal:
+            cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
+        raise
+
+
 def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
     queue = transfer_queue(shard)
-
-    def publish(docs: list[dict[str, Any]]) -> None:
-        journal = [queue, cache.journal_append(queue, docs)] if JOURNALING else None
-        try:
-            celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
-        except Exception:
-            if journal:
-                cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
-            raise
-
-    return accept_batch(batch, publish)
+    return accept_batch(batch, lambda docs: publish_docs(queue, docs))
 
 
 def queue_depths() -> dict[str, int]:

@@ -13,9 +13,10 @@ from flask import Blueprint, Response, request
 
 from app import cache
 from app.admin_api import api_response, json_body
-from app.auth import parse_token
+from app.auth import verify_token
 from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.offline_providers.fcm import FCM_PLATFORMS
+from app.validation import check_user_id
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,9 @@ def on_im_error(err: ImError) -> Response:
 
 @third_api.post("/third/fcm_update_token")
 def fcm_update_token() -> Response:
-    claims = parse_token(request.headers.get("token", ""))
+    claims = verify_token(request.headers.get("token", ""))
     body = json_body()
-    account = body.get("account")
-    if not isinstance(account, str) or not account or len(account) > 64:
-        raise ImError(ARGS_ERROR, "account must be a non-empty string of at most 64 characters")
+    account = check_user_id(body.get("account"), "account")
     if account != claims.user_id and not claims.admin:
         raise ImError(NO_PERMISSION, "a user can only register their own FCM token")
     platform_id = _int_field(body, "platformID")

@@ -186,5 +186,10 @@ class Stack:
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs.items()}
 
+    def core_alive(self, *extra: str) -> dict[str, bool]:
+        """The shared gateway and the four workers (and the named extra processes): other tests stop
+        their own extra gateways and workers on purpose, so those do not count."""
+        return {name: self.procs[name].poll() is None for name in ("gateway", *WORKERS, *extra)}
+
     def stop(self) -> None:
         embedded.stop_processes(self.procs.values(), timeout=15)

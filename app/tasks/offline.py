@@ -5,7 +5,8 @@ Before calling the provider: only messages that may go offline (offlinePush opti
 receipts), and only receivers whose recvMsgOpt for the conversation is 0 (receive and notify).
 Timeouts, connection errors, 5xx and 429 are retried with capped exponential backoff, sending
 again only to the users not yet delivered; a refusal (4xx) or running out of retries leaves a
-record in the Redis list DEAD_LETTER:offline and a log line.
+dead letter (app/dead_letters.py, stage `offline`) and a log line. A message whose notification
+cannot be built is dead-lettered alone; the others are still sent (P7).
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ import json
 import logging
 import random
 import threading
-import time
+from functools import partial
 from typing import Any
 
 from celery import Task
 
-from app import cache, classify, metrics, offline_providers, storage
-from app.backoff import TRANSIENT_ERRORS
+from app import classify, dead_letters, metrics, offline_providers, storage
+from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
 from app.config import settings
 from app.offline_providers import Provider, ProviderError, ProviderMisconfigured
 
 log = logging.getLogger(__name__)
-
-DEAD_LETTER_KEY = "DEAD_LETTER:offline"
-# Keep the newest records only: a provider refusing everything must not fill Redis.
-DEAD_LETTER_MAX = 100_000
 
 _provider: Provider | None = None
 _provider_lock = threading.Lock()
@@ -53,7 +50,7 @@ def notification_text(msg: dict[str, Any]) -> tuple[str, str]:
         try:
             parsed = json.loads(msg.get("content") or "")
             desc = parsed.get("content", "") if isinstance(parsed, dict) else ""
-        except ValueError:
+        except (ValueError, RecursionError):  # deep JSON recurses past the worker's stack
             desc = ""
         desc = desc or "You have a new message"
     return str(title), str(desc)[:200]
@@ -85,43 +82,90 @@ def dead_letter(
     user_ids: list[str],
     msgs: list[dict[str, Any]],
     reason: str,
+    error: BaseException | None = None,
 ) -> None:
-    record = {
-        "provider": provider_name,
-        "status": status,
-        "conversation": conversation_id,
-        "users": user_ids,
-        "clientMsgIDs": [m.get("client_msg_id") for m in msgs],
-        "reason": reason,
-        "time": int(time.time() * 1000),
-    }
+    """Keep a notification given up on; redriven as an offline.push task for the same users."""
     log.error(
-        "offline push to %d users of %s given up (%s, %s): %s; stored in %s",
+        "offline push to %d users of %s given up (%s, %s): %s",
         len(user_ids),
         conversation_id,
         provider_name,
         status,
         reason,
-        DEAD_LETTER_KEY,
     )
-    pipe = cache.get_redis().pipeline(transaction=False)
-    pipe.rpush(DEAD_LETTER_KEY, json.dumps(record, ensure_ascii=False))
-    pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTER_MAX, -1)
-    pipe.execute()
+    details = {
+        "provider": provider_name,
+        "status": status,
+        "users": user_ids,
+        "clientMsgIDs": [m.get("client_msg_id") if isinstance(m, dict) else None for m in msgs],
+    }
+    until_done(
+        partial(
+            dead_letters.put,
+            "offline",
+            reason,
+            dead_letters.task_payload("offline", [conversation_id, user_ids, msgs]),
+            conversation=conversation_id,
+            error=error,
+            details=details,
+        ),
+        "dead letter",
+    )
+
+
+def offline_pushable(provider_name: str, conversation_id: str, user_ids: list[str], msgs: list[Any]) -> list[Any]:
+    """The messages that may go offline; one that cannot even be classified is dead-lettered alone."""
+    pushable: list[Any] = []
+    for msg in msgs:
+        try:
+            if classify.goes_offline(msg):
+                notification_text(msg)  # raises now rather than in the middle of a send
+                pushable.append(msg)
+        except Exception as exc:
+            dead_letter(
+                provider_name, "malformed", conversation_id, user_ids, [msg], f"malformed message: {exc!r}", exc
+            )
+    return pushable
+
+
+def send_one_by_one(
+    chosen: Provider, conversation_id: str, users: list[str], pushable: list[dict[str, Any]], first: BaseException
+) -> int:
+    """The provider raised something other than its own errors for the batch: send each message
+    alone, so only a message that fails by itself is dead-lettered (no retries for those)."""
+    if len(pushable) == 1:
+        metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(users))
+        dead_letter(chosen.name, "error", conversation_id, users, pushable, f"cannot send it: {first!r}", first)
+        return 0
+    log.warning("offline push via %s failed (%r): sending one message at a time", chosen.name, first)
+    delivered = 0
+    for msg in pushable:
+        try:
+            title, desc = notification_text(msg)
+            result = chosen.send(conversation_id, users, title, desc, [msg])
+        except Exception as exc:
+            metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(users))
+            dead_letter(chosen.name, "error", conversation_id, users, [msg], f"cannot send it: {exc!r}", exc)
+            continue
+        metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(result.delivered))
+        delivered = max(delivered, len(result.delivered))
+    return delivered
 
 
 @celery_app.task(name="offline.push", bind=True, acks_late=True, max_retries=None)
 def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: list[dict[str, Any]]) -> int:
     """Returns how many users the provider accepted the notification for."""
-    pushable = [m for m in msgs if classify.goes_offline(m)]
-    if not pushable or not user_ids:
+    if not user_ids:
+        return 0
+    pushable = offline_pushable(settings.offline_push_provider, conversation_id, user_ids, msgs)
+    if not pushable:
         return 0
     try:
         chosen = provider()
     except ProviderMisconfigured as exc:
         name = settings.offline_push_provider
         metrics.OFFLINE_PUSH_FAILED.labels(name).inc(len(user_ids))
-        dead_letter(name, exc.status, conversation_id, user_ids, pushable, exc.reason)
+        dead_letter(name, exc.status, conversation_id, user_ids, pushable, exc.reason, exc)
         return 0
     if chosen is None:
         log.info("offline push is off (no OFFLINE_PUSH_URL); skipping %s", user_ids)
@@ -132,14 +176,16 @@ def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: li
     except TRANSIENT_ERRORS as exc:
         # MongoDB unreachable: ask again later rather than notify users who muted the conversation
         if retries < settings.offline_push_max_retries:
-            raise self.retry(countdown=next_delay(retries), exc=exc) from exc
+            raise self.retry(
+                args=[conversation_id, user_ids, pushable], countdown=next_delay(retries), exc=exc
+            ) from exc
         metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(user_ids))
         reason = f"cannot read recvMsgOpt: {exc!r}"
-        dead_letter(chosen.name, "recv_msg_opt", conversation_id, user_ids, pushable, reason)
+        dead_letter(chosen.name, "recv_msg_opt", conversation_id, user_ids, pushable, reason, exc)
         return 0
     if not users:
         return 0
-    title, desc = notification_text(pushable[-1])
+    title, desc = notification_text(pushable[-1])  # offline_pushable tried it already
     try:
         result = chosen.send(conversation_id, users, title, desc, pushable)
     except ProviderError as exc:
@@ -156,11 +202,23 @@ def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: li
                 len(remaining),
                 delay,
             )
-            raise self.retry(args=[conversation_id, remaining, msgs], countdown=delay, exc=exc) from exc
+            raise self.retry(args=[conversation_id, remaining, pushable], countdown=delay, exc=exc) from exc
         metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(remaining))
         why = exc.reason if not exc.retryable else f"{exc.reason} (after {retries + 1} attempts)"
-        dead_letter(chosen.name, exc.status, conversation_id, remaining, pushable, why)
+        dead_letter(chosen.name, exc.status, conversation_id, remaining, pushable, why, exc)
         return len(exc.delivered)
+    except TRANSIENT_ERRORS as exc:  # our own Redis (provider tokens) unreachable: as a 5xx
+        if retries < settings.offline_push_max_retries:
+            raise self.retry(
+                args=[conversation_id, user_ids, pushable], countdown=next_delay(retries), exc=exc
+            ) from exc
+        metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(users))
+        dead_letter(
+            chosen.name, "outage", conversation_id, users, pushable, f"{exc!r} (after {retries + 1} attempts)", exc
+        )
+        return 0
+    except Exception as exc:
+        return send_one_by_one(chosen, conversation_id, users, pushable, exc)
     metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(result.delivered))
     if result.skipped:
         log.info("offline push via %s: no device for %s", chosen.name, result.skipped)

@@ -3,23 +3,33 @@
 Idempotent and order-insensitive: a redelivered batch sets the same slots again. The broker message
 is acknowledged only after MongoDB confirmed every write (P1); while MongoDB is down the task waits
 with capped backoff, and the Redis cache keeps serving the messages meanwhile.
+
+The unit of failure is one message (P7): a message MongoDB refuses (a NUL or `$` in a key, too large,
+a write error that is not an outage) is dead-lettered alone; the batch's other runs and the other
+messages of its run are written (its slot stays empty and pulls as a status-4 placeholder).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import partial
 from typing import Any
 
-from app import cache, metrics, storage
+from bson.errors import InvalidDocument
+from pymongo.errors import BulkWriteError, DocumentTooLarge, WriteError
+
+from app import dead_letters, metrics, quarantine, storage
 from app import journal as hand_offs
 from app.backoff import until_done
 from app.celery_app import celery_app
+from app.conversation import doc_id
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_KEY = "DEAD_LETTER:persist"
+Run = tuple[str, list[dict[str, Any]]]
+
+# MongoDB's codes for a server stepping down or shutting down: an outage, whatever the error class.
+OUTAGE_CODES = frozenset({6, 7, 50, 64, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
 
 
 class NonContiguousRun(ValueError):
@@ -32,30 +42,152 @@ def check_run(conversation_id: str, msgs: list[dict[str, Any]]) -> None:
         raise NonContiguousRun(f"{conversation_id}: seqs {seqs[:10]} are not one contiguous run")
 
 
+def refused_message(exc: BaseException) -> bool:
+    """True when MongoDB (or its driver) refuses what was written rather than being unavailable."""
+    if isinstance(exc, BulkWriteError):
+        if exc.details.get("writeConcernErrors"):
+            return False
+        codes = {err.get("code") for err in exc.details.get("writeErrors", [])}
+        return bool(codes) and not codes & OUTAGE_CODES
+    if isinstance(exc, WriteError):
+        return exc.code not in OUTAGE_CODES
+    return isinstance(
+        exc, (InvalidDocument, DocumentTooLarge, OverflowError, UnicodeEncodeError, TypeError, ValueError, KeyError)
+    )
+
+
+def dead_letter(conv: str, msgs: list[Any], reason: str, error: BaseException | None = None) -> None:
+    """Keep what MongoDB will not take, with its reason; redriven as a persist batch of its own."""
+    until_done(
+        partial(
+            dead_letters.put,
+            "persist",
+            reason,
+            dead_letters.task_payload("persist", [[[conv, msgs]], []]),
+            conversation=conv,
+            error=error,
+        ),
+        "dead letter",
+    )
+
+
+def split_runs(runs: list[Any]) -> list[Run]:
+    """The runs to write: a broken run is dead-lettered whole (a bug upstream), a message MongoDB
+    could not store is dead-lettered alone and its run split around it."""
+    good: list[Run] = []
+    for run in runs:
+        conv, msgs = run if isinstance(run, (list, tuple)) and len(run) == 2 else ("", [run])
+        try:
+            if not isinstance(conv, str) or not isinstance(msgs, list):
+                raise NonContiguousRun(f"a run is [conversation, messages], not {str(run)[:80]}")
+            check_run(conv, msgs)
+        except (NonContiguousRun, TypeError, ValueError, AttributeError) as exc:
+            # Never write it silently: log it and keep it for an operator; the other runs go on.
+            log.exception("refusing to persist a broken run", extra={"conversationID": str(conv)})
+            dead_letter(str(conv), msgs if isinstance(msgs, list) else [msgs], f"broken run: {exc}", exc)
+            continue
+        storable: list[dict[str, Any]] = []
+        for msg in msgs:
+            try:
+                quarantine.check_stored_message(msg)
+            except quarantine.Refused as exc:
+                dead_letter(conv, [msg], f"not storable: {exc}", exc)
+                continue
+            storable.append(msg)
+        if storable:
+            good.append((conv, storable))
+    return good
+
+
+def write(runs: list[Run]) -> int:
+    return until_done(
+        partial(storage.write_runs, runs),
+        "persist batch",
+        on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
+    )
+
+
+def write_isolated(runs: list[Run]) -> tuple[int, int]:
+    """All runs in one round trip; if MongoDB refuses that, one message at a time, so only the
+    message it refuses is dead-lettered. Outages are waited out (P1); an error that is neither
+    an outage nor a refusal of one message is raised (the journal runs the hand-off again).
+    Returns (documents, messages) written."""
+    try:
+        return write(runs), sum(len(msgs) for _, msgs in runs)
+    except Exception as exc:
+        if not refused_message(exc):
+            raise
+        log.warning("MongoDB refused a persist batch (%r): writing one message at a time", exc)
+    written: set[str] = set()
+    stored = 0
+    for conv, msgs in runs:
+        for msg in msgs:
+            try:
+                write([(conv, [msg])])
+            except Exception as exc:
+                if not refused_message(exc):
+                    raise
+                dead_letter(conv, [msg], f"MongoDB refused it: {exc!r}"[:300], exc)
+                continue
+            written.add(doc_id(conv, int(msg["seq"])))
+            stored += 1
+    return len(written), stored
+
+
+def raise_read_seqs_isolated(triples: list[tuple[str, str, int]]) -> None:
+    try:
+        until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
+        return
+    except Exception as exc:
+        if not refused_message(exc):
+            raise
+        log.warning("MongoDB refused read seqs (%r): writing them one at a time", exc)
+    for triple in triples:
+        try:
+            until_done(partial(storage.raise_read_seqs, [triple]), "persist read seq")
+        except Exception as exc:
+            if not refused_message(exc):
+                raise
+            until_done(
+                partial(
+                    dead_letters.put,
+                    "persist",
+                    f"MongoDB refused a read seq: {exc!r}"[:300],
+                    dead_letters.task_payload("persist", [[], [list(triple)]]),
+                    conversation=triple[0],
+                    error=exc,
+                ),
+                "dead letter",
+            )
+
+
 @celery_app.task(name="persist.batch", acks_late=True)
 def persist_batch(
     runs: list[list[Any]], read_seqs: list[list[Any]] | None = None, journal: list[str] | None = None
 ) -> int:
     """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written.
     `journal` names the hand-off's journal entry (Redis broker), removed once it is done."""
-    good: list[tuple[str, list[dict[str, Any]]]] = []
-    for conv, msgs in runs:
-        try:
-            check_run(conv, msgs)
-        except NonContiguousRun:
-            # Never write it silently: log it and keep it for an operator; the other runs go on.
-            log.exception("refusing to persist a broken run", extra={"conversationID": conv})
-            cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps([conv, msgs]))
-            continue
-        good.append((conv, msgs))
-    written = until_done(
-        partial(storage.write_runs, good),
-        "persist batch",
-        on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
-    )
-    metrics.MSG_INSERT_MONGO_SUCCESS.inc(sum(len(msgs) for _, msgs in good))
+    good = split_runs(runs)
+    written, stored = write_isolated(good)
+    metrics.MSG_INSERT_MONGO_SUCCESS.inc(stored)
     if read_seqs:
-        triples = [(str(conv), str(user), int(seq)) for conv, user, seq in read_seqs]
-        until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
+        triples: list[tuple[str, str, int]] = []
+        for triple in read_seqs:
+            try:
+                conv, user, seq = triple
+                triples.append((str(conv), str(user), int(seq)))
+            except (TypeError, ValueError) as exc:
+                until_done(
+                    partial(
+                        dead_letters.put,
+                        "persist",
+                        f"malformed read seq: {exc}",
+                        dead_letters.task_payload("persist", [[], [triple]]),
+                        error=exc,
+                    ),
+                    "dead letter",
+                )
+        if triples:
+            raise_read_seqs_isolated(triples)
     until_done(partial(hand_offs.done, journal), "persist journal")
     return written

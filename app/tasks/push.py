@@ -1,17 +1,20 @@
 """Push stage: find where each recipient is online and send the messages only to those gateway nodes.
 
 OpenIM broadcasts every push to every gateway; here one Redis publish per gateway node carries that
-node's recipients (P6). Recipients with no live connection go to the offline push task.
+node's recipients (P6). Recipients with no live connection go to the offline push task. A message
+whose push cannot be built or routed is dead-lettered alone; the rest of its batch is pushed (P7).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from app import cache, classify, groups
+from app import cache, classify, dead_letters, groups
 from app import journal as hand_offs
+from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 
@@ -82,22 +85,79 @@ def _runs(msgs: list[dict[str, Any]], members: set[str] | None) -> list[tuple[li
     return runs
 
 
-@celery_app.task(name="push.batch", acks_late=True)
-def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | None = None) -> int:
+def plan_batch(committed: dict[str, list[dict[str, Any]]]) -> Plan:
+    """Resolve recipients, where they are online, and route (one Redis round trip for presence)."""
     group_ids = {m["group_id"] for msgs in committed.values() for m in msgs[:1] if m["session_type"] == GROUP_CHAT}
     members = {gid: groups.members(gid) for gid in group_ids}
     users = sorted(
         {u for msgs in committed.values() for m in msgs for u in recipients(m, members.get(m.get("group_id", "")))}
     )
-    plan = plan_deliveries(committed, cache.get_online(users), members)
+    return plan_deliveries(committed, cache.get_online(users), members)
+
+
+def dead_letter(conv: str, msgs: list[Any], reason: str, error: BaseException | None = None) -> None:
+    until_done(
+        partial(
+            dead_letters.put,
+            "push",
+            reason,
+            dead_letters.task_payload("push", [{conv: msgs}]),
+            conversation=conv,
+            error=error,
+        ),
+        "dead letter",
+    )
+
+
+def plan_isolated(committed: dict[str, list[dict[str, Any]]]) -> Plan:
+    """The batch's plan; if building it raises, each message is planned alone, and only one that
+    raises by itself is dead-lettered (P7). Outages raise: the journal runs the hand-off again."""
+    try:
+        return plan_batch(committed)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        log.warning("planning a push batch failed (%r): planning one message at a time", exc)
+    plan = Plan()
+    for conv, msgs in committed.items() if isinstance(committed, dict) else [("", committed)]:
+        for msg in msgs if isinstance(msgs, list) else [msgs]:
+            try:
+                one = plan_batch({conv: [msg]})
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                log.exception("cannot route a push", extra={"conversationID": conv})
+                dead_letter(conv, [msg], f"cannot route it: {exc!r}"[:300], exc)
+                continue
+            for node, deliveries in one.by_node.items():
+                plan.by_node.setdefault(node, []).extend(deliveries)
+            plan.offline.extend(one.offline)
+    return plan
+
+
+@celery_app.task(name="push.batch", acks_late=True)
+def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | None = None) -> int:
+    plan = plan_isolated(committed)
     for node, deliveries in plan.by_node.items():
-        receivers = cache.publish_to_node(node, {"deliveries": deliveries})
+        try:
+            receivers = cache.publish_to_node(node, {"deliveries": deliveries})
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # one node's payload cannot be sent: keep it, push the others
+            for delivery in deliveries:
+                dead_letter(delivery["conversation_id"], delivery["msgs"], f"cannot publish it: {exc!r}"[:300], exc)
+            continue
         if receivers == 0:
             log.warning("gateway node %s has no push subscriber; its users will catch up by pulling", node)
     if plan.offline:
         from app.tasks.offline import offline_push
 
         for conv, user_ids, msgs in plan.offline:
-            offline_push.apply_async(args=[conv, user_ids, msgs])
+            try:
+                offline_push.apply_async(args=[conv, user_ids, msgs])
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                dead_letter(conv, msgs, f"cannot hand it to offline push: {exc!r}"[:300], exc)
     hand_offs.done(journal)
     return len(plan.by_node)

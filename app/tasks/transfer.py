@@ -6,19 +6,24 @@ Redis is touched in three pipelined round trips per batch, whatever the number o
 probe (known clientMsgIDs), allocate (seq ranges), commit (one transaction: cache, clientMsgID
 records, visible max seqs, read seqs). Outages are waited out inside the task, never by a Celery
 retry to the back of the queue, which would reorder the conversation.
+
+The unit of failure is one message (P7): each message is checked on its own before the commit
+(app/quarantine.py) and one that fails is dead-lettered alone (app/dead_letters.py). Should the batch
+still fail, it is done again one conversation, then one message, at a time: commit recognises what
+an earlier attempt committed by clientMsgID and hands it off again (P2, P5), and a conversation's
+messages keep their order (P3). Only the message that fails on its own is dead-lettered.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, classify, journal, metrics, storage
-from app.backoff import until_done
+from app import cache, classify, dead_letters, journal, metrics, quarantine, storage
+from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
 from app.conversation import GROUP_CHAT, conversation_id_for
 from app.protocol import MSG_STATUS_SUCCESS
@@ -31,7 +36,9 @@ Msgs = list[dict[str, Any]]
 ByConversation = dict[str, Msgs]
 ReadSeq = tuple[str, str, int]  # (conversation, user, seq)
 
-DEAD_LETTER_KEY = "DEAD_LETTER:transfer"
+# Raised as they are, never blamed on a message: a lost lease (another worker replays the batch)
+# and outages (waited out by until_done wherever they can occur).
+NOT_THE_MESSAGES_FAULT: tuple[type[BaseException], ...] = (LeaseLost, *TRANSIENT_ERRORS)
 
 _allocator: SeqAllocator | None = None
 # Called right before a batch's commit; raises (or exits) when this worker may no longer commit
@@ -202,8 +209,91 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
     return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, pipe.execute(), strict=True)]
 
 
-def process_batch(msgs: Msgs) -> int:
-    """The whole transfer of one batch: classify, commit, hand off. Safe to repeat (P2)."""
+def dead_letter(msg: Any, reason: str, error: BaseException | None = None) -> None:
+    """Keep one message transfer cannot handle, with its reason (waits out a Redis outage)."""
+    try:
+        conv = conversation_id_for(msg["session_type"], msg["send_id"], msg["recv_id"], msg["group_id"])
+    except Exception:  # unroutable: that may be the very reason
+        conv = ""
+    client_msg_id = msg.get("client_msg_id") if isinstance(msg, dict) else None
+    until_done(
+        partial(
+            dead_letters.put,
+            "transfer",
+            reason,
+            dead_letters.transfer_payload([msg]),
+            conversation=conv,
+            error=error,
+            details={"clientMsgID": client_msg_id} if isinstance(client_msg_id, str) else None,
+        ),
+        "dead letter",
+    )
+
+
+def quarantine_batch(msgs: list[Any]) -> Msgs:
+    """The messages transfer can handle; every other one is dead-lettered alone, before the commit."""
+    good: Msgs = []
+    for msg in msgs:
+        reason = quarantine.problem_with(msg)
+        if reason is None:
+            good.append(msg)
+        else:
+            dead_letter(msg, reason)
+    return good
+
+
+def first_of_each_client_msg_id(msgs: Msgs) -> Msgs:
+    """As split_known does within one batch: a clientMsgID repeated is handled once (P2)."""
+    seen: set[str] = set()
+    out: Msgs = []
+    for msg in msgs:
+        if msg["client_msg_id"] not in seen:
+            seen.add(msg["client_msg_id"])
+            out.append(msg)
+    return out
+
+
+def process_batch(msgs: list[Any]) -> int:
+    """The whole transfer of one batch, each message a unit of failure of its own (P7). Safe to repeat (P2)."""
+    good = quarantine_batch(msgs)
+    if not good:
+        return 0
+    try:
+        return process_checked(good)
+    except NOT_THE_MESSAGES_FAULT:
+        raise
+    except Exception as exc:
+        log.warning("transfer batch of %d failed (%r): once more one conversation at a time", len(good), exc)
+    return sum(process_conversation(conv, msgs) for conv, msgs in group_by_conversation(good).items())
+
+
+def process_conversation(conv: str, msgs: Msgs) -> int:
+    """One conversation's messages together, else one by one in acceptance order (P3)."""
+    try:
+        return process_checked(msgs)
+    except NOT_THE_MESSAGES_FAULT:
+        raise
+    except Exception as exc:
+        log.warning(
+            "transfer of %d messages failed (%r): once more one at a time",
+            len(msgs),
+            exc,
+            extra={"conversationID": conv},
+        )
+    done = 0
+    for msg in first_of_each_client_msg_id(msgs):
+        try:
+            done += process_checked([msg])
+        except NOT_THE_MESSAGES_FAULT:
+            raise
+        except Exception as exc:
+            log.exception("transfer of %s failed", msg["client_msg_id"], extra={"conversationID": conv})
+            dead_letter(msg, f"transfer failed: {exc!r}"[:300], exc)
+    return done
+
+
+def process_checked(msgs: Msgs) -> int:
+    """Classify, commit, hand off messages that passed quarantine; raises what it cannot handle."""
     by_conv = group_by_conversation(msgs)
     stored: ByConversation = {}
     ephemeral: ByConversation = {}
@@ -233,18 +323,18 @@ def process_batch(msgs: Msgs) -> int:
 @celery_app.task(name="transfer.batch", acks_late=True)
 def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
+    if not isinstance(msgs, list):
+        msgs = [msgs]  # not a batch at all: quarantine refuses it as one unreadable message
     try:
         count = process_batch(msgs)
     except LeaseLost:
         raise  # another worker consumes the shard now and replays this batch from the journal
-    except Exception:
-        # A bug, not an outage: keep the batch for an operator rather than block the shard forever.
-        try:
-            convs = ",".join(sorted(group_by_conversation(msgs)))
-        except Exception:  # the batch is malformed: the dead letter keeps it as it came
-            convs = ""
-        log.exception("transfer batch failed; stored in %s", DEAD_LETTER_KEY, extra={"conversationID": convs})
-        cache.get_redis().rpush(DEAD_LETTER_KEY, json.dumps(msgs))
+    except Exception as exc:
+        # process_batch isolates each message's failure; this is a bug in that isolation. Keep
+        # every message for an operator, each on its own, rather than block the shard forever.
+        log.exception("transfer batch failed; its %d messages are dead-lettered", len(msgs))
+        for msg in msgs:
+            dead_letter(msg, f"transfer batch failed: {exc!r}"[:300], exc)
         if journal:
             cache.journal_remove(journal[0], journal[1])
         raise

@@ -78,12 +78,14 @@ def fuzz_node(stack: Any) -> Iterator[Any]:
 class FuzzSocket:
     """The fuzzer's connection; a frame that happens to be a valid 2003 logout ends it, so reopen."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self.ws = self._open()
 
     def _open(self) -> websocket.WebSocket:
-        return websocket.create_connection(self.url, timeout=10)
+        # a fresh token each time: a 2003 logout revokes the one it was sent with
+        url = connect_url(self.base_url, USER, LINUX, mint_token(USER, LINUX))
+        return websocket.create_connection(url, timeout=10)
 
     def exchange(self, kind: str, payload: bytes | str) -> dict[str, Any]:
         if kind == "text":
@@ -100,7 +102,7 @@ class FuzzSocket:
 
 @pytest.fixture(scope="module")
 def fuzz_socket(fuzz_node: Any) -> Iterator[FuzzSocket]:
-    sock = FuzzSocket(connect_url(fuzz_node.ws_url, USER, LINUX, mint_token(USER, LINUX)))
+    sock = FuzzSocket(fuzz_node.ws_url)
     yield sock
     sock.ws.close()
 

@@ -16,10 +16,9 @@ import pytest
 import requests
 from celery import Celery
 
-from app import cache, embedded, storage
+from app import cache, dead_letters, embedded, storage
 from app.auth import mint_token
 from app.conversation import SINGLE_CHAT, single_conversation_id
-from app.tasks.offline import DEAD_LETTER_KEY
 from tests.conftest import WORK_DIR
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, labelled_metric
 from tests.integration.helpers import eventually, login
@@ -72,9 +71,10 @@ def message(sender: str, receiver: str, text: str, **extra: Any) -> dict[str, An
     }
 
 
-def dead_letters(conversation_id: str) -> list[dict[str, Any]]:
-    rows = [json.loads(r) for r in cache.get_redis().lrange(DEAD_LETTER_KEY, 0, -1)]
-    return [r for r in rows if r["conversation"] == conversation_id]
+def offline_dead_letters(conversation_id: str) -> list[dict[str, Any]]:
+    """The offline stage's dead letters for this conversation, each with its details flattened in."""
+    rows = dead_letters.list_entries("offline", 10_000)
+    return [{**e.as_dict(), **e.details} for e in rows if e.conversation == conversation_id]
 
 
 # --- the whole pipeline with JPush ------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_provider_503_twice_then_delivered_exactly_once(
     assert len(jpush.pushes_for(conv)) == 1
     assert jpush.attempts - before == 3
     assert success(jpush_stack, "jpush") == succeeded + 1
-    assert dead_letters(conv) == []
+    assert offline_dead_letters(conv) == []
 
 
 def test_provider_400_is_not_retried_and_is_dead_lettered(
@@ -187,10 +187,11 @@ def test_provider_400_is_not_retried_and_is_dead_lettered(
     jpush.fail_status, jpush.fail_next = 400, 1
     msg = message("alice", bob, "malformed?")
     publish(jpush_pub, conv, [bob], [msg])
-    [record] = eventually(lambda: dead_letters(conv))
+    [record] = eventually(lambda: offline_dead_letters(conv))
     assert record["provider"] == "jpush" and record["status"] == 400
     assert record["users"] == [bob] and record["clientMsgIDs"] == [msg["client_msg_id"]]
     assert "400" in record["reason"] and abs(record["time"] - time.time() * 1000) < 60_000
+    assert record["stage"] == "offline" and record["payload"] == {"queue": "offline", "args": [conv, [bob], [msg]]}
     time.sleep(1.5)
     assert jpush.attempts - before == 1
     assert jpush.pushes_for(conv) == []
@@ -219,7 +220,7 @@ def test_out_of_retries_is_dead_lettered(jpush_stack: Stack, jpush: FakeJPush, j
     jpush.fail_status, jpush.fail_next = 503, 100
     try:
         publish(jpush_pub, conv, [bob], [message("alice", bob, "never")])
-        [record] = eventually(lambda: dead_letters(conv))
+        [record] = eventually(lambda: offline_dead_letters(conv))
     finally:
         jpush.fail_next = 0
     assert record["status"] == 503 and "after 4 attempts" in record["reason"]

@@ -10,12 +10,11 @@ from typing import Any
 
 import redis
 
-from app import storage
+from app import dead_letters, storage
 from app.bench import _synthetic
 from app.celery_app import celery_app
 from app.client import text_of
 from app.conversation import single_conversation_id
-from app.tasks.persist import DEAD_LETTER_KEY
 from tests.conftest import REDIS_URL
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
@@ -149,8 +148,11 @@ def test_same_persist_batch_twice_leaves_one_copy_and_broken_runs_are_refused(st
     assert [s["seq"] for s in slots if s] == [101, 102, 103, 104, 105]
     assert storage.get_db().msg.count_documents({"doc_id": {"$regex": f"^{conv}:"}}) == 1
 
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    assert eventually(lambda: any(conv in entry for entry in r.lrange(DEAD_LETTER_KEY, 0, -1)))
+    def refused() -> list[dead_letters.DeadLetter]:
+        return [e for e in dead_letters.list_entries("persist", 10_000) if e.conversation == conv]
+
+    [entry] = eventually(refused)
+    assert "broken run" in entry.reason and entry.payload["args"][0] == [[conv, broken]]
     assert doc_slots(conv, 0) == []  # the broken run wrote nothing
     assert stack.alive()["persist"]
 

@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 import redis
 
-from app import cache, storage
+from app import cache, dead_letters, storage
 from app.bench import _synthetic
 from app.celery_app import celery_app
 from app.client import ClientError, ImClient
 from app.config import settings
 from app.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
-from app.tasks.persist import DEAD_LETTER_KEY as PERSIST_DEAD_LETTER_KEY
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
@@ -45,7 +44,7 @@ class Senders:
         self, stack: Stack, count: int, per_sender: int, pause: float = 0.01, pairs: list[tuple[str, str]] | None = None
     ) -> None:
         tag = uuid.uuid4().hex[:6]
-        self.pairs = pairs or [(f"s{tag}_{i}", f"r{tag}_{i}") for i in range(count)]
+        self.pairs = pairs or [(f"s{tag}-{i}", f"r{tag}-{i}") for i in range(count)]
         self.per_sender = per_sender
         self.pause = pause
         self.stack = stack
@@ -229,8 +228,8 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
         return [slot["msg"]["client_msg_id"] for slot in doc["msgs"] if slot and slot.get("msg")]
 
     assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
-    refused = cache.get_redis().lrange(PERSIST_DEAD_LETTER_KEY, 0, -1)
-    assert not any(conv in entry for entry in refused)
+    refused = [e for stage in ("transfer", "persist") for e in dead_letters.list_entries(stage, 10_000)]
+    assert not any(e.conversation == conv for e in refused)
 
 
 def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis_broker_stack: Stack) -> None:
@@ -244,7 +243,7 @@ def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis
     tag = uuid.uuid4().hex[:6]
     by_shard: dict[int, tuple[str, str]] = {}
     for i in range(1000):  # one conversation on every shard
-        pair = (f"pa{tag}_{i}", f"pb{tag}_{i}")
+        pair = (f"pa{tag}-{i}", f"pb{tag}-{i}")
         by_shard.setdefault(shard_of(single_conversation_id(*pair), settings.transfer_shards), pair)
         if len(by_shard) == settings.transfer_shards:
             break

@@ -8,6 +8,7 @@ from app.connections import OUTBOX_LIMIT, Conn, ConnArgs
 from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
 from app.gateway import parse_conn_args, prepare_outgoing
 from app.proto import sdkws_pb2 as pb
+from tests.factories import text_msgdata
 
 
 def conn_for(user: str = "alice", platform: int = 5) -> Conn:
@@ -37,6 +38,9 @@ def test_conn_args() -> None:
         {"sendID": "a", "platformID": "5", "sdkType": "python"},
         {"sendID": "a", "platformID": "11"},
         {"sendID": "a", "platformID": "5", "compression": "br"},
+        {"sendID": "b_c", "platformID": "5"},  # `_` would give si_a_b_c two readings
+        {"sendID": "a:b", "platformID": "5"},
+        {"sendID": "x" * 65, "platformID": "5"},
     ],
 )
 def test_bad_conn_args(query: dict[str, str]) -> None:
@@ -46,25 +50,31 @@ def test_bad_conn_args(query: dict[str, str]) -> None:
 
 
 def outgoing(**fields: object) -> pb.MsgData:
-    base: dict[str, object] = {
-        "recvID": "bob",
-        "clientMsgID": "c1",
-        "sessionType": 1,
-        "contentType": 101,
-        "content": b'{"content":"hi"}',
-    }
-    base.update(fields)
-    return pb.MsgData(**base)  # type: ignore[arg-type]
+    """As a client sends it: without a sendID (the connection's user is the sender)."""
+    return text_msgdata(**{"sendID": "", **fields})
 
 
 def test_prepare_fills_server_fields() -> None:
     conv, doc = prepare_outgoing(conn_for(), outgoing(), max_content=1000, now_ms=1234)
     assert conv == "si_alice_bob"
+    assert (doc["sender_nickname"], doc["sender_face_url"]) == ("", "")
     assert doc["send_id"] == "alice"
     assert doc["sender_platform_id"] == 5
     assert doc["send_time"] == 1234 and doc["create_time"] == 1234
     assert doc["server_msg_id"] and doc["seq"] == 0
     assert doc["status"] == protocol.MSG_STATUS_SENDING and doc["msg_from"] == protocol.MSG_FROM_USER
+
+
+def test_sender_profile_is_the_servers() -> None:
+    forged = outgoing(senderNickname="The Admin", senderFaceURL="http://evil/face.png", msgFrom=100)
+    _, doc = prepare_outgoing(conn_for(), forged, max_content=1000, now_ms=1, sender=("Alice", "http://face/a"))
+    assert (doc["sender_nickname"], doc["sender_face_url"], doc["msg_from"]) == ("Alice", "http://face/a", 100)
+
+
+def test_own_read_receipt_passes() -> None:
+    receipt = outgoing(contentType=2200, content=b'{"conversationID": "si_alice_bob", "hasReadSeq": 4}')
+    conv, doc = prepare_outgoing(conn_for(), receipt, max_content=1000, now_ms=1)
+    assert (conv, doc["content_type"]) == ("si_alice_bob", 2200)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +87,12 @@ def test_prepare_fills_server_fields() -> None:
         ({"clientMsgID": "x" * 65}, ARGS_ERROR),
         ({"contentType": 0}, ARGS_ERROR),
         ({"content": b"x" * 1001}, ARGS_ERROR),
+        ({"recvID": "b_c"}, ARGS_ERROR),
+        ({"options": {"a\x00b": True}}, ARGS_ERROR),
+        ({"msgFrom": protocol.MSG_FROM_SYSTEM}, NO_PERMISSION),
+        ({"contentType": 1508}, NO_PERMISSION),  # MemberKickedNotification
+        ({"contentType": 2200, "content": b'{"hasReadSeq": 1, "markAsReadUserID": "bob"}'}, NO_PERMISSION),
+        ({"contentType": 2200, "content": b'{"hasReadSeq": 1, "conversationID": "si_bob_carol"}'}, NO_PERMISSION),
     ],
 )
 def test_prepare_rejects(fields: dict[str, object], code: int) -> None:
@@ -86,10 +102,19 @@ def test_prepare_rejects(fields: dict[str, object], code: int) -> None:
 
 
 class RecordingSocket:
+    """simple_websocket's Server as Conn uses it; `sock` (its TCP socket) is what Conn.abort shuts."""
+
     def __init__(self, block: bool = False) -> None:
         self.sent: list[bytes | str] = []
         self.closed = False
         self.block = block
+        self.sock = self
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        self.closed = True
 
     def send(self, item: bytes | str) -> None:
         if self.block:
@@ -118,6 +143,20 @@ def test_slow_client_is_closed_instead_of_queueing_forever() -> None:
     for _ in range(OUTBOX_LIMIT + 5):
         conn.send_frame(b"x")
     assert ws.closed
+
+
+def test_slow_client_over_the_byte_budget_is_dropped_and_its_session_ended() -> None:
+    ws = RecordingSocket(block=True)
+    ended: list[Conn] = []
+    conn = conn_for()
+    conn.ws, conn.outbox_max_bytes, conn.on_abort = ws, 1000, ended.append
+    conn.send_frame(b"x" * 5000)  # one frame always fits in an empty outbox
+    assert not conn.aborted
+    conn.send_frame(b"x" * 10)
+    assert conn.aborted and ws.closed and ended == [conn]
+    conn.send_frame(b"x")  # dropped quietly: the session ended once
+    conn.close()
+    assert ended == [conn]
 
 
 def b64url_json(body: object) -> str:

@@ -1,4 +1,5 @@
 import base64
+import gzip
 import json
 
 import pytest
@@ -127,6 +128,21 @@ def test_response_envelope_and_gzip() -> None:
     assert protocol.gunzip_frame(protocol.gzip_frame(frame)) == frame
     with pytest.raises(ImError):
         protocol.gunzip_frame(b"plain")
+
+
+def test_gunzip_is_bounded() -> None:
+    limit = protocol.MAX_INFLATED_FRAME_BYTES
+    assert protocol.gunzip_frame(gzip.compress(b"x" * limit)) == b"x" * limit
+    # two members, as gzip.decompress reads them
+    assert protocol.gunzip_frame(gzip.compress(b"ab") + gzip.compress(b"cd")) == b"abcd"
+    bomb = gzip.compress(b"\0" * 50_000_000, compresslevel=9)
+    assert len(bomb) <= protocol.MAX_FRAME_BYTES
+    for frame in (bomb, gzip.compress(b"x" * (limit + 1)), gzip.compress(b"x" * limit) + gzip.compress(b"y")):
+        with pytest.raises(ImError) as err:
+            protocol.gunzip_frame(frame)
+        assert err.value.code == ARGS_ERROR and "too large after decompression" in err.value.message
+    with pytest.raises(ImError, match="truncated"):
+        protocol.gunzip_frame(gzip.compress(b"x" * 1000)[:-12])
 
 
 def test_placeholder_is_deleted_status() -> None:
