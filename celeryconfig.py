@@ -7,7 +7,7 @@ import os
 from kombu.entity import Queue
 
 from app.config import settings
-from app.conversation import transfer_queue
+from app.core.conversation import transfer_queue
 
 broker_url = settings.effective_broker_url
 _amqp = broker_url.startswith(("amqp://", "pyamqp://", "amqps://"))

@@ -10,17 +10,17 @@ import time
 
 
 def _setup_logging() -> None:
-    from app import logs
     from app.config import settings
+    from app.ops import logs
 
     logs.setup(settings.log_level, settings.log_format)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from app.auth import mint_token
     from app.config import secrets
-    from app.errors import ImError
-    from app.validation import check_user_id
+    from app.core.errors import ImError
+    from app.core.validation import check_user_id
+    from app.services.auth import mint_token
 
     try:
         check_user_id(args.user_id)
@@ -52,7 +52,7 @@ WORKER_KINDS = ("transfer", "persist", "push", "offline")
 
 def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None = None) -> list[str]:
     from app.config import settings
-    from app.conversation import transfer_queue
+    from app.core.conversation import transfer_queue
 
     if kind == "transfer":
         queues = ",".join(transfer_queues or [transfer_queue(k) for k in settings.transfer_worker_shards])
@@ -81,10 +81,10 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging()
-    from app import storage
     from app.celery_app import celery_app
     from app.config import settings
-    from app.metrics import serve_metrics, watch_tasks
+    from app.ops.metrics import serve_metrics, watch_tasks
+    from app.store.mongo import storage
 
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()
@@ -99,8 +99,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def start_journal_sweeper(kind: str, older_than_seconds: float) -> None:
-    """Redis broker: run hand-offs whose broker message a killed worker took with it (app/journal.py)."""
-    from app import journal
+    """Redis broker: run hand-offs whose broker message a killed worker took with it (app/pipeline/journal.py)."""
+    from app.pipeline import journal
 
     if kind == "persist":
         from app.tasks.persist import persist_batch as task
@@ -110,12 +110,12 @@ def start_journal_sweeper(kind: str, older_than_seconds: float) -> None:
 
 
 def run_leased_transfer_worker(extra: list[str]) -> int:
-    """Redis broker: hold the shards' lease while consuming them (see app/shard_lease.py)."""
-    from app.cache import get_broker_redis
+    """Redis broker: hold the shards' lease while consuming them (see app/pipeline/shard_lease.py)."""
     from app.celery_app import celery_app
     from app.config import settings
-    from app.conversation import transfer_queue
-    from app.shard_lease import ShardLease
+    from app.core.conversation import transfer_queue
+    from app.pipeline.shard_lease import ShardLease
+    from app.store.redis.cache import get_broker_redis
     from app.tasks.transfer import guard_commits, replay_journal
 
     log = logging.getLogger("app.worker")
@@ -142,20 +142,20 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from app.devstack import run_stack
+    from app.ops.devstack import run_stack
 
     return run_stack(with_flower=not args.no_flower)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from app.chat import run_chat
+    from app.cli.chat import run_chat
 
     return run_chat(args.user_id, args.peer_id, args.platform_id, args.url, args.send)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _setup_logging()
-    from app import bench
+    from app.bench import stages as bench
 
     if args.what == "allocator":
         bench.bench_allocator(args.calls)
@@ -164,11 +164,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     elif args.what == "persist":
         bench.bench_persist(args.messages)
     elif args.what == "fanout":
-        from app.bench_push import bench_fanout
+        from app.bench.fanout import bench_fanout
 
         bench_fanout(args.members, args.online_fraction, args.fanout_messages)
     elif args.what == "connections":
-        from app.bench_push import bench_connections
+        from app.bench.fanout import bench_connections
         from app.config import settings
 
         bench_connections(args.url or f"ws://{settings.gateway_host}:{settings.gateway_port}", args.count)
@@ -180,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
-    from app.bench_e2e import E2EConfig, run_e2e
+    from app.bench.e2e.run import E2EConfig, run_e2e
 
     cfg = E2EConfig(
         users=args.users,
@@ -208,10 +208,10 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    """Operators' view of app/dead_letters.py: list, show, redrive or drop one entry."""
+    """Operators' view of app/pipeline/dead_letters.py: list, show, redrive or drop one entry."""
     import json
 
-    from app import dead_letters
+    from app.pipeline import dead_letters
 
     if args.action == "list":
         for entry in dead_letters.list_entries(args.stage, args.limit):
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser(
         "bench",
-        help="stage figures (app/bench.py, app/bench_push.py), or `e2e`: the running stack under websocket load",
+        help="stage figures (app/bench/stages.py, fanout.py), or `e2e`: the running stack under websocket load",
     )
     p.add_argument("what", choices=["allocator", "transfer", "persist", "pull", "fanout", "connections", "e2e"])
     p.add_argument("--members", type=int, default=500, help="fanout: group size")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument("--sdk-type", choices=["json", "js"], default="json", help="the clients' data encoding (json)")
     e2e.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain")
     e2e.add_argument("--seed", type=int, default=1, help="seed of the conversation and group plan")
-    e2e.add_argument("--baseline", action="store_true", help="also run the same load through app/baseline.py")
+    e2e.add_argument("--baseline", action="store_true", help="also run the same load through app/bench/baseline.py")
     e2e.add_argument(
         "--baseline-concurrency", type=int, default=0, help="baseline worker processes (default: one per core)"
     )

@@ -10,7 +10,7 @@ import secrets as random_secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.conversation import shards_of_part
+from app.core.conversation import shards_of_part
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Settings:
     # that one batch's Redis and MongoDB round trips overlap another shard's); empty: one process.
     transfer_part: str = field(default_factory=lambda: _env_str("TRANSFER_PART", ""))
     # Redis broker: a dead worker's unacknowledged messages come back after this long (celeryconfig),
-    # and journaled hand-offs older than this are run by the consumers' sweepers (app/journal.py).
+    # and journaled hand-offs older than this are run by the consumers' sweepers (app/pipeline/journal.py).
     broker_visibility_timeout: int = field(default_factory=lambda: _env_int("BROKER_VISIBILITY_TIMEOUT", 120))
     transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
     seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
@@ -120,7 +120,7 @@ class Settings:
     gateway_max_pending_sockets: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_PENDING_SOCKETS", 1000))
     # A client whose unsent frames exceed this many bytes is not reading: it is dropped and goes offline.
     gateway_outbox_max_bytes: int = field(default_factory=lambda: _env_int("GATEWAY_OUTBOX_MAX_BYTES", 4 * 1024 * 1024))
-    # Dead letters (app/dead_letters.py): newest entries kept per stage, and the largest payload kept
+    # Dead letters (app/pipeline/dead_letters.py): newest entries kept per stage, and the largest payload kept
     # whole (a larger one is kept truncated, for reading only).
     dead_letters_max: int = field(default_factory=lambda: _env_int("DEAD_LETTERS_MAX", 10_000))
     dead_letters_max_payload_bytes: int = field(

@@ -26,15 +26,14 @@ from flask_sock import Sock
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import cache, classify, groups, history, metrics, profiles, protocol, push_frames, storage, validation
-from app.acceptance import Ack, Pending
-from app.admin_api import admin_api
-from app.auth import TokenClaims, verify_token
-from app.batcher import ShardBatcher
+from app.api.admin import admin_api
+from app.api.groups import group_api
+from app.api.openim import openim_api
+from app.api.third import third_api
 from app.config import settings
-from app.connections import Conn, ConnArgs, Hub, online_event
-from app.conversation import GROUP_CHAT, SINGLE_CHAT, conversation_id_for, shard_of
-from app.errors import (
+from app.core import classify, protocol, push_frames, validation
+from app.core.conversation import GROUP_CHAT, SINGLE_CHAT, conversation_id_for, shard_of
+from app.core.errors import (
     ARGS_ERROR,
     CONN_ARGS_ERROR,
     CONN_OVER_MAX_NUM,
@@ -45,13 +44,18 @@ from app.errors import (
     TOKEN_INVALID,
     ImError,
 )
-from app.group_api import group_api
-from app.openim_api import openim_api
+from app.core.sessions import LOGIN_POLICIES, platforms_to_kick
+from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
-from app.publish import accept_shard_batch, queue_depths
-from app.sessions import LOGIN_POLICIES, platforms_to_kick
-from app.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
-from app.third_api import third_api
+from app.services import groups, history, profiles
+from app.services.auth import TokenClaims, verify_token
+from app.store.mongo import storage
+from app.store.redis import cache
+from app.ws.acceptance import Ack, Pending
+from app.ws.batcher import ShardBatcher
+from app.ws.connections import Conn, ConnArgs, Hub, online_event
+from app.ws.publish import accept_shard_batch, queue_depths
+from app.ws.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
 
 log = logging.getLogger(__name__)
 

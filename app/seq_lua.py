@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from app.cache import malloc_seq_key
 from app.config import settings
+from app.store.redis.cache import malloc_seq_key
 
 log = logging.getLogger(__name__)
 

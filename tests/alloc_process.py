@@ -13,8 +13,9 @@ import random
 import sys
 import time
 
-from app import cache, storage
 from app.seq_lua import SeqAllocator
+from app.store.mongo import storage
+from app.store.redis import cache
 
 
 def main(argv: list[str]) -> int:

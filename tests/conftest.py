@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app import embedded  # imports nothing that reads the configuration
+from app.ops import embedded  # imports nothing that reads the configuration
 
 TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
 WORK_DIR = Path(tempfile.mkdtemp(prefix="openim-tests-"))

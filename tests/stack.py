@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from app import embedded
+from app.ops import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ("transfer", "persist", "push", "offline")

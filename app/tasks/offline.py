@@ -5,7 +5,7 @@ Before calling the provider: only messages that may go offline (offlinePush opti
 receipts), and only receivers whose recvMsgOpt for the conversation is 0 (receive and notify).
 Timeouts, connection errors, 5xx and 429 are retried with capped exponential backoff, sending
 again only to the users not yet delivered; a refusal (4xx) or running out of retries leaves a
-dead letter (app/dead_letters.py, stage `offline`) and a log line. A message whose notification
+dead letter (app/pipeline/dead_letters.py, stage `offline`) and a log line. A message whose notification
 cannot be built is dead-lettered alone; the others are still sent (P7).
 """
 
@@ -20,11 +20,14 @@ from typing import Any
 
 from celery import Task
 
-from app import classify, dead_letters, metrics, offline_providers, storage
-from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
 from app.config import settings
-from app.offline_providers import Provider, ProviderError, ProviderMisconfigured
+from app.core import classify
+from app.ops import metrics
+from app.pipeline import dead_letters, offline_providers
+from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
+from app.pipeline.offline_providers import Provider, ProviderError, ProviderMisconfigured
+from app.store.mongo import storage
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,14 @@ from typing import Any
 from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, DocumentTooLarge, WriteError
 
-from app import dead_letters, metrics, quarantine, storage
-from app import journal as hand_offs
-from app.backoff import until_done
 from app.celery_app import celery_app
-from app.conversation import doc_id
+from app.core import quarantine
+from app.core.conversation import doc_id
+from app.ops import metrics
+from app.pipeline import dead_letters
+from app.pipeline import journal as hand_offs
+from app.pipeline.backoff import until_done
+from app.store.mongo import storage
 
 log = logging.getLogger(__name__)
 

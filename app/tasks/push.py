@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, classify, dead_letters, groups
-from app import journal as hand_offs
-from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
-from app.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
+from app.core import classify
+from app.core.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
+from app.pipeline import dead_letters
+from app.pipeline import journal as hand_offs
+from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
+from app.services import groups
+from app.store.redis import cache
 
 log = logging.getLogger(__name__)
 

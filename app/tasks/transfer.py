@@ -8,7 +8,7 @@ records, visible max seqs, read seqs). Outages are waited out inside the task, n
 retry to the back of the queue, which would reorder the conversation.
 
 The unit of failure is one message (P7): each message is checked on its own before the commit
-(app/quarantine.py) and one that fails is dead-lettered alone (app/dead_letters.py). Should the batch
+(app/core/quarantine.py) and one that fails is dead-lettered alone (app/pipeline/dead_letters.py). Should the batch
 still fail, it is done again one conversation, then one message, at a time: commit recognises what
 an earlier attempt committed by clientMsgID and hands it off again (P2, P5), and a conversation's
 messages keep their order (P3). Only the message that fails on its own is dead-lettered.
@@ -22,13 +22,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from app import cache, classify, dead_letters, journal, metrics, quarantine, storage
-from app.backoff import TRANSIENT_ERRORS, until_done
 from app.celery_app import celery_app
-from app.conversation import GROUP_CHAT, conversation_id_for
-from app.protocol import MSG_STATUS_SUCCESS
+from app.core import classify, quarantine
+from app.core.conversation import GROUP_CHAT, conversation_id_for
+from app.core.protocol import MSG_STATUS_SUCCESS
+from app.ops import metrics
+from app.pipeline import dead_letters, journal
+from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
+from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import SeqAllocator
-from app.shard_lease import LeaseLost
+from app.store.mongo import storage
+from app.store.redis import cache
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ NOT_THE_MESSAGES_FAULT: tuple[type[BaseException], ...] = (LeaseLost, *TRANSIENT
 
 _allocator: SeqAllocator | None = None
 # Called right before a batch's commit; raises (or exits) when this worker may no longer commit
-# for its shards (app/shard_lease.py on a Redis broker).
+# for its shards (app/pipeline/shard_lease.py on a Redis broker).
 _commit_guard: Callable[[], None] | None = None
 
 

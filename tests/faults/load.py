@@ -15,9 +15,9 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from app.auth import mint_token
-from app.client import ImClient
-from app.conversation import group_conversation_id, single_conversation_id
+from app.cli.client import ImClient
+from app.core.conversation import group_conversation_id, single_conversation_id
+from app.services.auth import mint_token
 
 LINUX = 7
 SEND_PAUSE_SECONDS = 0.05  # per sender: a steady load, not a saturating one (the bench does that)

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from app import embedded
-from app.auth import mint_token
-from app.client import ImClient
+from app.cli.client import ImClient
+from app.ops import embedded
+from app.services.auth import mint_token
 from tests.conftest import AMQP_URL, WORK_DIR
 from tests.faults.load import Load, audit
 from tests.integration.helpers import admin_token, eventually, rest

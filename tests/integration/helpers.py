@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.auth import mint_token
-from app.client import ImClient
+from app.cli.client import ImClient
+from app.services.auth import mint_token
 
 WEB = 5
 LINUX = 7

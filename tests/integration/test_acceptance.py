@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.acceptance import Ack, Pending, accept_batch
+from app.ws.acceptance import Ack, Pending, accept_batch
 
 
 def pending(conv: str, cid: str, server_msg_id: str) -> Pending:

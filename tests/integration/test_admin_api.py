@@ -7,8 +7,8 @@ from typing import Any
 
 import requests
 
-from app.auth import mint_token, parse_token
-from app.client import ImClient
+from app.cli.client import ImClient
+from app.services.auth import mint_token, parse_token
 
 
 def post(stack: Any, path: str, body: object, token: str | None = None) -> dict[str, Any]:

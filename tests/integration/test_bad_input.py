@@ -9,8 +9,8 @@ import pytest
 import requests
 import websocket
 
-from app.auth import mint_token
-from app.client import connect_url
+from app.cli.client import connect_url
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX, login
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.bench_watch import QueueDepth
+from app.bench.e2e.watch import QueueDepth
 from app.celery_app import celery_app
 from tests.integration.helpers import eventually
 from tests.stack import ROOT

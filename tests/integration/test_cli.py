@@ -8,8 +8,8 @@ import sys
 import time
 from typing import Any
 
-from app.auth import parse_token
-from app.client import text_of
+from app.cli.client import text_of
+from app.services.auth import parse_token
 from tests.integration.helpers import WEB, login
 from tests.stack import ROOT
 

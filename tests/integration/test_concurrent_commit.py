@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import cache
-from app.bench import _synthetic
-from app.conversation import single_conversation_id
+from app.bench.stages import _synthetic
+from app.core.conversation import single_conversation_id
+from app.store.redis import cache
 from app.tasks.transfer import commit_batch, group_by_conversation, guard_commits
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import websocket
 
-from app.auth import mint_token
-from app.client import ImClient, connect_url, text_of
-from app.conversation import single_conversation_id
+from app.cli.client import ImClient, connect_url, text_of
+from app.core.conversation import single_conversation_id
 from app.proto import sdkws_pb2 as pb
+from app.services.auth import mint_token
 from tests.integration.helpers import eventually
 
 

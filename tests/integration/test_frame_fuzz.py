@@ -18,8 +18,8 @@ import websocket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.auth import mint_token
-from app.client import ImClient, connect_url
+from app.cli.client import ImClient, connect_url
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX
 
 USER = "fuzzer"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app.auth import mint_token
-from app.client import ClientError, ImClient
+from app.cli.client import ClientError, ImClient
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
 
 MEMBER_KICKED = 1508

@@ -10,9 +10,9 @@ import pytest
 import redis
 from pymongo import MongoClient
 
-from app import embedded
-from app.client import text_of
-from app.conversation import single_conversation_id
+from app.cli.client import text_of
+from app.core.conversation import single_conversation_id
+from app.ops import embedded
 from tests.conftest import BROKER_REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.stack import Stack

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from app import cache
-from app.offline_providers import PushResult, RejectedError, RetryableError
-from app.offline_providers.fcm import Fcm
-from app.offline_providers.getui import MAX_LIST_ALIASES, Getui
-from app.offline_providers.jpush import JPush
-from app.offline_providers.webhook import Webhook
+from app.pipeline.offline_providers import PushResult, RejectedError, RetryableError
+from app.pipeline.offline_providers.fcm import Fcm
+from app.pipeline.offline_providers.getui import MAX_LIST_ALIASES, Getui
+from app.pipeline.offline_providers.jpush import JPush
+from app.pipeline.offline_providers.webhook import Webhook
+from app.store.redis import cache
 from tests.fake_provider import FakeProvider
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush
 

@@ -16,9 +16,12 @@ import pytest
 import requests
 from celery import Celery
 
-from app import cache, dead_letters, embedded, storage
-from app.auth import mint_token
-from app.conversation import SINGLE_CHAT, single_conversation_id
+from app.core.conversation import SINGLE_CHAT, single_conversation_id
+from app.ops import embedded
+from app.pipeline import dead_letters
+from app.services.auth import mint_token
+from app.store.mongo import storage
+from app.store.redis import cache
 from tests.conftest import WORK_DIR
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, labelled_metric
 from tests.integration.helpers import eventually, login

@@ -13,10 +13,11 @@ from typing import Any
 import requests
 import websocket
 
-from app import cache, embedded
-from app.auth import mint_token
-from app.client import ClientError, ImClient
-from app.conversation import single_conversation_id
+from app.cli.client import ClientError, ImClient
+from app.core.conversation import single_conversation_id
+from app.ops import embedded
+from app.services.auth import mint_token
+from app.store.redis import cache
 from tests.integration.helpers import LINUX, eventually, login
 
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import redis
 
-from app import dead_letters, storage
-from app.bench import _synthetic
+from app.bench.stages import _synthetic
 from app.celery_app import celery_app
-from app.client import text_of
-from app.conversation import single_conversation_id
+from app.cli.client import text_of
+from app.core.conversation import single_conversation_id
+from app.pipeline import dead_letters
+from app.store.mongo import storage
 from tests.conftest import REDIS_URL
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
@@ -251,8 +252,8 @@ def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
 
 def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: str) -> None:
     """P5: a transfer that died between allocation and commit leaves a gap; it pulls as status 4."""
-    from app import cache
     from app.seq_lua import SeqAllocator
+    from app.store.redis import cache
 
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from app import cache, storage
 from app.seq_lua import SINGLE_BLOCK, SeqAllocator
+from app.store.mongo import storage
+from app.store.redis import cache
 
 
 @pytest.fixture

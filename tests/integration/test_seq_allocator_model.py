@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from app import cache, storage
 from app.seq_lua import SeqAllocator
+from app.store.mongo import storage
+from app.store.redis import cache
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOCATORS = 3

@@ -13,9 +13,9 @@ import pytest
 import requests
 import websocket
 
-from app import protocol
-from app.auth import mint_token
-from app.client import ClientError, ImClient, connect_url
+from app.cli.client import ClientError, ImClient, connect_url
+from app.core import protocol
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX, WEB, eventually, login
 
 IOS = 1

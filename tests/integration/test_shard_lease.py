@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import cache
-from app.bench import _synthetic
-from app.conversation import single_conversation_id
-from app.shard_lease import LeaseLost, ShardLease, lease_key
+from app.bench.stages import _synthetic
+from app.core.conversation import single_conversation_id
+from app.pipeline.shard_lease import LeaseLost, ShardLease, lease_key
+from app.store.redis import cache
 from app.tasks.transfer import guard_commits, process_batch
 
 

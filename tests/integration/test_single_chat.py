@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app import storage
-from app.client import text_of
-from app.conversation import single_conversation_id
+from app.cli.client import text_of
+from app.core.conversation import single_conversation_id
+from app.store.mongo import storage
 from tests.integration.helpers import WEB, eventually, login
 
 

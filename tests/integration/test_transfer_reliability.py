@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import redis
 
-from app import cache, dead_letters, storage
-from app.bench import _synthetic
+from app.bench.stages import _synthetic
 from app.celery_app import celery_app
-from app.client import ClientError, ImClient
+from app.cli.client import ClientError, ImClient
 from app.config import settings
-from app.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
+from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
+from app.pipeline import dead_letters
+from app.store.mongo import storage
+from app.store.redis import cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable

@@ -30,8 +30,8 @@ import pytest
 import requests
 import websocket
 
-from app.client import ImClient, text_of
-from app.conversation import single_conversation_id
+from app.cli.client import ImClient, text_of
+from app.core.conversation import single_conversation_id
 from tests.integration.helpers import eventually
 from tests.stack import ROOT, Stack
 
@@ -60,7 +60,7 @@ class Gateway:
     """One gateway process with its own port and node id, sharing the stack's Redis, MongoDB and broker."""
 
     def __init__(self, stack: Stack, name: str) -> None:
-        from app import embedded
+        from app.ops import embedded
 
         self.port = embedded.free_port()
         self.log_path = stack.log_dir / f"{name}.log"
@@ -206,7 +206,7 @@ def run_js_sdk_scenario(stack: Stack, gw_a: Gateway, uid: str) -> None:
     }
 
     def committed(event: dict[str, Any]) -> None:
-        from app import history
+        from app.services import history
 
         wanted = event["conversationID"]
         assert eventually(lambda: history.visible_max_seqs([wanted])[wanted] == event["wantMaxSeq"])
@@ -474,7 +474,7 @@ def test_own_message_comes_back_with_the_send_operation_id(stack: Stack, uid: st
     """What the SDK relies on, without Node: the sending socket gets its message pushed back, with the
     SendMsg's operationID (other pushes carry theirs), in `msgs`; a REST read receipt reaches the
     peer as a system notification in `notificationMsgs`."""
-    from app.auth import mint_token
+    from app.services.auth import mint_token
 
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)

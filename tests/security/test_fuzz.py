@@ -20,11 +20,11 @@ from google.protobuf import json_format
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from app import protocol
-from app.auth import mint_token
-from app.client import ImClient, connect_url
-from app.conversation import single_conversation_id
+from app.cli.client import ImClient, connect_url
+from app.core import protocol
+from app.core.conversation import single_conversation_id
 from app.proto import sdkws_pb2 as pb
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX, eventually
 
 USERS = {protocol.SDK_JSON: "msgfuzzjson", protocol.SDK_JS: "msgfuzzjs"}  # one user each: no kicks, no syncs
@@ -160,7 +160,7 @@ def sockets(fuzz_node: Any) -> Iterator[dict[str, websocket.WebSocket]]:
 
 
 def accepted_rules_hold(msg: pb.MsgData, sender: str) -> None:
-    """What the gateway accepted obeys the edge's rules, checked here independently of app/validation.py."""
+    """What the gateway accepted obeys the edge's rules, checked here independently of app/core/validation.py."""
     assert msg.msgFrom in (0, 100)
     assert 100 < msg.contentType < 1000 or msg.contentType == 2200
     assert all(k and len(k) <= 64 and not k.startswith("$") and "." not in k and "\x00" not in k for k in msg.options)

@@ -21,11 +21,14 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from app import cache, dead_letters, journal, protocol, storage
 from app.celery_app import celery_app
-from app.client import ImClient
-from app.conversation import shard_of, single_conversation_id, transfer_queue
+from app.cli.client import ImClient
+from app.core import protocol
+from app.core.conversation import shard_of, single_conversation_id, transfer_queue
+from app.pipeline import dead_letters, journal
 from app.proto import sdkws_pb2 as pb
+from app.store.mongo import storage
+from app.store.redis import cache
 from app.tasks.persist import persist_batch
 from app.tasks.push import push_batch
 from tests.integration.helpers import eventually, login

@@ -25,9 +25,10 @@ import requests
 import websocket
 from websockets.asyncio.client import connect as async_connect
 
-from app import cache, embedded
-from app.auth import mint_token
-from app.client import ImClient, connect_url
+from app.cli.client import ImClient, connect_url
+from app.ops import embedded
+from app.services.auth import mint_token
+from app.store.redis import cache
 from tests.fake_provider import FakeProvider
 from tests.integration.helpers import LINUX, eventually
 from tests.stack import ROOT, GatewayNode

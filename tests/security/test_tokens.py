@@ -24,10 +24,11 @@ import pytest
 import requests
 import websocket
 
-from app import embedded, protocol
-from app.auth import ADMIN_PLATFORM, mint_token, parse_token
-from app.client import ImClient, connect_url
+from app.cli.client import ImClient, connect_url
 from app.config import secrets
+from app.core import protocol
+from app.ops import embedded
+from app.services.auth import ADMIN_PLATFORM, mint_token, parse_token
 from tests.integration.helpers import LINUX, WEB, admin_token, rest
 from tests.stack import ROOT
 

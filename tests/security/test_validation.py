@@ -18,10 +18,10 @@ from typing import Any
 
 import websocket
 
-from app import protocol, validation
-from app.auth import mint_token
-from app.client import ImClient
-from app.conversation import single_conversation_id
+from app.cli.client import ImClient
+from app.core import protocol, validation
+from app.core.conversation import single_conversation_id
+from app.services.auth import mint_token
 from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
 from tests.integration.test_bad_input import envelope, raw_connect, read_json
 from tests.integration.test_cli import run_app

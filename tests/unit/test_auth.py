@@ -6,9 +6,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from app.auth import ADMIN_PLATFORM, mint_token, parse_token
 from app.config import MIN_SECRET_BYTES, Settings, resolve_secrets, secrets, secrets_path, settings
-from app.errors import TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_MALFORMED, ImError
+from app.core.errors import TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_MALFORMED, ImError
+from app.services.auth import ADMIN_PLATFORM, mint_token, parse_token
 
 GOOD_TOKEN_SECRET = "t" * MIN_SECRET_BYTES
 GOOD_ADMIN_SECRET = "a" * MIN_SECRET_BYTES
@@ -84,7 +84,7 @@ def test_admin_token_lives_on_the_admin_platform() -> None:
 
 def test_issued_at_has_millisecond_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     """A force logout revokes tokens issued before it, even within the same second: iat is never rounded up."""
-    monkeypatch.setattr("app.auth.time.time", lambda: 1_900_000_000.5679)
+    monkeypatch.setattr("app.services.auth.time.time", lambda: 1_900_000_000.5679)
     claims = jwt.decode(mint_token("alice", 5), options={"verify_signature": False})
     assert claims["iat"] == 1_900_000_000.567
 

@@ -3,7 +3,7 @@ from typing import Any
 import gevent
 import pytest
 
-from app.batcher import ShardBatcher, next_linger
+from app.ws.batcher import ShardBatcher, next_linger
 
 
 def test_batches_per_shard_in_order() -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from app.bench_e2e import E2EConfig, _percentiles, make_plan, name_bottleneck
-from app.bench_watch import classify
+from app.bench.e2e.run import E2EConfig, _percentiles, make_plan, name_bottleneck
+from app.bench.e2e.watch import classify
 
 
 def test_plan_puts_every_user_in_one_chat_first_then_adds_distinct_pairs() -> None:
@@ -36,7 +36,7 @@ def test_roles_by_command_line() -> None:
     py = "/usr/bin/python3"
     assert classify([py, "-m", "app", "gateway"], "python3") == "gateway"
     assert classify(["python", "-m", "app", "worker", "transfer"], "python") == "worker transfer"
-    assert classify([py, "-m", "app.baseline", "worker", "--concurrency", "2"], "python3") == "baseline worker"
+    assert classify([py, "-m", "app.bench.baseline", "worker", "--concurrency", "2"], "python3") == "baseline worker"
     assert classify(["redis-server 127.0.0.1:6379"], "redis-server") == "redis-server"
     assert classify([py, "-c", "from secantus.cli import main", "--port", "1"], "python3") == "secantusdb"
     assert classify(["/bin/sh", "-c", "python -m app gateway"], "sh") is None  # honcho's shell wrapper

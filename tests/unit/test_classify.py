@@ -2,7 +2,7 @@ from typing import Any
 
 import pytest
 
-from app.classify import goes_offline, is_read_receipt, is_stored, json_depth, read_receipt_seq, syncs_sender
+from app.core.classify import goes_offline, is_read_receipt, is_stored, json_depth, read_receipt_seq, syncs_sender
 
 
 def msg(content_type: int = 101, **options: bool) -> dict[str, Any]:

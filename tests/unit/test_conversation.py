@@ -2,7 +2,7 @@ import zlib
 
 import pytest
 
-from app.conversation import (
+from app.core.conversation import (
     GROUP_CHAT,
     NOTIFICATION_CHAT,
     SINGLE_CHAT,

@@ -1,4 +1,4 @@
-"""Pure parts of app/dead_letters.py: what an entry keeps, how ids read, what cannot be redriven."""
+"""Pure parts of app/pipeline/dead_letters.py: what an entry keeps, how ids read, what cannot be redriven."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.dead_letters import decode_entry, encode_fields, parse_id, task_payload, transfer_payload
+from app.pipeline.dead_letters import decode_entry, encode_fields, parse_id, task_payload, transfer_payload
 
 
 def test_an_entry_keeps_its_stage_reason_error_conversation_and_payload() -> None:

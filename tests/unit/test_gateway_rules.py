@@ -3,11 +3,11 @@
 import gevent
 import pytest
 
-from app import protocol
-from app.connections import OUTBOX_LIMIT, Conn, ConnArgs
-from app.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
+from app.core import protocol
+from app.core.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
 from app.gateway import parse_conn_args, prepare_outgoing
 from app.proto import sdkws_pb2 as pb
+from app.ws.connections import OUTBOX_LIMIT, Conn, ConnArgs
 from tests.factories import text_msgdata
 
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from app import offline_providers
 from app.config import Settings
-from app.offline_providers import ProviderMisconfigured
-from app.offline_providers.base import ProviderError, RetryableError, chunks, deliver_in_parts, push_extras
-from app.offline_providers.fcm import Fcm, build_message, fcm_error_code, token_source
-from app.offline_providers.getui import Getui, push_content, sign
-from app.offline_providers.jpush import JPush, basic_auth, build_body, new_sendno
-from app.offline_providers.webhook import Webhook, build_payload
+from app.pipeline import offline_providers
+from app.pipeline.offline_providers import ProviderMisconfigured
+from app.pipeline.offline_providers.base import ProviderError, RetryableError, chunks, deliver_in_parts, push_extras
+from app.pipeline.offline_providers.fcm import Fcm, build_message, fcm_error_code, token_source
+from app.pipeline.offline_providers.getui import Getui, push_content, sign
+from app.pipeline.offline_providers.jpush import JPush, basic_auth, build_body, new_sendno
+from app.pipeline.offline_providers.webhook import Webhook, build_payload
 from app.tasks import offline
 
 

@@ -1,4 +1,4 @@
-from app.openim_api import empty_version, peer_of
+from app.api.openim import empty_version, peer_of
 
 
 def test_peer_of_a_single_conversation() -> None:

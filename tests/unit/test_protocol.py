@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app import protocol
-from app.errors import ARGS_ERROR, ImError
+from app.core import protocol
+from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
 
 

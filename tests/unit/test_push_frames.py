@@ -1,6 +1,6 @@
 from typing import Any, TypedDict
 
-from app.push_frames import (
+from app.core.push_frames import (
     OPERATION_ID,
     is_group_notification,
     is_notification,

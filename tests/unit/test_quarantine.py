@@ -1,4 +1,4 @@
-"""Pure per-message checks of app/quarantine.py: what transfer refuses before a batch's commit."""
+"""Pure per-message checks of app/core/quarantine.py: what transfer refuses before a batch's commit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import protocol
-from app.quarantine import MAX_STORED_MSG_BYTES, check_message, check_stored_message, problem_with
+from app.core import protocol
+from app.core.quarantine import MAX_STORED_MSG_BYTES, check_message, check_stored_message, problem_with
 from tests.factories import text_msgdata
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.sessions import (
+from app.core.sessions import (
     ANDROID,
     ANDROID_PAD,
     IOS,

@@ -1,4 +1,4 @@
-"""The edge's checks (app/validation.py): ids with one reading, bounded message fields, pulls, origins."""
+"""The edge's checks (app/core/validation.py): ids with one reading, bounded message fields, pulls, origins."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import validation as v
-from app.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT, conversation_id_for
-from app.errors import ARGS_ERROR, NO_PERMISSION, ImError
+from app.core import validation as v
+from app.core.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT, conversation_id_for
+from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
 from tests.factories import text_msgdata
 

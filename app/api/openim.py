@@ -1,0 +1,467 @@
+"""OpenIM's user REST API, as far as OpenIM's SDKs need it (see docs/openim-js-sdk.md).
+
+Same paths, headers (`token`, `operationID`) and `{errCode, errMsg, errDlt, data}` envelope as
+OpenIM's api service, always HTTP 200. A user's own token authorizes calls about that user; an
+admin token authorizes anything. Backed by what this server keeps: `conversation` records, seqs
+and read seqs (app/services/history.py), and a small `user` collection (nickname, face). Friends and blacklists
+are not kept (yet): their lists are empty, which is what the SDK's sync needs. Groups: app/api/groups.py.
+
+/jssdk/get_active_conversations and /jssdk/get_conversations speak protobuf when the request's
+Content-Type says so (the JS SDK does), answering `data` as base64 of the protobuf, as OpenIM does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, request
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from pymongo import ASCENDING, UpdateOne
+from pymongo.collection import Collection
+
+from app.api.admin import api_response
+from app.celery_app import celery_app
+from app.core import push_frames, validation
+from app.core.conversation import GROUP_CHAT, SINGLE_CHAT
+from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, SERVER_INTERNAL, ImError
+from app.core.protocol import MSG_FROM_SYSTEM, MSG_STATUS_DELETED, MSG_STATUS_SENDING
+from app.proto import jssdk_pb2 as js
+from app.proto import sdkws_pb2 as pb
+from app.services import history, profiles
+from app.services.auth import TokenClaims, verify_token
+from app.store.mongo import storage
+from app.store.redis import cache
+
+log = logging.getLogger(__name__)
+
+openim_api = Blueprint("openim_api", __name__)
+
+HAS_READ_RECEIPT = 2200  # OpenIM's constant.HasReadReceipt
+DEFAULT_ACTIVE = 100  # OpenIM's defaultGetActiveConversation / maxGetActiveConversation
+MAX_ACTIVE = 500
+MAX_IDS = validation.MAX_IDS_PER_REQUEST  # user or conversation ids in one request
+
+M = TypeVar("M", bound=Message)
+
+
+# --- envelope, authentication, arguments -----------------------------------------------------
+
+
+@openim_api.errorhandler(ImError)
+def on_im_error(err: ImError) -> Response:
+    log.info("%s refused (%d): %s", request.path, err.code, err.message)
+    return api_response(err=err)
+
+
+@openim_api.errorhandler(Exception)
+def on_unexpected(exc: Exception) -> Response:
+    log.exception("%s failed", request.path)
+    return api_response(err=ImError(SERVER_INTERNAL, "internal server error"))
+
+
+def caller() -> TokenClaims:
+    """The token's claims, revocation checked; OpenIM also refuses a request without an operationID header."""
+    if not request.headers.get("operationID"):
+        raise ImError(ARGS_ERROR, "header operationID is required")
+    return verify_token(request.headers.get("token", ""))
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise ImError(ARGS_ERROR, "the body must be a JSON object")
+    return body
+
+
+def text_arg(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise ImError(ARGS_ERROR, f"{name} must be a non-empty string")
+    return value
+
+
+def int_arg(body: dict[str, Any], name: str, default: int = 0) -> int:
+    value = body.get(name, default)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)  # protojson writes int64 as strings
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ImError(ARGS_ERROR, f"{name} must be an integer")
+    return value
+
+
+def ids_arg(body: dict[str, Any], name: str) -> list[str]:
+    """A list of user or group ids (the same character rule for both), each checked, deduplicated."""
+    value = body.get(name) or []
+    if not isinstance(value, list) or len(value) > MAX_IDS:
+        raise ImError(ARGS_ERROR, f"{name} must be a list of at most {MAX_IDS} ids")
+    return validation.check_user_ids(value, name, MAX_IDS)
+
+
+def conversation_arg(body: dict[str, Any], name: str = "conversationID") -> str:
+    validation.check_conversation_id(body.get(name))
+    return str(body[name])
+
+
+def acting_user(claims: TokenClaims, body: dict[str, Any], name: str = "userID") -> str:
+    """The user a call is about: the body's `name`, which must be the caller unless an admin calls."""
+    user_id = validation.check_user_id(body.get(name), name)
+    if user_id != claims.user_id and not claims.admin:
+        raise ImError(NO_PERMISSION, f"{name} is not the token's user")
+    return user_id
+
+
+def is_protobuf_request() -> bool:
+    """OpenIM's jssdk rule: JSON when Content-Type is empty or JSON, protobuf when it says so."""
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type or "application/json" in content_type:
+        return False
+    if "application/x-protobuf" in content_type or "application/protobuf" in content_type:
+        return True
+    raise ImError(ARGS_ERROR, "unsupported content type")
+
+
+def proto_body(message_cls: type[M]) -> M:
+    message = message_cls()
+    try:
+        if is_protobuf_request():
+            message.ParseFromString(request.get_data())
+        else:
+            json_format.ParseDict(json_body(), message, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError) as exc:
+        raise ImError(ARGS_ERROR, f"invalid {message_cls.__name__}: {exc}") from exc
+    return message
+
+
+def empty_version(**extra: Any) -> dict[str, Any]:
+    """An incremental-sync answer for data we do not keep: always the full, empty, version 0."""
+    return {"version": 0, "versionID": "", "full": True, "delete": [], "insert": [], "update": [], **extra}
+
+
+# --- users ------------------------------------------------------------------------------------
+
+_user_index_ready = False
+
+
+def users_collection() -> Collection[dict[str, Any]]:
+    global _user_index_ready
+    coll = storage.get_db().user
+    if not _user_index_ready:
+        coll.create_index([("user_id", ASCENDING)], unique=True)
+        _user_index_ready = True
+    return coll
+
+
+def users_info(user_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """OpenIM's UserInfo for each id, registered or not (an unknown user has no nickname or face)."""
+    wanted = list(user_ids)
+    found = {d["user_id"]: d for d in users_collection().find({"user_id": {"$in": wanted}}, {"_id": 0})}
+    out = []
+    for user_id in wanted:
+        doc = found.get(user_id, {})
+        out.append(
+            {
+                "userID": user_id,
+                "nickname": doc.get("nickname", ""),
+                "faceURL": doc.get("face_url", ""),
+                "ex": doc.get("ex", ""),
+                "createTime": int(doc.get("create_time", 0)),
+                "appMangerLevel": 0,
+                "globalRecvMsgOpt": int(doc.get("global_recv_msg_opt", 0)),
+            }
+        )
+    return out
+
+
+@openim_api.post("/user/user_register")
+def user_register() -> Response:
+    claims = caller()
+    if not claims.admin:
+        raise ImError(NO_PERMISSION, "an admin token is required")
+    users = json_body().get("users")
+    if not isinstance(users, list) or not users or len(users) > MAX_IDS:
+        raise ImError(ARGS_ERROR, "users must be a non-empty list")
+    now = int(time.time() * 1000)
+    ops = []
+    for user in users:
+        if not isinstance(user, dict):
+            raise ImError(ARGS_ERROR, "each user must be an object")
+        fields = {"nickname": user.get("nickname", ""), "face_url": user.get("faceURL", ""), "ex": user.get("ex", "")}
+        if any(not isinstance(v, str) for v in fields.values()):
+            raise ImError(ARGS_ERROR, "nickname, faceURL and ex must be strings")
+        if len(fields["nickname"]) > validation.MAX_NICKNAME_CHARS:
+            raise ImError(ARGS_ERROR, f"nickname is longer than {validation.MAX_NICKNAME_CHARS} characters")
+        if len(fields["face_url"]) > validation.MAX_FACE_URL_CHARS:
+            raise ImError(ARGS_ERROR, f"faceURL is longer than {validation.MAX_FACE_URL_CHARS} characters")
+        if len(fields["ex"]) > validation.MAX_EX_BYTES:
+            raise ImError(ARGS_ERROR, f"ex is longer than {validation.MAX_EX_BYTES} characters")
+        ops.append(
+            UpdateOne(
+                {"user_id": validation.check_user_id(user.get("userID"))},
+                {"$set": fields, "$setOnInsert": {"create_time": now, "global_recv_msg_opt": 0}},
+                upsert=True,
+            )
+        )
+    users_collection().bulk_write(ops, ordered=False)
+    for user in users:
+        profiles.forget(user["userID"])  # senders' nicknames on this node: the new ones at once
+    return api_response({})
+
+
+@openim_api.post("/user/get_users_info")
+def get_users_info() -> Response:
+    caller()
+    return api_response({"usersInfo": users_info(ids_arg(json_body(), "userIDs"))})
+
+
+# --- friends: not kept yet (groups: app/api/groups.py) ----------------------------------------------------------
+
+
+@openim_api.post("/friend/get_incremental_friends")
+def get_incremental_friends() -> Response:
+    acting_user(caller(), json_body())
+    return api_response(empty_version(sortVersion=0))
+
+
+@openim_api.post("/friend/get_full_friend_user_ids")
+def get_full_friend_user_ids() -> Response:
+    acting_user(caller(), json_body())
+    return api_response({"version": 0, "versionID": "", "equal": False, "userIDs": []})
+
+
+@openim_api.post("/friend/get_designated_friends")
+def get_designated_friends() -> Response:
+    acting_user(caller(), json_body(), "ownerUserID")
+    return api_response({"friendsInfo": []})
+
+
+# --- conversations ------------------------------------------------------------------------------
+
+
+def conversation_records(owner: str, conversation_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    query: dict[str, Any] = {"owner_user_id": owner}
+    if conversation_ids is not None:
+        query["conversation_id"] = {"$in": conversation_ids}
+    return {d["conversation_id"]: d for d in storage.get_db().conversation.find(query, {"_id": 0})}
+
+
+def peer_of(conversation_id: str, owner: str) -> str:
+    """The other user of a single chat `si_<a>_<b>` (ids sorted), seen from `owner`."""
+    body = conversation_id.removeprefix("si_")
+    if body.startswith(f"{owner}_") and body != f"{owner}_{owner}":
+        return body[len(owner) + 1 :]
+    if body.endswith(f"_{owner}"):
+        return body[: -len(owner) - 1]
+    return owner
+
+
+def conversation_pb(record: dict[str, Any], owner: str, max_seq: int, min_seq: int) -> js.Conversation:
+    conv = record["conversation_id"]
+    conv_type = int(record.get("conversation_type") or (GROUP_CHAT if conv.startswith("sg_") else SINGLE_CHAT))
+    return js.Conversation(
+        ownerUserID=owner,
+        conversationID=conv,
+        recvMsgOpt=int(record.get("recv_msg_opt", 0)),
+        conversationType=conv_type,
+        userID=peer_of(conv, owner) if conv_type == SINGLE_CHAT else "",
+        groupID=conv.removeprefix("sg_") if conv_type == GROUP_CHAT else "",
+        isPinned=bool(record.get("is_pinned", False)),
+        ex=str(record.get("ex", "")),
+        minSeq=min_seq,
+        maxSeq=max_seq,
+    )
+
+
+def conversation_msgs(owner: str, records: dict[str, dict[str, Any]], with_empty: bool) -> tuple[list[Any], int]:
+    """(ConversationMsg per conversation, newest message first; total unread of these conversations).
+
+    `with_empty` keeps conversations that have no message yet (OpenIM drops them, and the JS SDK
+    then fails on a conversation it asked for by id)."""
+    convs = sorted(records)
+    if not convs:
+        return [], 0
+    from app.api.groups import group_infos  # that module builds on this one
+
+    highs = history.user_max_seqs(owner, convs)  # a group's ends where the owner left it
+    lows = history.min_seqs(owner, convs)
+    reads = history.read_seqs(owner, convs)
+    lasts = history.last_msgs(convs, highs)
+    peers = {peer_of(c, owner) for c in convs if c.startswith("si_")}
+    users = {u["userID"]: u for u in users_info(sorted(peers))}
+    group_list = group_infos(c.removeprefix("sg_") for c in convs if c.startswith("sg_"))
+    out = []
+    unread = 0
+    for conv in convs:
+        max_seq = highs[conv]
+        read_seq = min(reads[conv], max_seq)
+        unread += max_seq - read_seq
+        last = lasts.get(conv)
+        if last is None or last.status >= MSG_STATUS_DELETED:
+            last = None
+        if last is None and not with_empty:
+            continue
+        item = js.ConversationMsg(
+            conversation=conversation_pb(records[conv], owner, max_seq, lows[conv] if max_seq else 0),
+            maxSeq=max_seq,
+            readSeq=read_seq,
+        )
+        if last is not None:
+            item.lastMsg = last.SerializeToString()
+        if item.conversation.userID in users:
+            json_format.ParseDict(users[item.conversation.userID], item.user)
+        if item.conversation.groupID in group_list:  # the SDK names a group conversation after it
+            json_format.ParseDict(group_list[item.conversation.groupID], item.group)
+        out.append((last.sendTime if last is not None else 0, item))
+    out.sort(key=lambda pair: -pair[0])
+    return [item for _, item in out], unread
+
+
+def proto_response(message: Message) -> Response:
+    """`data` as base64 protobuf for a protobuf request, else as JSON (lastMsg as a MsgData object)."""
+    if is_protobuf_request():
+        return api_response(base64.b64encode(message.SerializeToString()).decode("ascii"))
+    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    for item, raw in zip(data.get("conversations", []), getattr(message, "conversations", []), strict=True):
+        item["lastMsg"] = json_format.MessageToDict(pb.MsgData.FromString(raw.lastMsg)) if raw.lastMsg else None
+    return api_response(data)
+
+
+@openim_api.post("/jssdk/get_active_conversations")
+def get_active_conversations() -> Response:
+    owner = caller().user_id
+    req = proto_body(js.GetActiveConversationsReq)
+    count = req.count if 0 < req.count <= MAX_ACTIVE else DEFAULT_ACTIVE
+    items, unread = conversation_msgs(owner, conversation_records(owner), with_empty=False)
+    return proto_response(js.GetActiveConversationsResp(unreadCount=unread, conversations=items[:count]))
+
+
+@openim_api.post("/jssdk/get_conversations")
+def get_conversations() -> Response:
+    owner = caller().user_id
+    req = proto_body(js.GetConversationsReq)
+    wanted = validation.check_conversation_ids(req.conversationIDs, MAX_IDS)
+    records = conversation_records(owner, wanted)
+    items, unread = conversation_msgs(owner, records, with_empty=True)
+    return proto_response(js.GetConversationsResp(unreadCount=unread, conversations=items))
+
+
+@openim_api.post("/conversation/get_incremental_conversations")
+def get_incremental_conversations() -> Response:
+    """The JS SDK reads conversations through /jssdk/*; this answers its version check (no version log)."""
+    acting_user(caller(), json_body())
+    return api_response(empty_version())
+
+
+@openim_api.post("/conversation/get_not_notify_conversation_ids")
+def get_not_notify_conversation_ids() -> Response:
+    owner = acting_user(caller(), json_body())
+    docs = storage.get_db().conversation.find({"owner_user_id": owner, "recv_msg_opt": {"$ne": 0}}, {"_id": 0})
+    return api_response({"conversationIDs": sorted(d["conversation_id"] for d in docs)})
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, int]:
+    """Move the user's read seq forward (never back, never past the visible max): (before, after)."""
+    max_seq = history.visible_max_seqs([conversation_id])[conversation_id]
+    before = history.read_seqs(user_id, [conversation_id])[conversation_id]
+    after = int(
+        cache.get_redis().eval(
+            cache.RAISE_CAPPED_SCRIPT,
+            2,
+            cache.user_read_seq_key(conversation_id, user_id),
+            cache.max_seq_key(conversation_id),
+            min(seq, max_seq),
+        )
+    )
+    storage.raise_read_seqs([(conversation_id, user_id, after)])
+    return min(before, after), after
+
+
+def read_receipt_notification(reader: str, peer: str, tips: dict[str, Any], operation_id: str) -> dict[str, Any]:
+    """OpenIM's HasReadReceipt notification: from the reader to the peer, system-sent, not stored."""
+    now = int(time.time() * 1000)
+    return {
+        "send_id": reader,
+        "recv_id": peer,
+        "group_id": "",
+        "client_msg_id": uuid.uuid4().hex,
+        "server_msg_id": uuid.uuid4().hex,
+        "sender_platform_id": 0,
+        "sender_nickname": "",
+        "sender_face_url": "",
+        "session_type": SINGLE_CHAT,
+        "msg_from": MSG_FROM_SYSTEM,
+        "content_type": HAS_READ_RECEIPT,
+        "content": json.dumps({"detail": json.dumps(tips, separators=(",", ":"))}, separators=(",", ":")),
+        "seq": 0,
+        "send_time": now,
+        "create_time": now,
+        "status": MSG_STATUS_SENDING,
+        "is_read": False,
+        "options": {
+            "history": False,
+            "persistent": False,
+            "offlinePush": False,
+            "unreadCount": False,
+            "conversationUpdate": False,
+            "senderSync": True,
+        },
+        "offline_push": None,
+        "at_user_id_list": [],
+        "attached_info": "",
+        "ex": "",
+        push_frames.OPERATION_ID: operation_id,
+    }
+
+
+@openim_api.post("/conversation/set_conversations")
+def set_conversations() -> Response:
+    """OpenIM's SetConversations, for the setting we keep: `conversation.recvMsgOpt.value` (0 receive
+    and notify, 1 do not receive offline pushes, 2 receive without notification) for each of `userIDs`."""
+    claims, body = caller(), json_body()
+    user_ids = ids_arg(body, "userIDs")
+    if any(u != claims.user_id for u in user_ids) and not claims.admin:
+        raise ImError(NO_PERMISSION, "userIDs may only name the token's user")
+    conversation = body.get("conversation")
+    if not isinstance(conversation, dict):
+        raise ImError(ARGS_ERROR, "conversation must be an object")
+    conv = conversation_arg(conversation)
+    opt = conversation.get("recvMsgOpt")
+    if isinstance(opt, dict):
+        value = opt.get("value", 0)
+        if value not in storage.RECV_MSG_OPTS or isinstance(value, bool):
+            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {storage.RECV_MSG_OPTS}")
+        missing = [u for u in user_ids if not storage.set_recv_msg_opt(u, conv, int(value))]
+        if missing:
+            raise ImError(RECORD_NOT_FOUND, f"no conversation {conv} for {missing[0]}")
+    return api_response({})
+
+
+@openim_api.post("/msg/mark_conversation_as_read")
+def mark_conversation_as_read() -> Response:
+    """The reader's read seq moves to hasReadSeq; in a single chat the peer gets a read receipt
+    (2200 in `notificationMsgs`, seq 0) naming the seqs read, as OpenIM's MarkConversationAsRead."""
+    body = json_body()
+    reader = acting_user(caller(), body)
+    conv = conversation_arg(body)
+    history.check_members(reader, [conv])
+    wanted = int_arg(body, "hasReadSeq")
+    seqs_arg = body.get("seqs") or []
+    if not isinstance(seqs_arg, list) or len(seqs_arg) > MAX_IDS:
+        raise ImError(ARGS_ERROR, f"seqs must be a list of at most {MAX_IDS} seqs")
+    asked = {int_arg({"seq": s}, "seq") for s in seqs_arg}
+    before, after = raise_read_seq(reader, conv, wanted)
+    if conv.startswith("si_"):
+        read = sorted(set(range(before + 1, after + 1)) | {s for s in asked if 0 < s <= after})
+        tips = {"markAsReadUserID": reader, "conversationID": conv, "seqs": read, "hasReadSeq": after}
+        notification = read_receipt_notification(reader, peer_of(conv, reader), tips, request.headers["operationID"])
+        celery_app.send_task("push.batch", args=[{conv: [notification]}], queue="push")
+    return api_response({})

@@ -1,0 +1,139 @@
+"""`python -m app bench fanout` and `python -m app bench connections`: push and gateway capacity.
+
+fanout       recipient deliveries/s of the push stage for a group (default 500 members, half online):
+             the group is created in MongoDB and Redis, the online half is registered on two bench
+             gateway nodes, and the push task routes committed messages to those nodes' channels,
+             where subscribers count the deliveries. Figures printed, never asserted.
+connections  how many idle websocket connections one running gateway holds, and its memory per
+             connection (psutil on the gateway's process), opened from gevent greenlets here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from app.core.conversation import GROUP_CHAT, group_conversation_id
+from app.services import groups
+from app.store.mongo import storage
+from app.store.redis import cache
+
+
+def bench_fanout(members: int = 500, online_fraction: float = 0.5, messages: int = 200, batch: int = 10) -> None:
+    from app.tasks.push import push_batch
+
+    storage.ensure_indexes()
+    tag = uuid.uuid4().hex[:6]
+    group_id = f"bench-fanout-{tag}"
+    users = [f"bf{tag}-{i}" for i in range(members)]
+    groups.create(group_id, "bench", users[0], users[1:], "bench")
+    nodes = [f"bench-node-{tag}-{n}" for n in range(2)]
+    online = users[: int(members * online_fraction)]
+    for i, user in enumerate(online):
+        cache.set_online(user, 7, nodes[i % 2])
+    counted = {"deliveries": 0}
+    ready = threading.Event()
+
+    def count_deliveries() -> None:
+        pubsub = cache.get_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(*[cache.push_channel(n) for n in nodes])
+        ready.set()
+        for message in pubsub.listen():
+            payload = json.loads(message["data"])
+            for delivery in payload.get("deliveries", []):
+                counted["deliveries"] += len(delivery["users"]) * len(delivery["msgs"])
+
+    threading.Thread(target=count_deliveries, daemon=True).start()
+    ready.wait(5)
+    conv = group_conversation_id(group_id)
+    now = int(time.time() * 1000)
+    msgs = [
+        {
+            "send_id": users[0],
+            "recv_id": "",
+            "group_id": group_id,
+            "session_type": GROUP_CHAT,
+            "sender_platform_id": 7,
+            "client_msg_id": f"{tag}-{i}",
+            "server_msg_id": f"{tag}-{i}",
+            "content_type": 101,
+            "content": json.dumps({"content": f"fan-out {i}"}),
+            "seq": i + 2,
+            "send_time": now,
+            "options": {"offlinePush": False},  # the offline half is not what this measures
+        }
+        for i in range(messages)
+    ]
+    expected = sum(len(online) * len(msgs[i : i + batch]) for i in range(0, messages, batch))
+    start = time.perf_counter()
+    for i in range(0, messages, batch):
+        push_batch.run({conv: msgs[i : i + batch]})
+    routed = time.perf_counter() - start
+    deadline = time.monotonic() + 30
+    while counted["deliveries"] < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    total = time.perf_counter() - start
+    print(f"\npush fan-out: group of {members}, {len(online)} online on {len(nodes)} gateway nodes")
+    print(f"  {messages} messages in push tasks of {batch}: routed in {routed:.2f}s")
+    print(
+        f"  {counted['deliveries']} of {expected} recipient deliveries reached the nodes' channels in {total:.2f}s:"
+        f" {counted['deliveries'] / total:,.0f} deliveries/s"
+    )
+
+
+def bench_connections(url: str, count: int = 10_000, hold_seconds: float = 10.0) -> None:
+    """Open `count` idle connections to the gateway at `url` (ws://host:port) and report its memory."""
+    import subprocess
+    import sys
+
+    script = _CONNECTIONS_SCRIPT.format(url=url, count=count, hold=hold_seconds)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    print(result.stdout.strip() or result.stderr[-2000:])
+
+
+# Runs in its own process: gevent's monkey patching must come first there.
+_CONNECTIONS_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import time, gevent, psutil, requests, websocket
+from gevent.pool import Pool
+from app.services.auth import mint_token
+
+url, count, hold = {url!r}, {count}, {hold}
+http = url.replace("ws://", "http://")
+def gateway_process():
+    port = int(url.rsplit(":", 1)[1])
+    for proc in psutil.process_iter(["cmdline"]):
+        if "app" in (proc.info["cmdline"] or []) and "gateway" in (proc.info["cmdline"] or []):
+            if any(c.laddr.port == port for c in proc.net_connections(kind="tcp") if c.status == "LISTEN"):
+                return proc
+    return None
+gw = gateway_process()
+before = gw.memory_info().rss if gw else 0
+socks, failed = [], 0
+def open_one(i):
+    global failed
+    user = f"bench-conn-{{i}}"
+    try:
+        socks.append(websocket.create_connection(
+            f"{{url}}/?sendID={{user}}&platformID=7&token={{mint_token(user, 7)}}", timeout=30))
+    except Exception:
+        failed += 1
+pool = Pool(200)
+start = time.perf_counter()
+for i in range(count):
+    pool.spawn(open_one, i)
+pool.join()
+opened = time.perf_counter() - start
+gevent.sleep(hold)
+held = requests.get(http + "/healthz", timeout=30).json()["connections"]
+after = gw.memory_info().rss if gw else 0
+print(f"connections: {{len(socks)}} opened ({{failed}} failed) in {{opened:.1f}}s; the gateway reports {{held}} held")
+if gw:
+    per = (after - before) / max(1, len(socks))
+    print(f"gateway RSS {{before / 2**20:.0f}} MiB -> {{after / 2**20:.0f}} MiB: {{per / 1024:.1f}} KiB per connection")
+for s in socks:
+    s.close()
+"""

@@ -1,0 +1,294 @@
+"""OpenIM's websocket protocol: request codes, envelopes, data codecs, MsgData <-> stored message.
+
+One schema (app/proto/sdkws.proto), two encodings of an envelope's `data`:
+  sdkType=json  protobuf's canonical JSON mapping of the message (ours, for humans and scripts)
+  sdkType=js    base64 of the protobuf binary encoding (OpenIM's JS SDK)
+Everything here is pure: bytes and dicts in, bytes and dicts out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+
+from app.core.errors import ARGS_ERROR, ImError
+from app.proto import sdkws_pb2 as pb
+
+GET_NEWEST_SEQ = 1001
+PULL_MSG_BY_RANGE = 1002
+SEND_MSG = 1003
+SEND_SIGNAL_MSG = 1004
+PULL_MSG_BY_SEQ_LIST = 1005
+GET_CONV_MAX_READ_SEQ = 1006
+PULL_CONV_LAST_MESSAGE = 1007
+PUSH_MSG = 2001
+KICK_ONLINE_MSG = 2002
+LOGOUT_MSG = 2003
+SET_BACKGROUND_STATUS = 2004
+SUB_USER_ONLINE_STATUS = 2005
+DATA_ERROR = 3001
+
+SDK_JSON = "json"
+SDK_JS = "js"
+SDK_TYPES = (SDK_JSON, SDK_JS)
+# What clients may name in `sdkType`: OpenIM's Go SDK ("go", its default) marshals `data` as Go
+# []byte, i.e. base64 protobuf, like the JS SDK. Without sdkType we speak JSON.
+SDK_ALIASES = {"": SDK_JSON, SDK_JSON: SDK_JSON, SDK_JS: SDK_JS, "go": SDK_JS}
+
+MAX_FRAME_BYTES = 51_200
+# What a compressed request may inflate to; what the server sends is never inflated by it.
+MAX_INFLATED_FRAME_BYTES = MAX_FRAME_BYTES * 4
+
+# OpenIM message status and origin.
+MSG_STATUS_SENDING = 1
+MSG_STATUS_SUCCESS = 2
+MSG_STATUS_FAILED = 3
+MSG_STATUS_DELETED = 4
+MSG_FROM_USER = 100
+MSG_FROM_SYSTEM = 200
+
+M = TypeVar("M", bound=Message)
+
+# Each request code's message and its answer's (the data of both, in the connection's encoding).
+REQUEST_TYPES: dict[int, type[Message]] = {
+    GET_NEWEST_SEQ: pb.GetMaxSeqReq,
+    PULL_MSG_BY_RANGE: pb.PullMessageBySeqsReq,
+    SEND_MSG: pb.MsgData,
+    PULL_MSG_BY_SEQ_LIST: pb.GetSeqMessageReq,
+    GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqReq,
+    PULL_CONV_LAST_MESSAGE: pb.GetLastMessageReq,
+    SET_BACKGROUND_STATUS: pb.SetAppBackgroundStatusReq,
+    SUB_USER_ONLINE_STATUS: pb.SubUserOnlineStatus,
+}
+RESPONSE_TYPES: dict[int, type[Message]] = {
+    GET_NEWEST_SEQ: pb.GetMaxSeqResp,
+    PULL_MSG_BY_RANGE: pb.PullMessageBySeqsResp,
+    SEND_MSG: pb.UserSendMsgResp,
+    PULL_MSG_BY_SEQ_LIST: pb.GetSeqMessageResp,
+    GET_CONV_MAX_READ_SEQ: pb.GetConversationsHasReadAndMaxSeqResp,
+    PULL_CONV_LAST_MESSAGE: pb.GetLastMessageResp,
+    PUSH_MSG: pb.PushMessages,
+    SET_BACKGROUND_STATUS: pb.SetAppBackgroundStatusResp,
+    SUB_USER_ONLINE_STATUS: pb.SubUserOnlineStatusTips,
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    req_identifier: int
+    send_id: str
+    operation_id: str
+    msg_incr: str
+    token: str
+    data: Any
+
+
+def parse_request(frame: bytes | str) -> Request:
+    """Decode one request envelope; anything malformed is an ARGS_ERROR, never an exception leak."""
+    try:
+        raw = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImError(ARGS_ERROR, "request is not JSON") from exc
+    if not isinstance(raw, dict):
+        raise ImError(ARGS_ERROR, "request must be a JSON object")
+    req_id = raw.get("reqIdentifier")
+    if not isinstance(req_id, int) or isinstance(req_id, bool):
+        raise ImError(ARGS_ERROR, "reqIdentifier must be an integer")
+    fields: dict[str, str] = {}
+    for name in ("sendID", "operationID", "msgIncr", "token"):
+        value = raw.get(name, "")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ImError(ARGS_ERROR, f"{name} must be a string")
+        fields[name] = value
+    return Request(
+        req_identifier=req_id,
+        send_id=fields["sendID"],
+        operation_id=fields["operationID"],
+        msg_incr=fields["msgIncr"],
+        token=fields["token"],
+        data=raw.get("data"),
+    )
+
+
+def best_effort_envelope(frame: bytes | str) -> dict[str, Any]:
+    """reqIdentifier/msgIncr/operationID from a frame that failed to parse, so the error can be correlated."""
+    try:
+        raw = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(raw.get("reqIdentifier"), int):
+        out["reqIdentifier"] = raw["reqIdentifier"]
+    for name in ("msgIncr", "operationID"):
+        if isinstance(raw.get(name), str):
+            out[name] = raw[name]
+    return out
+
+
+def encode_response(
+    req_identifier: int,
+    msg_incr: str,
+    operation_id: str,
+    data: Any = None,
+    err_code: int = 0,
+    err_msg: str = "",
+) -> bytes:
+    body = {
+        "reqIdentifier": req_identifier,
+        "msgIncr": msg_incr,
+        "operationID": operation_id,
+        "errCode": err_code,
+        "errMsg": err_msg,
+        "data": data,
+    }
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:
+    """The request's `data` as a protobuf message, in the connection's encoding."""
+    message = message_cls()
+    if data is None or data == "":
+        return message
+    try:
+        if sdk_type == SDK_JS:
+            if not isinstance(data, str):
+                raise ImError(ARGS_ERROR, "data must be base64 protobuf for sdkType=js")
+            message.ParseFromString(base64.b64decode(data, validate=True))
+        else:
+            if not isinstance(data, dict):
+                raise ImError(ARGS_ERROR, "data must be a JSON object for sdkType=json")
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, DecodeError, binascii.Error, ValueError, TypeError) as exc:
+        raise ImError(ARGS_ERROR, f"invalid {message_cls.__name__}: {exc}") from exc
+    return message
+
+
+def encode_data(sdk_type: str, message: Message) -> Any:
+    if sdk_type == SDK_JS:
+        return base64.b64encode(message.SerializeToString()).decode("ascii")
+    # Zero values too: a JSON client should see "hasReadSeq": 0, not a missing key.
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def gzip_frame(frame: bytes) -> bytes:
+    return gzip.compress(frame, compresslevel=5)
+
+
+def gunzip_frame(frame: bytes, max_bytes: int = MAX_INFLATED_FRAME_BYTES) -> bytes:
+    """Inflate a gzip frame (one or more members) to at most `max_bytes`: a bomb is refused after
+    max_bytes + 1 bytes of output, never inflated whole (P7: limits hold after decompression)."""
+    out = bytearray()
+    rest = frame
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+        try:
+            out += inflater.decompress(rest, max_bytes - len(out) + 1)  # never 0: 0 means unbounded
+        except zlib.error as exc:
+            raise ImError(ARGS_ERROR, "invalid gzip frame") from exc
+        if len(out) > max_bytes or inflater.unconsumed_tail:
+            raise ImError(ARGS_ERROR, f"frame too large after decompression (at most {max_bytes} bytes)")
+        if not inflater.eof:
+            raise ImError(ARGS_ERROR, "invalid gzip frame: truncated")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+
+
+# --- MsgData <-> the stored message (OpenIM's MsgDataModel bson field names) ---------------------
+
+
+def msgdata_to_doc(msg: pb.MsgData) -> dict[str, Any]:
+    """The stored shape of a message: what the cache, the broker and MongoDB's slots all carry."""
+    try:
+        content = msg.content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImError(ARGS_ERROR, "content must be UTF-8") from exc
+    doc: dict[str, Any] = {
+        "send_id": msg.sendID,
+        "recv_id": msg.recvID,
+        "group_id": msg.groupID,
+        "client_msg_id": msg.clientMsgID,
+        "server_msg_id": msg.serverMsgID,
+        "sender_platform_id": msg.senderPlatformID,
+        "sender_nickname": msg.senderNickname,
+        "sender_face_url": msg.senderFaceURL,
+        "session_type": msg.sessionType,
+        "msg_from": msg.msgFrom,
+        "content_type": msg.contentType,
+        "content": content,
+        "seq": msg.seq,
+        "send_time": msg.sendTime,
+        "create_time": msg.createTime,
+        "status": msg.status,
+        "is_read": msg.isRead,
+        "options": dict(msg.options),
+        "offline_push": None,
+        "at_user_id_list": list(msg.atUserIDList),
+        "attached_info": msg.attachedInfo,
+        "ex": msg.ex,
+    }
+    if msg.HasField("offlinePushInfo"):
+        info = msg.offlinePushInfo
+        doc["offline_push"] = {
+            "title": info.title,
+            "desc": info.desc,
+            "ex": info.ex,
+            "ios_push_sound": info.iOSPushSound,
+            "ios_badge_count": info.iOSBadgeCount,
+        }
+    return doc
+
+
+def doc_to_msgdata(doc: dict[str, Any]) -> pb.MsgData:
+    msg = pb.MsgData(
+        sendID=doc.get("send_id", ""),
+        recvID=doc.get("recv_id", ""),
+        groupID=doc.get("group_id", ""),
+        clientMsgID=doc.get("client_msg_id", ""),
+        serverMsgID=doc.get("server_msg_id", ""),
+        senderPlatformID=int(doc.get("sender_platform_id", 0)),
+        senderNickname=doc.get("sender_nickname", ""),
+        senderFaceURL=doc.get("sender_face_url", ""),
+        sessionType=int(doc.get("session_type", 0)),
+        msgFrom=int(doc.get("msg_from", 0)),
+        contentType=int(doc.get("content_type", 0)),
+        content=str(doc.get("content", "")).encode("utf-8"),
+        seq=int(doc.get("seq", 0)),
+        sendTime=int(doc.get("send_time", 0)),
+        createTime=int(doc.get("create_time", 0)),
+        status=int(doc.get("status", 0)),
+        isRead=bool(doc.get("is_read", False)),
+        options=dict(doc.get("options") or {}),
+        atUserIDList=list(doc.get("at_user_id_list") or []),
+        attachedInfo=doc.get("attached_info", ""),
+        ex=doc.get("ex", ""),
+    )
+    push = doc.get("offline_push")
+    if push:
+        msg.offlinePushInfo.CopyFrom(
+            pb.OfflinePushInfo(
+                title=push.get("title", ""),
+                desc=push.get("desc", ""),
+                ex=push.get("ex", ""),
+                iOSPushSound=push.get("ios_push_sound", ""),
+                iOSBadgeCount=bool(push.get("ios_badge_count", False)),
+            )
+        )
+    return msg
+
+
+def placeholder_msg(conversation_id: str, seq: int) -> pb.MsgData:
+    """A seq that was allocated but never committed pulls as a deleted (status 4) message (P5)."""
+    return pb.MsgData(seq=seq, status=MSG_STATUS_DELETED)

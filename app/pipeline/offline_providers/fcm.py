@@ -1,0 +1,118 @@
+"""Firebase Cloud Messaging HTTP v1: POST {FCM_URL}/v1/projects/{projectId}/messages:send, one request
+per device registration token, `Authorization: Bearer <OAuth2 access token>`.
+
+Clients register their tokens through /third/fcm_update_token (app/api/third.py), kept in Redis per
+user and platform. A token FCM no longer knows (404 UNREGISTERED, 403 SENDER_ID_MISMATCH) is
+forgotten and that device skipped. The access token comes from an injectable source: a static
+token (FCM_ACCESS_TOKEN) or a function named by FCM_TOKEN_PROVIDER ("module:function") that may
+return a fresh one each call, e.g. from service-account credentials; a 401 asks it once more.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from app.pipeline.offline_providers.base import (
+    ProviderMisconfigured,
+    PushResult,
+    RejectedError,
+    deliver_in_parts,
+    ios_sound,
+    push_extras,
+)
+from app.pipeline.offline_providers.http import answer_json, post_json, raise_for_status
+from app.store.redis import cache
+
+# The platforms OpenIM registers FCM tokens for: iOS, Android, Web.
+FCM_PLATFORMS = (1, 2, 5)
+STALE_TOKEN_ERRORS = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+
+TokenSource = Callable[[], str]
+
+
+def token_source(static_token: str, provider_path: str) -> TokenSource:
+    """FCM_TOKEN_PROVIDER ("package.module:function") wins over the static FCM_ACCESS_TOKEN."""
+    if provider_path:
+        module_name, _, attr = provider_path.partition(":")
+        if not module_name or not attr:
+            raise ProviderMisconfigured(f"FCM_TOKEN_PROVIDER must be 'module:function', not {provider_path!r}")
+        func = getattr(importlib.import_module(module_name), attr, None)
+        if not callable(func):
+            raise ProviderMisconfigured(f"FCM_TOKEN_PROVIDER {provider_path!r} is not a function")
+        return lambda: str(func())
+    if static_token:
+        return lambda: static_token
+    raise ProviderMisconfigured("FCM needs FCM_ACCESS_TOKEN or FCM_TOKEN_PROVIDER")
+
+
+def build_message(device_token: str, title: str, desc: str, extras: dict[str, str], sound: str) -> dict[str, Any]:
+    return {
+        "message": {
+            "token": device_token,
+            "notification": {"title": title, "body": desc},
+            "data": extras,
+            "android": {"priority": "high"},
+            "apns": {"payload": {"aps": {"sound": sound, "badge": 1}}},
+        }
+    }
+
+
+def fcm_error_code(answer: dict[str, Any]) -> str:
+    """FCM's own error code (UNREGISTERED ...) from the details of a google.rpc error answer."""
+    error = answer.get("error") or {}
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and detail.get("errorCode"):
+            return str(detail["errorCode"])
+    return str(error.get("status", ""))
+
+
+class Fcm:
+    name = "fcm"
+
+    def __init__(self, base_url: str, project_id: str, access_token: TokenSource, timeout: float) -> None:
+        if not (base_url and project_id):
+            raise ProviderMisconfigured("FCM needs FCM_URL and FCM_PROJECT_ID")
+        self.url = f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+        self.access_token = access_token
+        self.timeout = timeout
+
+    def _post(self, body: dict[str, Any], bearer: str) -> requests.Response:
+        return post_json(self.url, body, self.timeout, {"Authorization": f"Bearer {bearer}"})
+
+    def _send_one(self, user_id: str, platform_id: int, device_token: str, body: dict[str, Any]) -> bool:
+        """True when FCM took it; False when the device token is stale (and now forgotten)."""
+        resp = self._post(body, self.access_token())
+        if resp.status_code == 401:
+            resp = self._post(body, self.access_token())  # the source may hand out a refreshed token
+        if resp.status_code in (403, 404) and fcm_error_code(answer_json(resp)) in STALE_TOKEN_ERRORS:
+            cache.delete_fcm_token(user_id, platform_id, device_token)
+            return False
+        raise_for_status(resp, "FCM")
+        if not answer_json(resp).get("name"):
+            raise RejectedError(f"FCM answered without a message name: {resp.text[:200]}", resp.status_code)
+        return True
+
+    def send(
+        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+    ) -> PushResult:
+        extras = push_extras(conversation_id, msgs)
+        sound = ios_sound(msgs)
+        devices = cache.get_fcm_tokens(user_ids, FCM_PLATFORMS)
+        skipped = [u for u in user_ids if u not in devices]
+        reached: set[str] = set()
+
+        def push_user(users: list[str]) -> None:
+            for user_id in users:
+                for platform_id, device_token in sorted(devices[user_id].items()):
+                    body = build_message(device_token, title, desc, extras, sound)
+                    if self._send_one(user_id, platform_id, device_token, body):
+                        reached.add(user_id)
+
+        # one part per user: a retry after a failure resends only to the users not done yet
+        done = deliver_in_parts(([u] for u in user_ids if u in devices), push_user)
+        skipped += [u for u in done if u not in reached]
+        return PushResult(delivered=[u for u in done if u in reached], skipped=skipped)

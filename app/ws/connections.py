@@ -1,0 +1,342 @@
+"""One gateway node's sockets: each client connection, and the hub that finds them by user.
+
+Every write to a socket goes through the connection's outbox and one writer greenlet, so responses,
+pushes, kicks and pings reach the client in the order they were produced. The hub keeps the node's
+part of the shared online state in Redis (which platforms of which user are connected here) and
+the node-local 2005 subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.queue import Full, Queue
+from google.protobuf.message import Message
+from wsproto.events import Ping
+
+from app.core import protocol, push_frames
+from app.core.errors import ImError
+from app.core.sessions import TokenBucket, counts_as_online
+from app.ops import metrics
+from app.proto import sdkws_pb2 as pb
+from app.store.redis import cache
+from app.ws import sockets
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
+OUTBOX_MAX_BYTES = 4 * 1024 * 1024  # bytes likewise (the gateway passes GATEWAY_OUTBOX_MAX_BYTES)
+MAX_SUBSCRIPTIONS = 1000  # users one connection may watch with 2005
+
+
+@dataclass(frozen=True)
+class ConnArgs:
+    token: str
+    send_id: str
+    platform_id: int
+    operation_id: str
+    sdk_type: str
+    compression: str
+    is_background: bool
+    is_msg_resp: bool
+
+
+class _Control:
+    """Outbox items that are not frames."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+PING = _Control("ping")
+CLOSE = _Control("close")
+
+
+class Conn:
+    def __init__(
+        self,
+        ws: Any,
+        args: ConnArgs,
+        token_expires_at: int = 0,
+        rate: float = 0.0,
+        burst: float = 0.0,
+        *,
+        outbox_max_bytes: int = OUTBOX_MAX_BYTES,
+        on_abort: Callable[[Conn], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.user_id = args.send_id
+        self.platform_id = args.platform_id
+        self.sdk_type = args.sdk_type
+        self.gzip = args.compression == "gzip"
+        self.token = args.token
+        self.token_expires_at = token_expires_at
+        self.background = args.is_background
+        self.conn_id = uuid.uuid4().hex
+        self.watching: set[str] = set()
+        self.limiter = TokenBucket(rate, burst)
+        self.rate_limited = False
+        self.last_alive = time.monotonic()
+        self._outbox: Queue[bytes | str | _Control] = Queue(maxsize=OUTBOX_LIMIT)
+        self._outbox_bytes = 0  # queued, or being written: counted down once on the socket
+        self.outbox_max_bytes = outbox_max_bytes
+        self.on_abort = on_abort  # the gateway's: the session ends (hub, online state) with the socket
+        self.aborted = False
+        self.close_code: int | None = None
+        self.writer = gevent.spawn(self._write_forever)
+
+    @property
+    def pushable(self) -> bool:
+        return counts_as_online(self.platform_id, self.background)
+
+    def send_frame(self, frame: bytes) -> None:
+        self._enqueue(protocol.gzip_frame(frame) if self.gzip else frame)
+
+    def send_text(self, text: str) -> None:
+        self._enqueue(text)
+
+    def _enqueue(self, item: bytes | str | _Control) -> None:
+        if self.aborted:
+            return
+        size = 0 if isinstance(item, _Control) else len(item)
+        # one frame always fits in an empty outbox (a large answer is not a slow reader)
+        over_bytes = self._outbox_bytes > 0 and self._outbox_bytes + size > self.outbox_max_bytes
+        if over_bytes or self._outbox.full():
+            # The client reads slower than we write: drop it; it reconnects and pulls what it missed.
+            log.warning(
+                "closing %s/%d: not reading, its outbox holds %d frames and %d bytes unsent",
+                self.user_id,
+                self.platform_id,
+                self._outbox.qsize(),
+                self._outbox_bytes,
+                extra={"userID": self.user_id, "platformID": self.platform_id},
+            )
+            metrics.GATEWAY_SOCKETS_DROPPED.labels(reason="slow_reader").inc()
+            self.abort()
+            return
+        self._outbox_bytes += size
+        self._outbox.put_nowait(item)
+
+    def _write_forever(self) -> None:
+        while True:
+            item = self._outbox.get()
+            try:
+                if item is CLOSE:
+                    # not when the client closed first: simple_websocket has answered it already
+                    if getattr(self.ws, "connected", True):
+                        self.ws.close(reason=self.close_code) if self.close_code else self.ws.close()
+                    return
+                if item is PING:
+                    # simple_websocket only pings on its own timer for every socket; this ping goes
+                    # through the writer so it never interleaves with a frame being written.
+                    self.ws.sock.send(self.ws.ws.send(Ping()))
+                    continue
+                self.ws.send(item)
+                self._outbox_bytes -= len(item)
+            except Exception:
+                log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)
+                return
+
+    # --- liveness: server pings, and the read deadline ---
+
+    def ping(self) -> None:
+        self.ws.pong_received = False
+        self._enqueue(PING)
+
+    def alive(self, now: float, deadline: float) -> bool:
+        """A frame or a pong within the deadline; pongs are seen through simple_websocket's flag."""
+        if getattr(self.ws, "pong_received", False):
+            self.last_alive = now
+        return now - self.last_alive <= deadline
+
+    # --- ending the session ---
+
+    def close(self, code: int | None = None) -> None:
+        """Write what is queued, then close the socket (with this close code, if given)."""
+        if self.aborted:
+            return
+        self.close_code = code
+        try:
+            self._outbox.put_nowait(CLOSE)
+        except Full:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once with what is queued, and end its session (on_abort). No
+        close frame: the socket may be full, and writing to it would block the caller (e.g. the
+        node's push delivery). Shutting the socket wakes the session's read loop, which ends."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self.writer.kill(block=False)
+        if self.on_abort is not None:
+            try:
+                self.on_abort(self)
+            except Exception:
+                log.warning("ending the session of %s/%d failed", self.user_id, self.platform_id, exc_info=True)
+        sockets.shut(getattr(self.ws, "sock", None))
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """The session ended: let the writer flush and stop."""
+        self.close()
+        self.writer.join(timeout=timeout)
+
+    def kick(self) -> None:
+        """OpenIM's 2002: tell the client another login replaced it, then close."""
+        self.send_frame(protocol.encode_response(protocol.KICK_ONLINE_MSG, "", "", None))
+        self.close()
+
+    def respond(
+        self, req_id: int, msg_incr: str, operation_id: str, data: Message | None = None, err: ImError | None = None
+    ) -> None:
+        encoded = protocol.encode_data(self.sdk_type, data) if data is not None else None
+        self.send_frame(
+            protocol.encode_response(
+                req_id,
+                msg_incr,
+                operation_id,
+                encoded,
+                err_code=err.code if err else 0,
+                err_msg=err.message if err else "",
+            )
+        )
+
+
+class Hub:
+    """This node's open connections by user, their share of the online state, and 2005 watchers."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._by_user: dict[str, set[Conn]] = {}
+        self._watchers: dict[str, set[Conn]] = {}
+
+    def add(self, conn: Conn) -> None:
+        conns = self._by_user.setdefault(conn.user_id, set())
+        new_platform = not any(c.platform_id == conn.platform_id for c in conns)
+        conns.add(conn)
+        self.refresh_online(conn.user_id, conn.platform_id)
+        if new_platform:
+            cache.publish_online_change(conn.user_id)
+
+    def remove(self, conn: Conn) -> None:
+        """Idempotent: the session's end and a kick may both remove the same connection."""
+        for watched in conn.watching:
+            self._watchers.get(watched, set()).discard(conn)
+        conn.watching.clear()
+        conns = self._by_user.get(conn.user_id)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self._by_user[conn.user_id]
+        if any(c.platform_id == conn.platform_id for c in conns):
+            return
+        try:
+            cache.clear_online(conn.user_id, conn.platform_id, self.node_id)
+            cache.publish_online_change(conn.user_id)
+        except Exception:  # Redis down: the entry expires by itself
+            log.warning("could not clear online state of %s", conn.user_id, exc_info=True)
+
+    def all_conns(self) -> list[Conn]:
+        return [c for conns in self._by_user.values() for c in conns]
+
+    def conns_of(self, user_id: str) -> list[Conn]:
+        return list(self._by_user.get(user_id, ()))
+
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._by_user.values())
+
+    def user_count(self) -> int:
+        return len(self._by_user)
+
+    def refresh_online(self, user_id: str, platform_id: int) -> None:
+        """This node's entry for one platform of a user; background only when every socket is."""
+        conns = [c for c in self.conns_of(user_id) if c.platform_id == platform_id]
+        if conns:
+            cache.set_online(user_id, platform_id, self.node_id, background=not any(c.pushable for c in conns))
+
+    def renew_online(self) -> None:
+        for user_id, conns in list(self._by_user.items()):
+            for platform in {c.platform_id for c in conns}:
+                self.refresh_online(user_id, platform)
+
+    def kick(self, user_id: str, platforms: set[int], except_conn: str, new_token: str) -> int:
+        """Push out a user's older logins on these platforms (a newer login's policy said so)."""
+        kicked = 0
+        for conn in self.conns_of(user_id):
+            if conn.platform_id not in platforms or conn.conn_id == except_conn:
+                continue
+            self.remove(conn)
+            if conn.token == new_token:
+                conn.close()  # the same client reconnecting: its old socket just goes away
+                continue
+            cache.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
+            conn.kick()
+            kicked += 1
+        return kicked
+
+    # --- 2005 online-status subscriptions ---
+
+    def watch(self, conn: Conn, subscribe: list[str], unsubscribe: list[str]) -> None:
+        for user_id in unsubscribe:
+            conn.watching.discard(user_id)
+            self._watchers.get(user_id, set()).discard(conn)
+        for user_id in subscribe:
+            if len(conn.watching) >= MAX_SUBSCRIPTIONS and user_id not in conn.watching:
+                break
+            conn.watching.add(user_id)
+            self._watchers.setdefault(user_id, set()).add(conn)
+
+    def notify_watchers(self, event: dict[str, Any]) -> int:
+        watchers = self._watchers.get(str(event.get("userID", "")))
+        if not watchers:
+            return 0
+        tips = pb.SubUserOnlineStatusTips(
+            subscribers=[pb.SubUserOnlineStatusElem(userID=event["userID"], onlinePlatformIDs=event["platformIDs"])]
+        )
+        for conn in list(watchers):
+            data = protocol.encode_data(conn.sdk_type, tips)
+            conn.send_frame(protocol.encode_response(protocol.SUB_USER_ONLINE_STATUS, "", "", data))
+        return len(watchers)
+
+    # --- pushes routed to this node ---
+
+    def deliver(self, payload: dict[str, Any]) -> int:
+        """Write one push (routed to this node by the push stage) to the recipients' sockets."""
+        sent = 0
+        for delivery in payload.get("deliveries", []):
+            metrics.PUSH_DELIVERIES_RECEIVED.inc()
+            payloads = push_frames.push_payloads(delivery["conversation_id"], delivery["msgs"])
+            frames: dict[tuple[int, str], bytes] = {}
+            for user_id in delivery["users"]:
+                targets = [c for c in self.conns_of(user_id) if c.pushable]
+                if not targets:
+                    metrics.ONLINE_PUSH_FAILED.inc()
+                for conn in targets:
+                    for i, (operation_id, push) in enumerate(payloads):
+                        frame = frames.get((i, conn.sdk_type))
+                        if frame is None:
+                            frame = frames[(i, conn.sdk_type)] = protocol.encode_response(
+                                protocol.PUSH_MSG, "", operation_id, protocol.encode_data(conn.sdk_type, push)
+                            )
+                        conn.send_frame(frame)
+                    sent += 1
+                    metrics.ONLINE_PUSH_SUCCESS.inc()
+        return sent
+
+
+def online_event(raw: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("platformIDs"), list):
+        return None
+    return event

@@ -1,0 +1,62 @@
+"""Gateway -> broker: one Celery message per shard batch on the shard's transfer queue.
+
+User messages arrive here through the gateway's per-shard batcher; system messages (group
+notifications) are published directly, one batch per shard, through the same acceptance records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.celery_app import celery_app
+from app.config import settings
+from app.core.conversation import shard_of, transfer_queue
+from app.pipeline.journal import JOURNALING
+from app.store.redis import cache
+from app.ws.acceptance import Ack, Pending, accept_batch
+
+
+def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
+    """One transfer batch on a shard queue, journaled first on a Redis broker."""
+    journal = [queue, cache.journal_append(queue, docs)] if JOURNALING else None
+    try:
+        celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
+    except Exception:
+        if journal:
+            cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
+        raise
+
+
+def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
+    queue = transfer_queue(shard)
+    return accept_batch(batch, lambda docs: publish_docs(queue, docs))
+
+
+def queue_depths() -> dict[str, int]:
+    """Messages waiting in each pipeline queue: LLEN on a Redis broker, a passive declare on RabbitMQ."""
+    queues = [transfer_queue(k) for k in range(settings.transfer_shards)] + ["persist", "push", "offline"]
+    if JOURNALING:  # a Redis broker
+        pipe = cache.get_broker_redis().pipeline(transaction=False)
+        for queue in queues:
+            pipe.llen(queue)
+        return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
+    depths: dict[str, int] = {}
+    with celery_app.connection_for_read() as conn:
+        channel = conn.default_channel
+        for queue in queues:
+            try:
+                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except Exception:  # not declared yet; a failed passive declare also closes the channel
+                channel = conn.channel()
+    return depths
+
+
+def publish_now(pending: list[Pending]) -> None:
+    """Publish without the linger (admin actions); raises if any message was not accepted."""
+    by_shard: dict[int, list[Pending]] = {}
+    for item in pending:
+        by_shard.setdefault(shard_of(item.conversation_id, settings.transfer_shards), []).append(item)
+    for shard, batch in by_shard.items():
+        for answer in accept_shard_batch(shard, batch):
+            if isinstance(answer, Exception):
+                raise answer

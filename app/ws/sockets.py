@@ -1,0 +1,220 @@
+"""The gateway's sockets before and after their websocket session: every one counted and capped.
+
+gevent's WSGIServer would hold a socket that never sends its HTTP request forever, and accept any
+number of them. Here a request must arrive within GATEWAY_HANDSHAKE_TIMEOUT; the sockets still
+waiting for theirs are at most GATEWAY_MAX_PENDING_SOCKETS (the oldest makes room for a new one, so
+idle sockets cannot lock out real clients); and all sockets together (websockets, REST, and those
+waiting) are at most GATEWAY_MAX_SOCKETS: beyond it a new socket is closed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import socket
+import struct
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from app.ops import metrics
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE_SECONDS = 2.0  # how long a client may take to answer the server's close frame
+_REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class RequestTimeout(BaseException):
+    """The request did not arrive in time. A BaseException so that pywsgi's `except Exception`
+    around request parsing (which answers 400) lets it through to GuardedHandler."""
+
+
+class SocketGuard:
+    """This node's socket counts and limits (one per server; the gateway reads them for /healthz)."""
+
+    def __init__(self, max_sockets: int, max_pending: int, handshake_timeout: float) -> None:
+        self.max_sockets = max_sockets
+        self.max_pending = max(1, max_pending)
+        self.handshake_timeout = handshake_timeout
+        self.open = 0
+        self.pending: dict[GuardedHandler, None] = {}  # insertion order: the oldest first
+        self.refusing = False
+
+    def admit(self) -> bool:
+        """Count a new socket in, or say no when the node holds its maximum (logged once per episode)."""
+        if self.open >= self.max_sockets:
+            if not self.refusing:
+                self.refusing = True
+                log.warning("refusing new sockets: %d open (GATEWAY_MAX_SOCKETS)", self.open)
+            metrics.GATEWAY_SOCKETS_DROPPED.labels(reason="over_cap").inc()
+            return False
+        if self.refusing:
+            self.refusing = False
+            log.info("accepting sockets again (%d open)", self.open)
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+    def waiting(self, handler: GuardedHandler) -> None:
+        """A socket starts waiting for its request; past the pending cap the oldest waiter is dropped."""
+        while len(self.pending) >= self.max_pending:
+            oldest = next(iter(self.pending))
+            del self.pending[oldest]
+            oldest.evict()
+        self.pending[handler] = None
+
+    def done_waiting(self, handler: GuardedHandler) -> None:
+        self.pending.pop(handler, None)
+
+
+class GuardedHandler(WSGIHandler):  # type: ignore[misc]
+    """pywsgi's handler with a deadline on reading each request, and no keep-alive after a websocket."""
+
+    server: GuardedServer
+    _timer: gevent.Timeout | None = None
+    _evicted = False
+
+    def handle_one_request(self) -> Any:
+        guard = self.server.guard
+        self._timer = gevent.Timeout.start_new(guard.handshake_timeout or None, RequestTimeout)
+        guard.waiting(self)
+        try:
+            return super().handle_one_request()
+        except RequestTimeout:
+            reason = "evicted" if self._evicted else "handshake_timeout"
+            log.debug("closing %s: no complete request (%s)", self.client_address, reason)
+            metrics.GATEWAY_SOCKETS_DROPPED.labels(reason=reason).inc()
+            return None  # pywsgi's handle() closes the socket
+        finally:
+            self._stop_waiting()
+
+    def handle_one_response(self) -> None:
+        # The request is in: from here the application governs the socket (for a websocket, its
+        # read deadline and pings), so no deadline of ours may linger on it.
+        self._stop_waiting()
+        if self._evicted:
+            raise RequestTimeout  # evicted while its last bytes were arriving: dropped all the same
+        super().handle_one_response()
+        if self.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+            # The session is over: the socket carries no further HTTP request. Closing it now (not
+            # waiting for the client's next request) lets a client's close() return at once.
+            self.close_connection = True
+
+    def _stop_waiting(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.server.guard.done_waiting(self)
+
+    def evict(self) -> None:
+        """Called from another greenlet: wake this handler's read with end-of-file; it then closes."""
+        self._evicted = True
+        shutdown_quietly(getattr(self, "socket", None))
+
+
+class GuardedServer(WSGIServer):  # type: ignore[misc]
+    handler_class = GuardedHandler
+
+    def __init__(self, listener: Any, application: Any, guard: SocketGuard, **kwargs: Any) -> None:
+        super().__init__(listener, application, **kwargs)
+        self.guard = guard
+        reserve_descriptors(guard.max_sockets)
+
+    def handle(self, sock: Any, address: Any) -> None:
+        if not self.guard.admit():
+            refuse(sock)
+            return
+        try:
+            super().handle(sock, address)
+        finally:
+            self.guard.release()
+
+
+def reserve_descriptors(max_sockets: int) -> None:
+    """A websocket holds two file descriptors (simple_websocket keeps a dup of the socket): raise the
+    soft limit to what the cap needs, and warn when the hard limit is lower (the cap would then be
+    reached as EMFILE, which pauses accepting for every client)."""
+    need = 2 * max_sockets + 256  # and Redis, MongoDB and broker connections
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        log.warning(
+            "GATEWAY_MAX_SOCKETS=%d needs about %d file descriptors but the limit is %d:"
+            " lower GATEWAY_MAX_SOCKETS (and GATEWAY_MAX_CONNS) or raise `ulimit -n`",
+            max_sockets,
+            need,
+            soft,
+        )
+
+
+def refuse(sock: Any) -> None:
+    """Tell the client (if it can take it without waiting) and close."""
+    try:
+        sock.settimeout(0)
+        sock.send(_REFUSAL)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def shut(sock: Any) -> None:
+    """End a TCP connection now, whichever greenlets still read or write it: pending output is
+    discarded (linger 0), and readers see end-of-file."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
+
+
+class WholeWrites:
+    """A websocket's socket for simple_websocket, which writes each frame with one socket.send():
+    under gevent that may write part of a frame when the socket's buffer is full, and the rest is
+    lost. Its reader greenlet (answering pings and closes) and our writer also share the socket.
+    Here every write is whole, and one at a time."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._writing = Semaphore()
+
+    def send(self, data: bytes) -> int:
+        with self._writing:
+            self.raw.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def end_websocket(ws: Any) -> None:
+    """After a websocket session: give the client CLOSE_GRACE_SECONDS to answer our close frame
+    (simple_websocket's reader sees the answer and stops), then shut the socket, so a client that
+    never answers holds neither that reader nor its socket."""
+    reader = getattr(ws, "thread", None)
+    if reader is not None:
+        reader.join(timeout=CLOSE_GRACE_SECONDS)
+        if not reader.is_alive():
+            return
+    shutdown_quietly(getattr(ws, "sock", None))
+
+
+def shutdown_quietly(sock: Any) -> None:
+    """Both directions of a socket that may already be gone: its readers see end-of-file."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
