@@ -115,7 +115,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     from app.config import settings
     from app.core.conversation import transfer_queue
     from app.pipeline.shard_lease import ShardLease
-    from app.store.redis.cache import get_broker_redis
+    from app.store.redis.client import get_broker_redis
     from app.tasks.transfer import guard_commits, replay_journal
 
     log = logging.getLogger("app.worker")

@@ -50,7 +50,10 @@ from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
 from app.services.auth import TokenClaims, verify_token
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import tokens
+from app.store.redis.client import get_redis
+from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, push_channel
+from app.store.redis.online import get_online, publish_to_node
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
@@ -239,7 +242,7 @@ class Gateway:
         conn.close(WS_POLICY_VIOLATION)
 
     def kick_older_logins(self, user_id: str, platform_id: int, except_conn: str, new_token: str) -> None:
-        online = cache.get_online([user_id]).get(user_id, [])
+        online = get_online([user_id]).get(user_id, [])
         local = {c.platform_id for c in self.hub.conns_of(user_id)}
         platforms = platforms_to_kick(settings.multi_login_policy, platform_id, local | {e.platform_id for e in online})
         if not platforms:
@@ -247,7 +250,7 @@ class Gateway:
         self.hub.kick(user_id, platforms, except_conn, new_token)
         command = {"user_id": user_id, "platforms": sorted(platforms), "except_conn": except_conn, "token": new_token}
         for node in {e.node_id for e in online if e.platform_id in platforms} - {self.hub.node_id}:
-            cache.publish_to_node(node, {"kick": command})
+            publish_to_node(node, {"kick": command})
 
     def handle_frame(self, conn: Conn, frame: bytes | str) -> None:
         if not conn.limiter.allow(time.monotonic()):
@@ -338,7 +341,7 @@ class Gateway:
     def logout(self, conn: Conn, req: protocol.Request) -> None:
         """2003: answered, then the connection is closed; its token is revoked, on REST too (the client
         logs in again with a new token to come back)."""
-        cache.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
+        tokens.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
         log.info("user %s logged out on platform %d", conn.user_id, conn.platform_id)
         gevent.spawn_later(0, self._end_session, conn)
 
@@ -361,7 +364,7 @@ class Gateway:
         subscribe = validation.check_user_ids(body.subscribeUserID, "subscribeUserID")
         unsubscribe = validation.check_user_ids(body.unsubscribeUserID, "unsubscribeUserID")
         self.hub.watch(conn, subscribe, unsubscribe)
-        online = cache.get_online(subscribe)
+        online = get_online(subscribe)
         return pb.SubUserOnlineStatusTips(
             subscribers=[
                 pb.SubUserOnlineStatusElem(
@@ -377,14 +380,14 @@ class Gateway:
         """Consume this node's push channel forever, reconnecting through Redis outages."""
         while True:
             try:
-                pubsub = cache.get_redis().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(cache.push_channel(self.hub.node_id), cache.ONLINE_EVENTS_CHANNEL)
+                pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(push_channel(self.hub.node_id), ONLINE_EVENTS_CHANNEL)
                 self.push_subscribed = True
                 for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
                     # inline, in arrival order: delivery only queues frames on the sockets' outboxes
-                    if message["channel"] == cache.ONLINE_EVENTS_CHANNEL:
+                    if message["channel"] == ONLINE_EVENTS_CHANNEL:
                         self._notify_raw(message["data"])
                     else:
                         self._deliver_raw(message["data"])
@@ -466,7 +469,7 @@ def create_app(gateway: Gateway) -> Flask:
     def readyz() -> Any:
         """Ready for traffic: not shutting down, Redis and MongoDB answer, pushes are subscribed."""
         checks = {"accepting": not gateway.draining, "push_subscription": gateway.push_subscribed}
-        for name, probe in (("redis", lambda: cache.get_redis().ping()), ("mongodb", storage.ping)):
+        for name, probe in (("redis", lambda: get_redis().ping()), ("mongodb", storage.ping)):
             try:
                 probe()
                 checks[name] = True

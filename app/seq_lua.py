@@ -1,8 +1,8 @@
 """Per-conversation seq allocation: a Redis hash in front of MongoDB seq blocks.
 
 `MALLOC_SEQ:{conv}` holds CURR (last seq handed out), LAST (end of the block reserved in MongoDB),
-TIME and, while someone is fetching a new block, LOCK. Four outcomes of the malloc script, as in
-OpenIM's allocator:
+TIME and, while someone is fetching a new block, LOCK. Four outcomes of the malloc script
+(app/store/redis/scripts/malloc_seq.lua), as in OpenIM's allocator:
   0  served from the cached block
   1  no cache (first use, expiry, or Redis lost its data): locked, fetch a block from MongoDB
   2  locked by another allocator: wait briefly and retry
@@ -22,71 +22,12 @@ from typing import Any
 import redis
 
 from app.config import settings
-from app.store.redis.cache import malloc_seq_key
+from app.store.mongo import storage
+from app.store.redis import scripts
+from app.store.redis.client import get_redis
+from app.store.redis.keys import malloc_seq_key
 
 log = logging.getLogger(__name__)
-
-# KEYS[1] malloc key; ARGV: size, lock seconds, data seconds, now ms, lock owner
-MALLOC_SCRIPT = """
-local key = KEYS[1]
-local size = tonumber(ARGV[1])
-local lock_seconds = tonumber(ARGV[2])
-local data_seconds = tonumber(ARGV[3])
-local now_ms = ARGV[4]
-local owner = ARGV[5]
-if redis.call('EXISTS', key) == 0 then
-  redis.call('HSET', key, 'LOCK', owner)
-  redis.call('EXPIRE', key, lock_seconds)
-  return {1}
-end
-if redis.call('HEXISTS', key, 'LOCK') == 1 then
-  return {2}
-end
-local curr = tonumber(redis.call('HGET', key, 'CURR'))
-local last = tonumber(redis.call('HGET', key, 'LAST'))
-if curr == nil or last == nil then
-  -- a half-written hash is no block at all: start over from MongoDB
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'LOCK', owner)
-  redis.call('EXPIRE', key, lock_seconds)
-  return {1}
-end
-if curr + size > last then
-  local born = redis.call('HGET', key, 'BORN') or '0'
-  local extra = redis.call('HGET', key, 'EXTRA') or '0'
-  redis.call('HSET', key, 'LOCK', owner, 'TIME', now_ms)
-  redis.call('EXPIRE', key, lock_seconds)
-  return {3, curr, last, born, extra}
-end
-redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
-redis.call('EXPIRE', key, data_seconds)
-return {0, curr, last}
-"""
-
-# KEYS[1] malloc key; ARGV: owner, data seconds, curr, last, now ms, extra (seqs reserved beyond
-# the request: the next block's size follows it, see next_block_extra).
-# 0 stored under our lock; 1 stored without our lock (it had expired) because ours is the newer
-# block; 2 not stored: the cache already holds a newer block. The cached CURR only ever moves up,
-# so an allocator whose lock expired mid-fetch can never make the cache hand out lower seqs (P4).
-STORE_BLOCK_SCRIPT = """
-local key = KEYS[1]
-local curr = tonumber(ARGV[3])
-if redis.call('HGET', key, 'LOCK') == ARGV[1] then
-  redis.call('HDEL', key, 'LOCK')
-  redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6])
-  redis.call('EXPIRE', key, tonumber(ARGV[2]))
-  return 0
-end
-local cached = tonumber(redis.call('HGET', key, 'CURR'))
-if cached ~= nil and cached >= curr then
-  return 2
-end
-redis.call('HSET', key, 'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6])
-if redis.call('HEXISTS', key, 'LOCK') == 0 then
-  redis.call('EXPIRE', key, tonumber(ARGV[2]))
-end
-return 1
-"""
 
 # Seqs reserved beyond a request, per MongoDB round trip (OpenIM: n+100 for groups, n+50 otherwise).
 GROUP_BLOCK = settings.seq_block_group
@@ -136,8 +77,8 @@ class SeqAllocator:
         self._lock_seconds = lock_seconds
         self._data_seconds = data_seconds
         self._wait_seconds = wait_seconds
-        self._malloc = client.register_script(MALLOC_SCRIPT)
-        self._store = client.register_script(STORE_BLOCK_SCRIPT)
+        self._malloc = scripts.load("malloc_seq", client)  # outcomes 0-3 above
+        self._store = scripts.load("store_seq_block", client)
 
     def malloc(self, conversation_id: str, size: int, group: bool = False) -> int:
         """Reserve `size` consecutive seqs; returns start, the seqs are start+1 .. start+size."""
@@ -235,3 +176,28 @@ class SeqAllocator:
             # Someone reserved a later block in MongoDB meanwhile (and may have handed it out before
             # Redis lost it): do not serve our older remainder; the next call starts from MongoDB.
             self._redis.delete(key)
+
+
+def new_seq_allocator(
+    take_block: BlockSource = storage.take_seq_block,
+    *,
+    lock_seconds: int = 3,
+    take_blocks: BlocksSource | None = None,
+) -> SeqAllocator:
+    """An allocator on the data Redis in front of MongoDB's seq blocks (tests pass their own
+    `take_block` to interfere mid-fetch)."""
+    return SeqAllocator(
+        get_redis(), take_block, storage.reserved_seq_end, lock_seconds=lock_seconds, take_blocks=take_blocks
+    )
+
+
+_allocator: SeqAllocator | None = None
+
+
+def seq_allocator() -> SeqAllocator:
+    """The process's allocator (transfer's, and the benches measuring it): blocks of many
+    conversations come from MongoDB in one call."""
+    global _allocator
+    if _allocator is None:
+        _allocator = new_seq_allocator(take_blocks=storage.take_seq_blocks)
+    return _allocator

@@ -13,17 +13,17 @@ import random
 import sys
 import time
 
-from app.seq_lua import SeqAllocator
+from app.seq_lua import new_seq_allocator
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis.client import get_redis
 
 
 def main(argv: list[str]) -> int:
     conv, count, seed = argv[0], int(argv[1]), int(argv[2])
     rng = random.Random(seed)
-    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    allocator = new_seq_allocator(lock_seconds=1)
     # Open both connections before the start signal so the processes really run side by side.
-    cache.get_redis().ping()
+    get_redis().ping()
     storage.get_db().command("ping")
     print("ready", flush=True)
     sys.stdin.readline()

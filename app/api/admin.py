@@ -19,7 +19,8 @@ from app.config import secrets, settings
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.core.validation import check_user_id
 from app.services.auth import ADMIN_PLATFORM, mint_token, verify_token
-from app.store.redis import cache
+from app.store.redis import tokens
+from app.store.redis.online import get_online, publish_to_node
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ def force_logout() -> Response:
     require_admin()
     body = json_body()
     user_id, platform_id = user_id_of(body), platform_id_of(body, highest=ADMIN_PLATFORM)  # 10: admin tokens
-    cache.force_logout(user_id, platform_id, settings.token_ttl_seconds)
-    online = cache.get_online([user_id]).get(user_id, [])
+    tokens.force_logout(user_id, platform_id, settings.token_ttl_seconds)
+    online = get_online([user_id]).get(user_id, [])
     command = {"user_id": user_id, "platforms": [platform_id], "except_conn": "", "token": ""}
     for node in {e.node_id for e in online if e.platform_id == platform_id}:
-        cache.publish_to_node(node, {"kick": command})
+        publish_to_node(node, {"kick": command})
     log.info("force_logout of %s on platform %d", user_id, platform_id)
     return api_response({})

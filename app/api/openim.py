@@ -37,7 +37,7 @@ from app.proto import sdkws_pb2 as pb
 from app.services import history, profiles
 from app.services.auth import TokenClaims, verify_token
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
 
 log = logging.getLogger(__name__)
 
@@ -372,15 +372,7 @@ def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, i
     """Move the user's read seq forward (never back, never past the visible max): (before, after)."""
     max_seq = history.visible_max_seqs([conversation_id])[conversation_id]
     before = history.read_seqs(user_id, [conversation_id])[conversation_id]
-    after = int(
-        cache.get_redis().eval(
-            cache.RAISE_CAPPED_SCRIPT,
-            2,
-            cache.user_read_seq_key(conversation_id, user_id),
-            cache.max_seq_key(conversation_id),
-            min(seq, max_seq),
-        )
-    )
+    after = int(msg_cache.raise_read_seq(conversation_id, user_id, min(seq, max_seq)))
     storage.raise_read_seqs([(conversation_id, user_id, after)])
     return min(before, after), after
 

@@ -16,7 +16,7 @@ from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.core.validation import check_user_id
 from app.pipeline.offline_providers.fcm import FCM_PLATFORMS
 from app.services.auth import verify_token
-from app.store.redis import cache
+from app.store.redis import push_tokens
 
 log = logging.getLogger(__name__)
 
@@ -55,5 +55,5 @@ def fcm_update_token() -> Response:
     expire = _int_field(body, "expireTime")
     if not 0 <= expire <= MAX_EXPIRE_SECONDS:
         raise ImError(ARGS_ERROR, "expireTime must be seconds between 0 (no expiry) and 2^31")
-    cache.set_fcm_token(account, platform_id, fcm_token.strip(), expire)
+    push_tokens.set_fcm_token(account, platform_id, fcm_token.strip(), expire)
     return api_response({})

@@ -35,9 +35,10 @@ from kombu.entity import Queue  # noqa: E402
 
 from app.core.conversation import GROUP_CHAT, conversation_id_for  # noqa: E402
 from app.core.protocol import MSG_STATUS_SUCCESS  # noqa: E402
+from app.seq_lua import seq_allocator  # noqa: E402
 from app.services import groups
 from app.store.mongo import storage  # noqa: E402
-from app.store.redis import cache
+from app.store.redis import msg_cache, online
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,22 @@ baseline_app.conf.include = []
 def handle_message(msg: dict[str, Any]) -> int:
     """Allocate, cache, persist, push: one message, one round trip after another. Returns its seq."""
     from app.tasks.push import recipients
-    from app.tasks.transfer import allocator  # the pipeline's own allocator: the same seq allocation
 
     conv = conversation_id_for(msg["session_type"], msg["send_id"], msg["recv_id"], msg["group_id"])
     is_group = msg["session_type"] == GROUP_CHAT
-    start = allocator().malloc(conv, 1, is_group)
+    start = seq_allocator().malloc(conv, 1, is_group)  # the pipeline's own allocator
     msg["seq"] = start + 1
     msg["status"] = MSG_STATUS_SUCCESS
-    r = cache.get_redis()
-    keys, args = cache.commit_args(conv, [msg], {msg["send_id"]: msg["seq"]})
-    r.register_script(cache.COMMIT_SCRIPT)(keys=keys, args=args)
+    msg_cache.commit(conv, [msg], {msg["send_id"]: msg["seq"]})
     storage.write_msgs(conv, [msg])
     members = groups.members(msg["group_id"]) if is_group else None
     users = recipients(msg, members)
     by_node: dict[str, list[str]] = {}
-    for user_id, entries in cache.get_online(users).items():
+    for user_id, entries in online.get_online(users).items():
         for node in {e.node_id for e in entries if not e.background}:
             by_node.setdefault(node, []).append(user_id)
     for node, node_users in by_node.items():
-        cache.publish_to_node(node, {"deliveries": [{"conversation_id": conv, "users": node_users, "msgs": [msg]}]})
+        online.publish_to_node(node, {"deliveries": [{"conversation_id": conv, "users": node_users, "msgs": [msg]}]})
     return int(msg["seq"])
 
 

@@ -18,7 +18,9 @@ import uuid
 from app.core.conversation import GROUP_CHAT, group_conversation_id
 from app.services import groups
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import push_channel
+from app.store.redis.online import set_online
 
 
 def bench_fanout(members: int = 500, online_fraction: float = 0.5, messages: int = 200, batch: int = 10) -> None:
@@ -32,13 +34,13 @@ def bench_fanout(members: int = 500, online_fraction: float = 0.5, messages: int
     nodes = [f"bench-node-{tag}-{n}" for n in range(2)]
     online = users[: int(members * online_fraction)]
     for i, user in enumerate(online):
-        cache.set_online(user, 7, nodes[i % 2])
+        set_online(user, 7, nodes[i % 2])
     counted = {"deliveries": 0}
     ready = threading.Event()
 
     def count_deliveries() -> None:
-        pubsub = cache.get_redis().pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(*[cache.push_channel(n) for n in nodes])
+        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(*[push_channel(n) for n in nodes])
         ready.set()
         for message in pubsub.listen():
             payload = json.loads(message["data"])

@@ -23,9 +23,11 @@ from app.bench.e2e.watch import ProcessWatch, QueueDepth, discover_stack
 from app.celery_app import celery_app
 from app.config import settings
 from app.core.conversation import shard_of, single_conversation_id, transfer_queue
-from app.seq_lua import SeqAllocator
+from app.seq_lua import seq_allocator
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import msg_cache_key
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -38,9 +40,7 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 def bench_allocator(calls: int = 2000) -> list[dict[str, Any]]:
     storage.ensure_indexes()
-    allocator = SeqAllocator(
-        cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
-    )
+    allocator = seq_allocator()  # transfer's: blocks of many conversations in one MongoDB call
     tag = uuid.uuid4().hex[:8]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def _transfer_run(messages: int, conversations: int, batch: int, watch: ProcessW
     publish_s = time.perf_counter() - start
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        seqs = cache.get_visible_max_seqs(convs)
+        seqs = msg_cache.get_visible_max_seqs(convs)
         if all((s or 0) >= per_conv for s in seqs.values()):
             break
         time.sleep(0.05)
@@ -303,15 +303,15 @@ def bench_pull(rounds: int = 200) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
     msgs = [_synthetic(sender, receiver, i, now_ms) | {"seq": i + 1, "status": 2} for i in range(150)]
     storage.write_msgs(conv, msgs)
-    pipe = cache.get_redis().pipeline()
+    pipe = get_redis().pipeline()
     for m in msgs:
-        pipe.set(cache.msg_cache_key(conv, m["seq"]), cache.encode_cached(m), ex=600)
+        pipe.set(msg_cache_key(conv, m["seq"]), msg_cache.encode_cached(m), ex=600)
     pipe.execute()
     seqs = list(range(51, 151))  # spans two documents
     results: list[dict[str, Any]] = []
     for source in ("cache", "mongodb"):
         if source == "mongodb":
-            cache.get_redis().delete(*[cache.msg_cache_key(conv, s) for s in seqs])
+            get_redis().delete(*[msg_cache_key(conv, s) for s in seqs])
         samples = []
         for _ in range(rounds):
             start = time.perf_counter()

@@ -21,7 +21,8 @@ from typing import Any
 
 from app.config import settings
 from app.ops import metrics
-from app.store.redis import cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import dead_letters_key
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ class DeadLetter:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def stream_key(stage: str) -> str:
-    return f"DEAD_LETTERS:{stage}"
 
 
 def _check_stage(stage: str) -> None:
@@ -146,7 +143,7 @@ def put(
     """Keep one unit a stage could not handle; returns its id. Raises only when Redis does (callers
     on the pipeline's path wrap it in backoff.until_done, so an outage never loses a dead letter)."""
     fields = encode_fields(stage, reason, payload, conversation, error, details)
-    stream_id = cache.get_redis().xadd(stream_key(stage), fields, maxlen=MAX_ENTRIES, approximate=False)  # type: ignore[arg-type]
+    stream_id = get_redis().xadd(dead_letters_key(stage), fields, maxlen=MAX_ENTRIES, approximate=False)  # type: ignore[arg-type]
     entry_id = stage + ":" + str(stream_id)
     metrics.DEAD_LETTERS.labels(stage=stage).inc()
     log.error(
@@ -168,9 +165,9 @@ def list_entries(stage: str | None = None, limit: int = 50) -> list[DeadLetter]:
     stages = [stage] if stage else list(STAGES)
     for name in stages:
         _check_stage(name)
-    pipe = cache.get_redis().pipeline(transaction=False)
+    pipe = get_redis().pipeline(transaction=False)
     for name in stages:
-        pipe.xrevrange(stream_key(name), count=limit)
+        pipe.xrevrange(dead_letters_key(name), count=limit)
     entries = [decode_entry(str(sid), fields) for rows in pipe.execute() for sid, fields in rows]
     entries.sort(key=_stream_id_sort_key, reverse=True)
     return entries[:limit]
@@ -178,10 +175,12 @@ def list_entries(stage: str | None = None, limit: int = 50) -> list[DeadLetter]:
 
 def show(entry_id: str) -> DeadLetter | None:
     stage, stream_id = parse_id(entry_id)
-    r = cache.get_redis()
+    r = get_redis()
     for name in [stage] if stage else list(STAGES):
         try:
-            rows: list[tuple[str, dict[str, str]]] = r.xrange(stream_key(name), min=stream_id, max=stream_id, count=1)  # type: ignore[assignment]
+            rows: list[tuple[str, dict[str, str]]] = r.xrange(  # type: ignore[assignment]
+                dead_letters_key(name), min=stream_id, max=stream_id, count=1
+            )
         except Exception as exc:  # a malformed stream id: Redis says so
             if "Invalid stream ID" in str(exc):
                 return None
@@ -196,12 +195,12 @@ def drop(entry_id: str) -> bool:
     if entry is None:
         return False
     stage, stream_id = parse_id(entry.id)
-    return bool(cache.get_redis().xdel(stream_key(str(stage)), stream_id))
+    return bool(get_redis().xdel(dead_letters_key(str(stage)), stream_id))
 
 
 def count(stage: str) -> int:
     _check_stage(stage)
-    return int(cache.get_redis().xlen(stream_key(stage)))
+    return int(get_redis().xlen(dead_letters_key(stage)))
 
 
 def transfer_payload(msgs: list[Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ RabbitMQ does not lose delivered messages: nothing is journaled there.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,28 +21,69 @@ from typing import Any
 from app.config import settings
 from app.pipeline import dead_letters
 from app.pipeline.backoff import TRANSIENT_ERRORS
-from app.store.redis import cache
+from app.store.redis.client import get_broker_redis
+from app.store.redis.keys import journal_key
 
 log = logging.getLogger(__name__)
 
 JOURNALING = not settings.effective_broker_url.startswith(("amqp://", "pyamqp://", "amqps://"))
 SWEEP_EVERY_SECONDS = 5
+MAX_ENTRIES = 100_000
+
+
+# --- the journal itself: one stream per queue in the broker's Redis ------------------------------
+
+
+def append(queue: str, payload: Any) -> str:
+    """Journal one hand-off (any JSON: a transfer batch's messages, a task's arguments)."""
+    entry_id = get_broker_redis().xadd(
+        journal_key(queue),
+        {"msgs": json.dumps(payload, separators=(",", ":"))},
+        maxlen=MAX_ENTRIES,
+        approximate=True,
+    )
+    return str(entry_id)
+
+
+def remove(queue: str, entry_id: str) -> None:
+    get_broker_redis().xdel(journal_key(queue), entry_id)
+
+
+def last_id(queue: str) -> str | None:
+    rows = get_broker_redis().xrevrange(journal_key(queue), count=1)
+    return str(rows[0][0]) if rows else None
+
+
+def entries(queue: str, count: int = 500, until: str = "+") -> list[tuple[str, Any]]:
+    """The oldest `count` journaled hand-offs of `queue` up to entry id (or ms time) `until`, in order."""
+    rows: list[tuple[str, dict[str, str]]] = get_broker_redis().xrange(journal_key(queue), max=until, count=count) or []  # type: ignore[assignment]
+    return [(str(entry_id), json.loads(fields["msgs"])) for entry_id, fields in rows]
+
+
+# --- hand-offs ---------------------------------------------------------------------------------
+
+
+def publish(queue: str, payload: Any, send_message: Callable[[list[str] | None], Any]) -> None:
+    """Journal `payload` first on a Redis broker, then `send_message(journal)`, where journal is
+    [queue, entry id] (None on RabbitMQ) for the consumer to pass to `done`. A failed publish
+    removes its entry again: the sender hears of the failure and sends again, so it is not replayed."""
+    journal = [queue, append(queue, payload)] if JOURNALING else None
+    try:
+        send_message(journal)
+    except Exception:
+        if journal:
+            remove(*journal)
+        raise
 
 
 def send(task: Any, args: list[Any], queue: str) -> None:
     """Publish `task(*args)` on `queue`, journaled first on a Redis broker."""
-    journal = [queue, cache.journal_append(queue, args)] if JOURNALING else None
-    try:
-        task.apply_async(args=args, kwargs={"journal": journal}, queue=queue)
-    except Exception:
-        if journal:
-            cache.journal_remove(*journal)
-        raise
+    publish(queue, args, lambda journal: task.apply_async(args=args, kwargs={"journal": journal}, queue=queue))
 
 
 def done(journal: list[str] | None) -> None:
     if journal:
-        cache.journal_remove(journal[0], journal[1])
+        remove(journal[0], journal[1])
 
 
 def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -> int:
@@ -53,15 +95,15 @@ def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -
     for the next round."""
     cutoff_ms = int((time.time() - older_than_seconds) * 1000)
     swept = 0
-    while entries := cache.journal_entries(queue, count=100, until=str(cutoff_ms)):
-        for entry_id, args in entries:
+    while batch := entries(queue, count=100, until=str(cutoff_ms)):
+        for entry_id, args in batch:
             try:
                 run(*args)
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:
                 park(queue, entry_id, args, exc)
-            cache.journal_remove(queue, entry_id)
+            remove(queue, entry_id)
             swept += 1
     return swept
 

@@ -24,40 +24,14 @@ from collections.abc import Callable
 
 import redis
 
+from app.store.redis import scripts
+from app.store.redis.keys import lease_key
+
 log = logging.getLogger(__name__)
-
-# KEYS: lease keys; ARGV[1] owner, ARGV[2] ttl seconds. Returns "" when all are ours now, else a holder.
-ACQUIRE_ALL_SCRIPT = """
-for _, key in ipairs(KEYS) do
-  local holder = redis.call('GET', key)
-  if holder and holder ~= ARGV[1] then
-    return holder
-  end
-end
-for _, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[1], 'EX', tonumber(ARGV[2]))
-end
-return ''
-"""
-
-RELEASE_SCRIPT = """
-local released = 0
-for _, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('DEL', key)
-    released = released + 1
-  end
-end
-return released
-"""
 
 
 class LeaseLost(RuntimeError):
     pass
-
-
-def lease_key(queue: str) -> str:
-    return f"LEASE:{{transfer}}:{queue}"  # one hash tag: the all-or-nothing script is single-slot
 
 
 class ShardLease:
@@ -67,8 +41,8 @@ class ShardLease:
         self.ttl = ttl_seconds
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._keys = [lease_key(q) for q in queues]
-        self._acquire = client.register_script(ACQUIRE_ALL_SCRIPT)
-        self._release = client.register_script(RELEASE_SCRIPT)
+        self._acquire = scripts.load("lease_acquire_all", client)  # all or nothing: "" or a holder
+        self._release = scripts.load("lease_release", client)
         self._stop = threading.Event()
         self._valid_until = 0.0  # monotonic time our lease surely lasts until
         self._on_lost: Callable[[str], None] | None = None

@@ -17,7 +17,7 @@ import jwt
 
 from app.config import secrets, settings
 from app.core.errors import TOKEN_EXPIRED, TOKEN_INVALID, TOKEN_KICKED, TOKEN_MALFORMED, TOKEN_NOT_VALID_YET, ImError
-from app.store.redis import cache
+from app.store.redis import tokens
 
 ADMIN_PLATFORM = 10
 
@@ -104,6 +104,6 @@ def verify_token(token: str) -> TokenClaims:
     (kicked by a newer login, logged out with 2003, or issued before a force logout of its user and
     platform, the admin platform included): a revoked token gets 1506, as OpenIM's TokenKicked."""
     claims = parse_token(token)
-    if cache.token_refused(token, claims.user_id, claims.platform_id, claims.issued_at):
+    if tokens.token_refused(token, claims.user_id, claims.platform_id, claims.issued_at):
         raise ImError(TOKEN_KICKED, "token was revoked (another login, a logout or a force logout); log in again")
     return claims

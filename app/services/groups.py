@@ -22,7 +22,7 @@ from app.core.errors import ARGS_ERROR, GROUP_DISMISSED, GROUP_ID_EXISTED, GROUP
 from app.proto import sdkws_pb2 as pb
 from app.services import history
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import group_members
 from app.ws.acceptance import Ack, Pending
 from app.ws.publish import publish_now
 
@@ -80,16 +80,16 @@ MEMBERS_VERSION_ID = "group-members"  # versions are checksums: one id for all o
 
 
 def members(group_id: str) -> set[str]:
-    found = cache.get_group_members(group_id)
+    found = group_members.get_group_members(group_id)
     if found is None:
         ids = storage.group_member_ids(group_id)
-        cache.fill_group_members(group_id, ids)
+        group_members.fill_group_members(group_id, ids)
         found = set(ids)
     return found
 
 
 def is_member(group_id: str, user_id: str) -> bool:
-    answer = cache.is_group_member(group_id, user_id)
+    answer = group_members.is_group_member(group_id, user_id)
     return user_id in members(group_id) if answer is None else answer
 
 
@@ -115,7 +115,7 @@ def create(
         raise ImError(GROUP_ID_EXISTED, f"group {group_id} already exists")
     storage.add_group_members(group_id, everyone, now)
     storage.create_conversations_many({group_conversation_id(group_id): (list(everyone), GROUP_CHAT)})
-    cache.fill_group_members(group_id, everyone)
+    group_members.fill_group_members(group_id, everyone)
     _notify(
         group,
         op_user,
@@ -139,7 +139,7 @@ def invite(group_id: str, user_ids: list[str], op_user: str, operation_id: str =
     storage.create_conversations_many({conv: (new, GROUP_CHAT)})
     start = history.visible_max_seqs([conv]).get(conv, 0) + 1
     storage.set_member_seq_bounds(conv, new, min_seq=start, max_seq=0)
-    cache.change_group_members(group_id, added=new)
+    group_members.change_group_members(group_id, added=new)
     _notify(group, op_user, MEMBER_INVITED, {"invitedUserList": [_tip_member(group_id, u) for u in new]}, operation_id)
     return new
 
@@ -186,7 +186,7 @@ def _open_group(group_id: str) -> dict[str, Any]:
 
 def _remove(group_id: str, user_ids: list[str]) -> None:
     storage.remove_group_members(group_id, user_ids)
-    cache.change_group_members(group_id, removed=user_ids)
+    group_members.change_group_members(group_id, removed=user_ids)
 
 
 def _tip_member(group_id: str, user_id: str, role: int = storage.ROLE_MEMBER) -> dict[str, Any]:

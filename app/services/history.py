@@ -16,7 +16,7 @@ from app.core.protocol import doc_to_msgdata, placeholder_msg
 from app.core.validation import MAX_PULL_NUM
 from app.proto import sdkws_pb2 as pb
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
 
 # Memberships and min seqs change rarely; remembering them briefly keeps recent conversations
 # readable from the Redis cache while MongoDB is unreachable. Only positive memberships are kept.
@@ -26,13 +26,13 @@ _min_seqs: TTLCache[tuple[str, str], int] = TTLCache(maxsize=200_000, ttl=300)
 
 def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
     """The visible max per conversation; rebuilt from MongoDB when Redis lost it."""
-    found = cache.get_visible_max_seqs(conversation_ids)
+    found = msg_cache.get_visible_max_seqs(conversation_ids)
     out: dict[str, int] = {}
     for conv, seq in found.items():
         if seq is None:
             seq = storage.max_stored_seq(conv)
             if seq:
-                seq = cache.raise_visible_max_seq(conv, seq)
+                seq = msg_cache.raise_visible_max_seq(conv, seq)
         out[conv] = seq
     return out
 
@@ -71,7 +71,7 @@ def user_max_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
 
 def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
     """Redis first (moved at once by transfer), MongoDB's seq_user when Redis lost it."""
-    found = cache.get_read_seqs(user_id, conversation_ids)
+    found = msg_cache.get_read_seqs(user_id, conversation_ids)
     missing = [c for c, seq in found.items() if seq is None]
     stored = storage.get_user_seqs(user_id, missing) if missing else {}
     return {c: (seq if seq is not None else stored.get(c, {}).get("read_seq", 0)) for c, seq in found.items()}
@@ -79,7 +79,7 @@ def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
 
 def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
     """Messages by seq, cache then MongoDB, with status-4 placeholders for seqs held by neither."""
-    found: dict[int, dict[str, Any]] = cache.get_cached_msgs(conversation_id, seqs)
+    found: dict[int, dict[str, Any]] = msg_cache.get_cached_msgs(conversation_id, seqs)
     missing = [s for s in seqs if s not in found]
     if missing:
         found.update(storage.find_msgs(conversation_id, missing))

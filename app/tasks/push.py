@@ -19,7 +19,7 @@ from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.services import groups
-from app.store.redis import cache
+from app.store.redis.online import OnlineEntry, get_online, publish_to_node
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Plan:
 
 def plan_deliveries(
     committed: dict[str, list[dict[str, Any]]],
-    online: dict[str, list[cache.OnlineEntry]],
+    online: dict[str, list[OnlineEntry]],
     group_members: dict[str, set[str]] | None = None,
 ) -> Plan:
     """Pure routing. Consecutive messages of a conversation with the same recipients travel together;
@@ -95,7 +95,7 @@ def plan_batch(committed: dict[str, list[dict[str, Any]]]) -> Plan:
     users = sorted(
         {u for msgs in committed.values() for m in msgs for u in recipients(m, members.get(m.get("group_id", "")))}
     )
-    return plan_deliveries(committed, cache.get_online(users), members)
+    return plan_deliveries(committed, get_online(users), members)
 
 
 def dead_letter(conv: str, msgs: list[Any], reason: str, error: BaseException | None = None) -> None:
@@ -143,7 +143,7 @@ def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | 
     plan = plan_isolated(committed)
     for node, deliveries in plan.by_node.items():
         try:
-            receivers = cache.publish_to_node(node, {"deliveries": deliveries})
+            receivers = publish_to_node(node, {"deliveries": deliveries})
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:  # one node's payload cannot be sent: keep it, push the others

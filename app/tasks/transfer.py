@@ -27,12 +27,19 @@ from app.core import classify, quarantine
 from app.core.conversation import GROUP_CHAT, conversation_id_for
 from app.core.protocol import MSG_STATUS_SUCCESS
 from app.ops import metrics
-from app.pipeline import dead_letters, journal
+from app.pipeline import dead_letters
+from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
-from app.seq_lua import SeqAllocator
+from app.seq_lua import seq_allocator
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import (
+    CLIENT_MSG_TTL_SECONDS,
+    client_msg_key,
+    conversation_ready_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,6 @@ ReadSeq = tuple[str, str, int]  # (conversation, user, seq)
 # and outages (waited out by until_done wherever they can occur).
 NOT_THE_MESSAGES_FAULT: tuple[type[BaseException], ...] = (LeaseLost, *TRANSIENT_ERRORS)
 
-_allocator: SeqAllocator | None = None
 # Called right before a batch's commit; raises (or exits) when this worker may no longer commit
 # for its shards (app/pipeline/shard_lease.py on a Redis broker).
 _commit_guard: Callable[[], None] | None = None
@@ -53,15 +59,6 @@ _commit_guard: Callable[[], None] | None = None
 def guard_commits(check: Callable[[], None] | None) -> None:
     global _commit_guard
     _commit_guard = check
-
-
-def allocator() -> SeqAllocator:
-    global _allocator
-    if _allocator is None:
-        _allocator = SeqAllocator(
-            cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
-        )
-    return _allocator
 
 
 def group_by_conversation(msgs: Msgs) -> ByConversation:
@@ -114,13 +111,13 @@ class CommitResult:
 
 def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
     """Allocate seqs and make the messages readable; returns them per conversation in seq order."""
-    r = cache.get_redis()
+    r = get_redis()
     convs = list(by_conv)
 
     probe = r.pipeline(transaction=False)
     for conv in convs:
-        probe.hmget(cache.client_msg_key(conv), [m["client_msg_id"] for m in by_conv[conv]])
-        probe.exists(cache.conversation_ready_key(conv))
+        probe.hmget(client_msg_key(conv), [m["client_msg_id"] for m in by_conv[conv]])
+        probe.exists(conversation_ready_key(conv))
     answers = probe.execute()
 
     fresh: ByConversation = {}
@@ -135,10 +132,9 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
         storage.create_conversations_many(missing_records)
 
     wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
-    starts = allocator().malloc_many(wants) if wants else {}
+    starts = seq_allocator().malloc_many(wants) if wants else {}
 
     commit = r.pipeline(transaction=False)
-    committer = r.register_script(cache.COMMIT_SCRIPT)
     reads: dict[str, dict[str, int]] = {}
     for conv, start in starts.items():
         msgs = fresh[conv]
@@ -148,15 +144,14 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
             msg["status"] = MSG_STATUS_SUCCESS
             read[msg["send_id"]] = msg["seq"]  # a sender has read its own messages
         metrics.SEQS_ALLOCATED.inc(len(msgs))
-        keys, args = cache.commit_args(conv, msgs, read)
-        committer(keys=keys, args=args, client=commit)
+        msg_cache.commit(conv, msgs, read, client=commit)
     for conv in convs:
         if conv not in starts:  # only repeats: still mark the conversation's records as created
-            commit.set(cache.conversation_ready_key(conv), 1, ex=cache.CLIENT_MSG_TTL_SECONDS)
+            commit.set(conversation_ready_key(conv), 1, ex=CLIENT_MSG_TTL_SECONDS)
     if _commit_guard is not None:
         _commit_guard()
     replies = commit.execute()
-    refused = [conv for conv, reply in zip(starts, replies, strict=False) if reply == cache.COMMIT_REFUSED]
+    refused = [conv for conv, reply in zip(starts, replies, strict=False) if reply == msg_cache.COMMIT_REFUSED]
 
     result = CommitResult()
     for conv in convs:
@@ -169,7 +164,7 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
         if repeated[conv]:
             # Re-hand-off what the cache still holds: a redelivered batch may have died before its
             # hand-off. Older repeats were persisted long ago.
-            cached = cache.get_cached_msgs(conv, repeated[conv].keys())
+            cached = msg_cache.get_cached_msgs(conv, repeated[conv].keys())
             for seq in sorted(cached):
                 result.runs.append((conv, [cached[seq]]))
                 out.append(cached[seq])
@@ -207,9 +202,9 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
             wanted[key] = max(seq, wanted.get(key, 0))
     if not wanted:
         return []
-    pipe = cache.get_redis().pipeline(transaction=False)
+    pipe = get_redis().pipeline(transaction=False)
     for (conv, user_id), seq in wanted.items():
-        pipe.eval(cache.RAISE_CAPPED_SCRIPT, 2, cache.user_read_seq_key(conv, user_id), cache.max_seq_key(conv), seq)
+        msg_cache.raise_read_seq(conv, user_id, seq, pipe)
     return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, pipe.execute(), strict=True)]
 
 
@@ -339,11 +334,9 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
         log.exception("transfer batch failed; its %d messages are dead-lettered", len(msgs))
         for msg in msgs:
             dead_letter(msg, f"transfer batch failed: {exc!r}"[:300], exc)
-        if journal:
-            cache.journal_remove(journal[0], journal[1])
+        hand_offs.done(journal)
         raise
-    if journal:
-        until_done(partial(cache.journal_remove, journal[0], journal[1]), "journal")
+    until_done(partial(hand_offs.done, journal), "journal")
     return count
 
 
@@ -354,10 +347,10 @@ def replay_journal(queues: list[str]) -> int:
     live stream."""
     replayed = 0
     for queue in queues:
-        last = cache.journal_last_id(queue)
+        last = hand_offs.last_id(queue)
         if last is None:
             continue
-        while entries := cache.journal_entries(queue, until=last):
+        while entries := hand_offs.entries(queue, until=last):
             for entry_id, msgs in entries:
                 transfer_batch(msgs, [queue, entry_id])
                 replayed += 1
@@ -369,9 +362,9 @@ def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.push import push_batch
 
     if result.runs or result.read_seqs:
-        journal.send(persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist")
+        hand_offs.send(persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist")
     to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
     for conv, msgs in ephemeral.items():
         to_push.setdefault(conv, []).extend(msgs)
     if to_push:
-        journal.send(push_batch, [to_push], "push")
+        hand_offs.send(push_batch, [to_push], "push")

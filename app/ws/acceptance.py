@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.store.redis import cache
+from app.store.redis import client_acks
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def decode_ack(raw: str) -> tuple[Ack, bool]:
 
 def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]], None]) -> list[Ack | Exception]:
     """Publish the batch's new messages; returns, per message, its answer or the error to report."""
-    existing = cache.reserve_client_acks(
+    existing = client_acks.reserve_client_acks(
         [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
     )
     answers: list[Ack] = []
@@ -72,13 +72,13 @@ def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]],
         log.error("publishing %d messages failed: %r", len(to_publish), exc)
         failed = {(batch[i].conversation_id, batch[i].client_msg_id) for i in to_publish}
         try:
-            cache.settle_client_acks([], list(failed))
+            client_acks.settle_client_acks([], list(failed))
         except Exception:
             log.warning("could not release clientMsgID reservations", exc_info=True)
         # every copy of a failed clientMsgID in this batch fails with it
         return [exc if (p.conversation_id, p.client_msg_id) in failed else answers[i] for i, p in enumerate(batch)]
     try:
-        cache.settle_client_acks(
+        client_acks.settle_client_acks(
             [(batch[i].conversation_id, batch[i].client_msg_id, encode_ack(answers[i], True)) for i in to_publish], []
         )
     except Exception:

@@ -26,7 +26,8 @@ from app.core.errors import ImError
 from app.core.sessions import TokenBucket, counts_as_online
 from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
-from app.store.redis import cache
+from app.store.redis import tokens
+from app.store.redis.online import clear_online, publish_online_change, set_online
 from app.ws import sockets
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class Hub:
         conns.add(conn)
         self.refresh_online(conn.user_id, conn.platform_id)
         if new_platform:
-            cache.publish_online_change(conn.user_id)
+            publish_online_change(conn.user_id)
 
     def remove(self, conn: Conn) -> None:
         """Idempotent: the session's end and a kick may both remove the same connection."""
@@ -239,8 +240,8 @@ class Hub:
         if any(c.platform_id == conn.platform_id for c in conns):
             return
         try:
-            cache.clear_online(conn.user_id, conn.platform_id, self.node_id)
-            cache.publish_online_change(conn.user_id)
+            clear_online(conn.user_id, conn.platform_id, self.node_id)
+            publish_online_change(conn.user_id)
         except Exception:  # Redis down: the entry expires by itself
             log.warning("could not clear online state of %s", conn.user_id, exc_info=True)
 
@@ -260,7 +261,7 @@ class Hub:
         """This node's entry for one platform of a user; background only when every socket is."""
         conns = [c for c in self.conns_of(user_id) if c.platform_id == platform_id]
         if conns:
-            cache.set_online(user_id, platform_id, self.node_id, background=not any(c.pushable for c in conns))
+            set_online(user_id, platform_id, self.node_id, background=not any(c.pushable for c in conns))
 
     def renew_online(self) -> None:
         for user_id, conns in list(self._by_user.items()):
@@ -277,7 +278,7 @@ class Hub:
             if conn.token == new_token:
                 conn.close()  # the same client reconnecting: its old socket just goes away
                 continue
-            cache.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
+            tokens.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
             conn.kick()
             kicked += 1
         return kicked

@@ -11,20 +11,20 @@ from typing import Any
 from app.celery_app import celery_app
 from app.config import settings
 from app.core.conversation import shard_of, transfer_queue
+from app.pipeline import journal
 from app.pipeline.journal import JOURNALING
-from app.store.redis import cache
+from app.store.redis.client import get_broker_redis
 from app.ws.acceptance import Ack, Pending, accept_batch
 
 
 def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
-    """One transfer batch on a shard queue, journaled first on a Redis broker."""
-    journal = [queue, cache.journal_append(queue, docs)] if JOURNALING else None
-    try:
-        celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": journal}, queue=queue)
-    except Exception:
-        if journal:
-            cache.journal_remove(*journal)  # the client is told to resend: do not replay this one
-        raise
+    """One transfer batch on a shard queue, journaled first on a Redis broker (a failed publish is
+    not journaled: the client is told to resend)."""
+    journal.publish(
+        queue,
+        docs,
+        lambda entry: celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": entry}, queue=queue),
+    )
 
 
 def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
@@ -36,7 +36,7 @@ def queue_depths() -> dict[str, int]:
     """Messages waiting in each pipeline queue: LLEN on a Redis broker, a passive declare on RabbitMQ."""
     queues = [transfer_queue(k) for k in range(settings.transfer_shards)] + ["persist", "push", "offline"]
     if JOURNALING:  # a Redis broker
-        pipe = cache.get_broker_redis().pipeline(transaction=False)
+        pipe = get_broker_redis().pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
         return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))

@@ -11,7 +11,9 @@ import pytest
 
 from app.bench.stages import _synthetic
 from app.core.conversation import single_conversation_id
-from app.store.redis import cache
+from app.store.redis import msg_cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import client_msg_key
 from app.tasks.transfer import commit_batch, group_by_conversation, guard_commits
 
 
@@ -42,8 +44,8 @@ def test_the_second_commit_of_a_batch_takes_the_first_ones_seqs(infra: dict[str,
     assert sorted(winner.values()) == [4, 5, 6]  # our allocation (1-3) came first, theirs committed
     # we answer with their seqs and hand off what they committed; each clientMsgID has one seq
     assert {m["client_msg_id"]: m["seq"] for m in result.committed[conv]} == winner
-    records = cache.get_redis().hgetall(cache.client_msg_key(conv))
+    records = get_redis().hgetall(client_msg_key(conv))
     assert {k: int(v) for k, v in records.items()} == winner
-    assert cache.get_visible_max_seqs([conv])[conv] == 6
-    assert cache.get_cached_msgs(conv, [1, 2, 3]) == {}  # our unused seqs pull as placeholders
+    assert msg_cache.get_visible_max_seqs([conv])[conv] == 6
+    assert msg_cache.get_cached_msgs(conv, [1, 2, 3]) == {}  # our unused seqs pull as placeholders
     assert [seqs for _, run in result.runs for seqs in [[m["seq"] for m in run]]] == [[4], [5], [6]]

@@ -13,7 +13,9 @@ from app.pipeline.offline_providers.fcm import Fcm
 from app.pipeline.offline_providers.getui import MAX_LIST_ALIASES, Getui
 from app.pipeline.offline_providers.jpush import JPush
 from app.pipeline.offline_providers.webhook import Webhook
-from app.store.redis import cache
+from app.store.redis import push_tokens
+from app.store.redis.client import get_redis
+from app.store.redis.keys import getui_token_key
 from tests.fake_provider import FakeProvider
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush
 
@@ -142,7 +144,7 @@ def test_getui_signs_in_once_and_reuses_the_token(clean_redis: str, getui: FakeG
     assert [s["audience"]["alias"] for s in getui.singles] == [["bob"], ["carol"], ["dave"]]
     assert getui.list_pushes == [] and getui.violations == []
     # kept in Redis for 23 h, so another worker process uses it too
-    ttl = cache.get_redis().ttl(cache.getui_token_key(getui.app_id))
+    ttl = get_redis().ttl(getui_token_key(getui.app_id))
     assert 22 * 3600 < ttl <= 23 * 3600
     assert getui_client(getui).send("si_alice_erin", ["erin"], "alice", "hi", msgs("erin")).delivered == ["erin"]
     assert getui.auth_calls == 1
@@ -197,10 +199,10 @@ def test_getui_wrong_secret_is_refused(clean_redis: str, getui: FakeGetui) -> No
 
 def test_fcm_sends_one_message_per_device_token_with_the_bearer(clean_redis: str, fcm: FakeFcm, uid: str) -> None:
     bob, carol, dave = f"bob{uid}", f"carol{uid}", f"dave{uid}"
-    cache.set_fcm_token(bob, 1, f"ios-{bob}", 3600)
-    cache.set_fcm_token(bob, 2, f"android-{bob}", 0)
-    cache.set_fcm_token(carol, 5, f"web-{carol}", 3600)
-    cache.set_fcm_token(carol, 7, f"linux-{carol}", 3600)  # not a platform FCM serves
+    push_tokens.set_fcm_token(bob, 1, f"ios-{bob}", 3600)
+    push_tokens.set_fcm_token(bob, 2, f"android-{bob}", 0)
+    push_tokens.set_fcm_token(carol, 5, f"web-{carol}", 3600)
+    push_tokens.set_fcm_token(carol, 7, f"linux-{carol}", 3600)  # not a platform FCM serves
     client = Fcm(fcm.url, "proj-1", lambda: "access-1", timeout=5.0)
     result = client.send("sg_team", [bob, carol, dave], "alice", "hello 2", msgs())
     assert result == PushResult(delivered=[bob, carol], skipped=[dave])
@@ -214,16 +216,16 @@ def test_fcm_sends_one_message_per_device_token_with_the_bearer(clean_redis: str
 
 def test_fcm_forgets_tokens_it_no_longer_knows(clean_redis: str, fcm: FakeFcm, uid: str) -> None:
     bob = f"bob{uid}"
-    cache.set_fcm_token(bob, 2, "stale-token", 3600)
+    push_tokens.set_fcm_token(bob, 2, "stale-token", 3600)
     fcm.unregistered.add("stale-token")
     client = Fcm(fcm.url, "proj-1", lambda: "access-1", timeout=5.0)
     assert client.send("si_alice_bob", [bob], "alice", "hi", msgs()) == PushResult(delivered=[], skipped=[bob])
-    assert cache.get_fcm_tokens([bob], [1, 2, 5]) == {}
+    assert push_tokens.get_fcm_tokens([bob], [1, 2, 5]) == {}
 
 
 def test_fcm_refused_access_token_is_asked_again_once(clean_redis: str, fcm: FakeFcm, uid: str) -> None:
     bob = f"bob{uid}"
-    cache.set_fcm_token(bob, 2, "device", 3600)
+    push_tokens.set_fcm_token(bob, 2, "device", 3600)
     handed_out = iter(["expired", "access-1"])
     client = Fcm(fcm.url, "proj-1", lambda: next(handed_out), timeout=5.0)
     assert client.send("si_alice_bob", [bob], "alice", "hi", msgs()).delivered == [bob]

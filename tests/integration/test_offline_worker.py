@@ -21,7 +21,9 @@ from app.ops import embedded
 from app.pipeline import dead_letters
 from app.services.auth import mint_token
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import push_tokens
+from app.store.redis.client import get_redis
+from app.store.redis.keys import fcm_token_key
 from tests.conftest import WORK_DIR
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, labelled_metric
 from tests.integration.helpers import eventually, login
@@ -284,10 +286,10 @@ def test_fcm_update_token_checks_who_and_what(jpush_stack: Stack, uid: str) -> N
     assert third(jpush_stack, {**ok, "fcmToken": ""}, token)["errCode"] == 1001
     assert third(jpush_stack, {**ok, "expireTime": -1}, token)["errCode"] == 1001
     assert third(jpush_stack, ok, "not-a-token")["errCode"] == 1503
-    assert cache.get_fcm_tokens([bob], [2]) == {}
+    assert push_tokens.get_fcm_tokens([bob], [2]) == {}
     assert third(jpush_stack, ok, token) == {"errCode": 0, "errMsg": "", "errDlt": "", "data": {}}
-    assert cache.get_fcm_tokens([bob], [2]) == {bob: {2: "tok"}}
-    assert 3500 < cache.get_redis().ttl(cache.fcm_token_key(bob, 2)) <= 3600
+    assert push_tokens.get_fcm_tokens([bob], [2]) == {bob: {2: "tok"}}
+    assert 3500 < get_redis().ttl(fcm_token_key(bob, 2)) <= 3600
 
 
 def test_fcm_device_registered_through_the_gateway_gets_the_push(

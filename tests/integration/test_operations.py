@@ -17,7 +17,7 @@ from app.cli.client import ClientError, ImClient
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.services.auth import mint_token
-from app.store.redis import cache
+from app.store.redis.online import get_online
 from tests.integration.helpers import LINUX, eventually, login
 
 
@@ -105,7 +105,7 @@ def test_sigterm_answers_what_was_taken_then_closes_sockets_going_away(stack: An
     thread = threading.Thread(target=keep_sending)
     thread.start()
     assert eventually(lambda: len(acked) >= 50, timeout=30)
-    assert sender_id in cache.get_online([sender_id])
+    assert sender_id in get_online([sender_id])
     stack.procs["gw-drain"].send_signal(signal.SIGTERM)
     assert stack.procs["gw-drain"].wait(timeout=30) == 0
     thread.join(30)
@@ -130,7 +130,7 @@ def test_sigterm_answers_what_was_taken_then_closes_sockets_going_away(stack: An
         assert eventually(lambda: set(acked) <= stored(), timeout=60), set(acked) - stored()
     finally:
         reader.close()
-    assert sender_id not in cache.get_online([sender_id])
+    assert sender_id not in get_online([sender_id])
     assert "draining" in stack.log_text("gw-drain") and "stopped" in stack.log_text("gw-drain")
 
 

@@ -252,8 +252,7 @@ def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
 
 def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: str) -> None:
     """P5: a transfer that died between allocation and commit leaves a gap; it pulls as status 4."""
-    from app.seq_lua import SeqAllocator
-    from app.store.redis import cache
+    from app.seq_lua import seq_allocator
 
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
@@ -261,9 +260,7 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
     try:
         a.send_text(bob, "one")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
-        SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end).malloc(
-            conv, 3
-        )  # seqs 2..4, never committed
+        seq_allocator().malloc(conv, 3)  # seqs 2..4, never committed
         assert a.newest_seqs()[conv] == 1  # the visible max does not cover them
         a.send_text(bob, "five")
         assert eventually(lambda: a.newest_seqs().get(conv) == 5)

@@ -7,15 +7,16 @@ import time
 
 import pytest
 
-from app.seq_lua import SINGLE_BLOCK, SeqAllocator
+from app.seq_lua import SINGLE_BLOCK, SeqAllocator, new_seq_allocator
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import malloc_seq_key
 
 
 @pytest.fixture
 def allocator(infra: dict[str, str]) -> SeqAllocator:
     storage.ensure_indexes()
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    return new_seq_allocator(lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, int]:
@@ -44,7 +45,7 @@ def test_next_block_continues_the_cached_one(allocator: SeqAllocator, uid: str) 
 def test_redis_data_loss_never_reuses_a_seq(allocator: SeqAllocator, uid: str) -> None:
     conv = f"si_a{uid}_d{uid}"
     handed_out = [allocator.malloc(conv, 5) + i + 1 for i in range(5)]
-    cache.get_redis().delete(cache.malloc_seq_key(conv))  # what FLUSHALL does to this conversation
+    get_redis().delete(malloc_seq_key(conv))  # what FLUSHALL does to this conversation
     start = allocator.malloc(conv, 5)
     assert start + 1 > max(handed_out)
     assert seq_doc(conv)["min_seq"] == 0  # never reset
@@ -62,8 +63,8 @@ def test_inconsistent_block_jumps_ahead(allocator: SeqAllocator, uid: str) -> No
 def test_stale_lock_expires_and_allocation_proceeds(allocator: SeqAllocator, uid: str) -> None:
     conv = f"si_a{uid}_f{uid}"
     allocator.malloc(conv, 1)
-    key = cache.malloc_seq_key(conv)
-    r = cache.get_redis()
+    key = malloc_seq_key(conv)
+    r = get_redis()
     r.hset(key, "LOCK", "crashed-allocator")
     r.expire(key, 1)  # as the crashed allocator left it
     start = allocator.malloc(conv, 1)
@@ -76,7 +77,7 @@ def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) 
     lock = threading.Lock()
 
     def work() -> None:
-        mine = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=2)
+        mine = new_seq_allocator(lock_seconds=2)
         for _ in range(30):
             start = mine.malloc(conv, 3)
             with lock:
@@ -94,18 +95,18 @@ def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) 
 def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
     """Redis loses the key (and our lock) while we fetch a block; another allocator gets in first."""
     conv = f"si_a{uid}_h{uid}"
-    r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    r = get_redis()
+    other = new_seq_allocator(lock_seconds=1)
     interfere = [True]
 
     def take_block_with_redis_loss(conv_id: str, size: int) -> int:
         if interfere[0]:
             interfere[0] = False
-            r.delete(cache.malloc_seq_key(conv_id))
+            r.delete(malloc_seq_key(conv_id))
             other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5
         return storage.take_seq_block(conv_id, size)  # ours: 55..110
 
-    mine = SeqAllocator(r, take_block_with_redis_loss, storage.reserved_seq_end, lock_seconds=1)
+    mine = new_seq_allocator(take_block_with_redis_loss, lock_seconds=1)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5
@@ -114,8 +115,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
 
 def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
     conv = f"si_a{uid}_i{uid}"
-    r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    other = new_seq_allocator(lock_seconds=1)
     interfere = [True]
 
     def slow_take_block(conv_id: str, size: int) -> int:
@@ -125,7 +125,7 @@ def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[st
             other.malloc(conv_id, 5)
         return storage.take_seq_block(conv_id, size)
 
-    mine = SeqAllocator(r, slow_take_block, storage.reserved_seq_end, lock_seconds=1)
+    mine = new_seq_allocator(slow_take_block, lock_seconds=1)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5
@@ -135,8 +135,8 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
     """We fetch a block slowly; meanwhile another allocator takes and hands out a later one, then
     Redis loses the key: our older remainder must not be served."""
     conv = f"si_a{uid}_j{uid}"
-    r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    r = get_redis()
+    other = new_seq_allocator(lock_seconds=1)
     handed: list[int] = []
     interfere = [True]
 
@@ -144,12 +144,12 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
         start = storage.take_seq_block(conv_id, size)  # ours: 0..55
         if interfere[0]:
             interfere[0] = False
-            r.delete(cache.malloc_seq_key(conv_id))
+            r.delete(malloc_seq_key(conv_id))
             handed.append(other.malloc(conv_id, 5) + 5)  # the later block 55..110: hands out 56..60
-            r.delete(cache.malloc_seq_key(conv_id))  # and Redis loses everything again
+            r.delete(malloc_seq_key(conv_id))  # and Redis loses everything again
         return start
 
-    mine = SeqAllocator(r, take_block_then_lose, storage.reserved_seq_end, lock_seconds=1)
+    mine = new_seq_allocator(take_block_then_lose, lock_seconds=1)
     mine.malloc(conv, 5)  # 1..5 from our block; storing it must be refused as stale
     assert mine.malloc(conv, 5) + 1 > max(handed)
 
@@ -163,7 +163,7 @@ def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid
         blocks.append(size)
         return storage.take_seq_block(conversation_id, size)
 
-    busy = SeqAllocator(cache.get_redis(), take_block, storage.reserved_seq_end)
+    busy = new_seq_allocator(take_block)
     starts = [busy.malloc(conv, 1) for _ in range(600)]
     assert starts == list(range(600))
     # OpenIM's fixed n+50 would have cost 12 MongoDB round trips; each block used up at once doubles
@@ -185,7 +185,7 @@ def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], ui
     def one_by_one(conversation_id: str, size: int) -> int:
         raise AssertionError(f"{conversation_id} took its block alone")
 
-    many = SeqAllocator(cache.get_redis(), one_by_one, storage.reserved_seq_end, take_blocks=take_blocks)
+    many = new_seq_allocator(one_by_one, take_blocks=take_blocks)
     starts = many.malloc_many([(c, 2, False) for c in convs])
     assert starts == {c: (100 if c == convs[0] else 0) for c in convs}
     assert calls == [{c: 2 + SINGLE_BLOCK for c in convs}]

@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from app.seq_lua import SeqAllocator
+from app.seq_lua import SeqAllocator, new_seq_allocator
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import malloc_seq_key
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOCATORS = 3
@@ -34,7 +35,7 @@ EXTERNAL = "elsewhere"  # owner of blocks reserved straight from MongoDB
 
 
 def new_allocator() -> SeqAllocator:
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    return new_seq_allocator(lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, Any] | None:
@@ -47,8 +48,8 @@ class SeqAllocatorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.conv = f"si_model_{uuid.uuid4().hex}"
-        self.key = cache.malloc_seq_key(self.conv)
-        self.redis = cache.get_redis()
+        self.key = malloc_seq_key(self.conv)
+        self.redis = get_redis()
         self.allocators = [new_allocator() for _ in range(ALLOCATORS)]
         self.owner_of: dict[int, str] = {}
         self.high_water = 0  # highest seq an allocator handed out
@@ -167,7 +168,7 @@ def test_seq_allocator_state_machine(infra: dict[str, str]) -> None:
 def test_processes_share_a_conversation_through_redis_loss(infra: dict[str, str], uid: str) -> None:
     storage.ensure_indexes()
     conv = f"si_model_proc_{uid}_{uuid.uuid4().hex[:8]}"
-    r = cache.get_redis()
+    r = get_redis()
     count = 40
     procs = [
         subprocess.Popen(
@@ -194,7 +195,7 @@ def test_processes_share_a_conversation_through_redis_loss(infra: dict[str, str]
             time.sleep(0.02)
             if all(p.poll() is None for p in procs):
                 wipes_mid_run += 1
-            r.delete(cache.malloc_seq_key(conv))
+            r.delete(malloc_seq_key(conv))
         outputs = [p.communicate(timeout=60)[0] for p in procs]
     finally:
         for p in procs:

@@ -14,8 +14,10 @@ import pytest
 
 from app.bench.stages import _synthetic
 from app.core.conversation import single_conversation_id
-from app.pipeline.shard_lease import LeaseLost, ShardLease, lease_key
-from app.store.redis import cache
+from app.pipeline.shard_lease import LeaseLost, ShardLease
+from app.store.redis import msg_cache
+from app.store.redis.client import get_broker_redis, get_redis
+from app.store.redis.keys import client_msg_key, lease_key
 from app.tasks.transfer import guard_commits, process_batch
 
 
@@ -26,7 +28,7 @@ def guarded() -> Iterator[None]:
 
 
 def test_a_worker_stalled_past_its_lease_does_not_commit(infra: dict[str, str], uid: str, guarded: None) -> None:
-    broker = cache.get_broker_redis()
+    broker = get_broker_redis()
     queue = f"transfer.lease-{uid}"
     stalled = ShardLease(broker, [queue], ttl_seconds=1)
     assert stalled.try_acquire() == ""
@@ -41,13 +43,13 @@ def test_a_worker_stalled_past_its_lease_does_not_commit(infra: dict[str, str], 
     with pytest.raises(LeaseLost, match=successor.owner):
         process_batch(msgs)
     # nothing of the batch became visible or recorded: the successor gives each message its one seq
-    assert cache.get_visible_max_seqs([conv])[conv] is None
-    assert cache.get_redis().hmget(cache.client_msg_key(conv), [m["client_msg_id"] for m in msgs]) == [None] * 3
+    assert msg_cache.get_visible_max_seqs([conv])[conv] is None
+    assert get_redis().hmget(client_msg_key(conv), [m["client_msg_id"] for m in msgs]) == [None] * 3
     assert broker.get(lease_key(queue)) == successor.owner
 
 
 def test_a_lease_nobody_took_is_renewed_when_renewals_fell_behind(infra: dict[str, str], uid: str) -> None:
-    broker = cache.get_broker_redis()
+    broker = get_broker_redis()
     queue = f"transfer.lease-{uid}"
     lease = ShardLease(broker, [queue], ttl_seconds=2)
     assert lease.try_acquire() == ""

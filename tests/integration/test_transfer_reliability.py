@@ -22,7 +22,7 @@ from app.config import settings
 from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
@@ -221,9 +221,9 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     now = int(time.time() * 1000)
     m = [_synthetic(sender, receiver, i, now) for i in range(4)]
     celery_app.send_task("transfer.batch", args=[m[:2]], queue=queue)
-    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 2)
+    assert eventually(lambda: msg_cache.get_visible_max_seqs([conv]).get(conv) == 2)
     celery_app.send_task("transfer.batch", args=[[m[1], m[2], m[3]]], queue=queue)
-    assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 4)
+    assert eventually(lambda: msg_cache.get_visible_max_seqs([conv]).get(conv) == 4)
 
     def stored() -> list[str]:
         doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
@@ -256,7 +256,7 @@ def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis
     mine = {conv for conv in senders.acked if shard_of(conv, settings.transfer_shards) in first_half}
     others = set(senders.acked) - mine
     assert mine and others
-    visible = partial(cache.get_visible_max_seqs, sorted(senders.acked))
+    visible = partial(msg_cache.get_visible_max_seqs, sorted(senders.acked))
     assert eventually(lambda: all(visible()[conv] == 20 for conv in mine), timeout=60), visible()
     time.sleep(2)  # the second half stays queued while its process is not running
     assert all(visible()[conv] is None for conv in others), visible()

@@ -28,7 +28,8 @@ from app.core.conversation import shard_of, single_conversation_id, transfer_que
 from app.pipeline import dead_letters, journal
 from app.proto import sdkws_pb2 as pb
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis.client import get_broker_redis, get_redis
+from app.store.redis.keys import dead_letters_key, journal_key
 from app.tasks.persist import persist_batch
 from app.tasks.push import push_batch
 from tests.integration.helpers import eventually, login
@@ -237,13 +238,13 @@ def test_the_journal_sweeper_parks_a_bad_hand_off_and_recovers_the_good_one_afte
     letters with its reason and the sweep goes on; the hand-off journaled after it is written."""
     conv = single_conversation_id(f"ja{uid}", f"jb{uid}")
     good = [text(f"ja{uid}", f"jb{uid}", f"ja{uid}-0") | {"seq": 1, "status": 2}]
-    bad_id = cache.journal_append("persist", [[], [], None, "an argument too many"])
-    good_id = cache.journal_append("persist", [[[conv, good]], []])
+    bad_id = journal.append("persist", [[], [], None, "an argument too many"])
+    good_id = journal.append("persist", [[[conv, good]], []])
 
     journal.sweep_once("persist", persist_batch, older_than_seconds=0)
 
     assert stored_client_msg_ids(conv) == [f"ja{uid}-0"]
-    left = {entry_id for entry_id, _ in cache.journal_entries("persist", count=10_000)}
+    left = {entry_id for entry_id, _ in journal.entries("persist", count=10_000)}
     assert bad_id not in left and good_id not in left
     [parked] = [e for e in dead_letters.list_entries("journal", 1000) if e.details.get("journalEntry") == bad_id]
     assert "TypeError" in parked.reason and parked.payload == {
@@ -254,7 +255,7 @@ def test_the_journal_sweeper_parks_a_bad_hand_off_and_recovers_the_good_one_afte
 
 def test_the_journal_sweeper_stops_on_an_outage_and_parks_nothing(infra: dict[str, str], uid: str) -> None:
     q = f"sweep-{uid}"
-    entry_id = cache.journal_append(q, [1])
+    entry_id = journal.append(q, [1])
     before = dead_letters.count("journal")
 
     def outage(*_: Any) -> None:
@@ -262,14 +263,14 @@ def test_the_journal_sweeper_stops_on_an_outage_and_parks_nothing(infra: dict[st
 
     with pytest.raises(RedisConnectionError):
         journal.sweep_once(q, outage, older_than_seconds=0)
-    assert [e for e, _ in cache.journal_entries(q)] == [entry_id]
+    assert [e for e, _ in journal.entries(q)] == [entry_id]
     assert dead_letters.count("journal") == before
-    cache.get_broker_redis().delete(cache.journal_key(q))
+    get_broker_redis().delete(journal_key(q))
 
 
 def test_dead_letters_are_bounded(infra: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dead_letters, "MAX_ENTRIES", 20)
-    cache.get_redis().delete(dead_letters.stream_key("offline"))
+    get_redis().delete(dead_letters_key("offline"))
     ids = [
         dead_letters.put("offline", f"refused {i}", dead_letters.task_payload("offline", ["c", [], []]))
         for i in range(60)

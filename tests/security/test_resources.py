@@ -28,7 +28,7 @@ from websockets.asyncio.client import connect as async_connect
 from app.cli.client import ImClient, connect_url
 from app.ops import embedded
 from app.services.auth import mint_token
-from app.store.redis import cache
+from app.store.redis import online
 from tests.fake_provider import FakeProvider
 from tests.integration.helpers import LINUX, eventually
 from tests.stack import ROOT, GatewayNode
@@ -108,7 +108,7 @@ def _healthz_ok(node: GatewayNode) -> bool:
 
 
 def _online_platforms(user_id: str) -> list[int]:
-    return [e.platform_id for e in cache.get_online([user_id]).get(user_id, [])]
+    return [e.platform_id for e in online.get_online([user_id]).get(user_id, [])]
 
 
 # --- sockets before the upgrade --------------------------------------------------------------

@@ -1,6 +1,6 @@
 from typing import Any
 
-from app.store.redis.cache import OnlineEntry
+from app.store.redis.online import OnlineEntry
 from app.tasks.push import plan_deliveries, recipients
 
 

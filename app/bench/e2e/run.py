@@ -41,7 +41,7 @@ from app.config import secrets, settings
 from app.core.conversation import MSGS_PER_DOC, group_conversation_id, single_conversation_id, transfer_queue
 from app.ops import embedded
 from app.store.mongo import storage
-from app.store.redis import cache
+from app.store.redis import msg_cache
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
 LINUX = 7
@@ -194,7 +194,7 @@ def create_groups(api: str, admin: str, plan: Plan) -> None:
 
 def stored_client_msg_ids(conversations: list[str], tag: str) -> dict[str, int]:
     """clientMsgID -> how many slots hold it, for this run's messages, read from MongoDB `msg` documents."""
-    maxes = cache.get_visible_max_seqs(conversations)
+    maxes = msg_cache.get_visible_max_seqs(conversations)
     coll = storage.get_db().msg
     counts: dict[str, int] = {}
     for conv in conversations:

@@ -25,7 +25,7 @@ from app.pipeline.offline_providers.base import (
     push_extras,
 )
 from app.pipeline.offline_providers.http import answer_json, post_json, raise_for_status
-from app.store.redis import cache
+from app.store.redis import push_tokens
 
 # The platforms OpenIM registers FCM tokens for: iOS, Android, Web.
 FCM_PLATFORMS = (1, 2, 5)
@@ -89,7 +89,7 @@ class Fcm:
         if resp.status_code == 401:
             resp = self._post(body, self.access_token())  # the source may hand out a refreshed token
         if resp.status_code in (403, 404) and fcm_error_code(answer_json(resp)) in STALE_TOKEN_ERRORS:
-            cache.delete_fcm_token(user_id, platform_id, device_token)
+            push_tokens.delete_fcm_token(user_id, platform_id, device_token)
             return False
         raise_for_status(resp, "FCM")
         if not answer_json(resp).get("name"):
@@ -101,7 +101,7 @@ class Fcm:
     ) -> PushResult:
         extras = push_extras(conversation_id, msgs)
         sound = ios_sound(msgs)
-        devices = cache.get_fcm_tokens(user_ids, FCM_PLATFORMS)
+        devices = push_tokens.get_fcm_tokens(user_ids, FCM_PLATFORMS)
         skipped = [u for u in user_ids if u not in devices]
         reached: set[str] = set()
 

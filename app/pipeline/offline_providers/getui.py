@@ -29,7 +29,8 @@ from app.pipeline.offline_providers.base import (
     push_extras,
 )
 from app.pipeline.offline_providers.http import answer_json, post_json, raise_for_status
-from app.store.redis import cache
+from app.store.redis.client import get_redis
+from app.store.redis.keys import getui_token_key
 
 TOKEN_EXPIRED_CODE = 10001
 TOKEN_CACHE_SECONDS = 23 * 3600
@@ -104,7 +105,7 @@ class Getui:
         self._auth_lock = threading.Lock()
 
     def _redis(self) -> redis.Redis:
-        return self.redis if self.redis is not None else cache.get_redis()
+        return self.redis if self.redis is not None else get_redis()
 
     def _authenticate(self) -> tuple[str, int]:
         timestamp = int(time.time() * 1000)
@@ -129,7 +130,7 @@ class Getui:
 
     def token(self, stale: str | None = None) -> str:
         """The cached token; a new one when there is none or the cached one is `stale` (refused)."""
-        key = cache.getui_token_key(self.app_id)
+        key = getui_token_key(self.app_id)
         current = self._redis().get(key)
         if current and current != stale:
             return str(current)

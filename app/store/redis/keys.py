@@ -1,0 +1,106 @@
+"""Every Redis key and channel name of the project, and how long the keys live.
+
+Per-conversation keys carry the conversation id in a hash tag `{...}` (per-user keys the user id)
+so one conversation's keys live in one Redis Cluster slot and can be written in one pipeline or
+script. The texts are data: existing deployments hold keys under exactly these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+MSG_CACHE_TTL_SECONDS = 24 * 3600
+# P2: a clientMsgID keeps its seq for a week, far longer than any broker redelivery or client resend.
+CLIENT_MSG_TTL_SECONDS = 7 * 24 * 3600
+ONLINE_TTL_SECONDS = 90
+
+ONLINE_EVENTS_CHANNEL = "USER_ONLINE_EVENTS"
+
+
+# --- one conversation's messages and seqs (data Redis) -----------------------------------------
+
+
+def malloc_seq_key(conversation_id: str) -> str:
+    """The seq allocator's cached block (app/seq_lua.py)."""
+    return f"MALLOC_SEQ:{{{conversation_id}}}"
+
+
+def max_seq_key(conversation_id: str) -> str:
+    """The visible max seq (P5): raised only after every message up to it is readable."""
+    return f"MAX_SEQ:{{{conversation_id}}}"
+
+
+def msg_cache_key(conversation_id: str, seq: int) -> str:
+    return f"MSG_CACHE:{{{conversation_id}}}:{seq}"
+
+
+def client_msg_key(conversation_id: str) -> str:
+    """clientMsgID -> seq, for the conversation's messages of the last CLIENT_MSG_TTL_SECONDS (P2)."""
+    return f"CLIENT_MSG:{{{conversation_id}}}"
+
+
+def user_read_seq_key(conversation_id: str, user_id: str) -> str:
+    return f"SEQ_USER_READ:{{{conversation_id}}}:{user_id}"
+
+
+def conversation_ready_key(conversation_id: str) -> str:
+    """Set once the conversation's MongoDB records exist, so transfer creates them only once."""
+    return f"CONV_READY:{{{conversation_id}}}"
+
+
+def client_ack_key(conversation_id: str, client_msg_id: str) -> str:
+    """The gateway's answer to a clientMsgID (P2: a resend is answered as the first send was)."""
+    return f"CLIENT_ACK:{{{conversation_id}}}:{client_msg_id}"
+
+
+# --- users and gateway nodes (data Redis) ------------------------------------------------------
+
+
+def online_key(user_id: str) -> str:
+    return f"ONLINE:{{{user_id}}}"
+
+
+def push_channel(node_id: str) -> str:
+    """The pub/sub channel one gateway node receives its deliveries and kicks on."""
+    return f"PUSH_NODE:{node_id}"
+
+
+def kicked_token_key(token: str) -> str:
+    """Hashed: the key names a token without holding it."""
+    return f"KICKED_TOKEN:{hashlib.sha256(token.encode()).hexdigest()}"
+
+
+def logged_out_key(user_id: str, platform_id: int) -> str:
+    return f"LOGGED_OUT:{{{user_id}}}:{platform_id}"
+
+
+def group_members_key(group_id: str) -> str:
+    return f"GROUP_MEMBERS:{{{group_id}}}"
+
+
+def getui_token_key(app_id: str) -> str:
+    """Getui's auth token, shared by every offline worker (OpenIM's GETUI_TOKEN, per app)."""
+    return f"GETUI_TOKEN:{app_id}"
+
+
+def fcm_token_key(user_id: str, platform_id: int) -> str:
+    """A device's FCM registration token (OpenIM's FCM_TOKEN:account:platform), hash-tagged by user."""
+    return f"FCM_TOKEN:{{{user_id}}}:{platform_id}"
+
+
+def dead_letters_key(stage: str) -> str:
+    """One stream per pipeline stage (app/pipeline/dead_letters.py)."""
+    return f"DEAD_LETTERS:{stage}"
+
+
+# --- the pipeline's plumbing (broker Redis) ----------------------------------------------------
+
+
+def journal_key(queue: str) -> str:
+    """The hand-offs published on `queue` and not yet done (app/pipeline/journal.py)."""
+    return f"JOURNAL:{{{queue}}}"
+
+
+def lease_key(queue: str) -> str:
+    """A transfer shard's lease (app/pipeline/shard_lease.py)."""
+    return f"LEASE:{{transfer}}:{queue}"  # one hash tag: the all-or-nothing script is single-slot

@@ -1,0 +1,99 @@
+"""The message cache and the seqs readers see: cached messages, visible max seqs, read seqs, and
+the commit that makes one conversation's new messages readable at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from app.store.redis import scripts
+from app.store.redis.client import get_redis
+from app.store.redis.keys import (
+    CLIENT_MSG_TTL_SECONDS,
+    MSG_CACHE_TTL_SECONDS,
+    client_msg_key,
+    conversation_ready_key,
+    max_seq_key,
+    msg_cache_key,
+    user_read_seq_key,
+)
+
+# commit.lua's answer when one of the clientMsgIDs got a seq since the caller probed.
+COMMIT_REFUSED = -1
+
+
+def encode_cached(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_cached(raw: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+def get_cached_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
+    seq_list = list(seqs)
+    if not seq_list:
+        return {}
+    raws = get_redis().mget([msg_cache_key(conversation_id, s) for s in seq_list])
+    return {s: decode_cached(str(raw)) for s, raw in zip(seq_list, raws, strict=True) if raw is not None}
+
+
+def _get_ints(conversation_ids: list[str], keys: list[str]) -> dict[str, int | None]:
+    """conversation -> the integer at its key (None where the key is missing), in one MGET."""
+    if not conversation_ids:
+        return {}
+    raws = get_redis().mget(keys)
+    return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
+
+
+def get_visible_max_seqs(conversation_ids: list[str]) -> dict[str, int | None]:
+    return _get_ints(conversation_ids, [max_seq_key(c) for c in conversation_ids])
+
+
+def get_read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int | None]:
+    return _get_ints(conversation_ids, [user_read_seq_key(c, user_id) for c in conversation_ids])
+
+
+def raise_visible_max_seq(conversation_id: str, seq: int) -> int:
+    result = scripts.load("raise_to", get_redis())(keys=[max_seq_key(conversation_id)], args=[seq])
+    return int(result)
+
+
+def raise_read_seq(conversation_id: str, user_id: str, seq: int, pipe: Pipeline | None = None) -> Any:
+    """Move the user's read seq up to `seq`, never back, never past the visible max: the read seq
+    it holds now, or, queued on `pipe`, the pipeline (the read seq is then its reply)."""
+    raise_capped = scripts.load("raise_capped", get_redis())
+    keys = [user_read_seq_key(conversation_id, user_id), max_seq_key(conversation_id)]
+    return raise_capped(keys=keys, args=[seq], client=pipe)
+
+
+def commit_args(
+    conversation_id: str, msgs: list[dict[str, Any]], read_seqs: dict[str, int]
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of commit.lua for one conversation's messages (already given their seqs)."""
+    keys = [max_seq_key(conversation_id), client_msg_key(conversation_id), conversation_ready_key(conversation_id)]
+    keys += [msg_cache_key(conversation_id, m["seq"]) for m in msgs]
+    keys += [user_read_seq_key(conversation_id, user) for user in read_seqs]
+    args: list[str | int] = [len(msgs), MSG_CACHE_TTL_SECONDS, CLIENT_MSG_TTL_SECONDS, max(m["seq"] for m in msgs)]
+    args += [encode_cached(m) for m in msgs]
+    args += [m["client_msg_id"] for m in msgs]
+    args += [m["seq"] for m in msgs]
+    args += list(read_seqs.values())
+    return keys, args
+
+
+def commit(
+    conversation_id: str,
+    msgs: list[dict[str, Any]],
+    read_seqs: dict[str, int],
+    client: redis.Redis | Pipeline | None = None,
+) -> Any:
+    """Cache the messages, record their clientMsgIDs, raise the visible max and the read seqs, in one
+    script (P5): len(msgs), or COMMIT_REFUSED having written nothing; queued on a pipeline, its reply."""
+    keys, args = commit_args(conversation_id, msgs, read_seqs)
+    return scripts.load("commit", get_redis())(keys=keys, args=args, client=client)
