@@ -2,10 +2,12 @@
 
 kombu's Redis transport pops a message (BRPOP) before it records it as unacknowledged, and keeps a
 BRPOP outstanding while the worker is busy: a worker killed then loses the message it had popped.
-So on a Redis broker every hand-off to persist and push is also journaled in the broker's Redis (a
-stream per queue, `JOURNAL:{queue}`) until its task finished, and each consumer sweeps
-entries older than the visibility timeout and runs them itself. Both tasks are idempotent (slots
-are overwritten; a repeated push is recognised by clientMsgID), so a late duplicate is harmless.
+So on a Redis broker every hand-off is also journaled in the broker's Redis (a stream per queue,
+`JOURNAL:{queue}`) until its task finished: the gateway's transfer batches (app/ws/publish.py; a
+transfer worker taking over a shard replays what is left, app/tasks/transfer.py) and transfer's
+hand-offs to persist and push (`send`; each consumer sweeps entries older than the visibility
+timeout and runs them itself). Every task is idempotent (transfer dedupes by clientMsgID, slots are
+overwritten, a repeated push is recognised by clientMsgID), so a late duplicate is harmless.
 RabbitMQ does not lose delivered messages: nothing is journaled there.
 """
 
