@@ -25,7 +25,7 @@ from app.config import settings
 from app.store.mongo import storage
 from app.store.redis import scripts
 from app.store.redis.client import get_redis
-from app.store.redis.keys import malloc_seq_key
+from app.store.redis.keys import MALLOC_SEQ_TTL_SECONDS, malloc_seq_key
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SeqAllocator:
         take_block: BlockSource,
         newest_block_end: Callable[[str], int],
         lock_seconds: int = 3,
-        data_seconds: int = 365 * 24 * 3600,
+        data_seconds: int = MALLOC_SEQ_TTL_SECONDS,
         wait_seconds: float = 0.02,
         take_blocks: BlocksSource | None = None,
     ) -> None:

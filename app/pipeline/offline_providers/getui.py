@@ -30,10 +30,9 @@ from app.pipeline.offline_providers.base import (
 )
 from app.pipeline.offline_providers.http import answer_json, post_json, raise_for_status
 from app.store.redis.client import get_redis
-from app.store.redis.keys import getui_token_key
+from app.store.redis.keys import GETUI_TOKEN_TTL_SECONDS, getui_token_key
 
 TOKEN_EXPIRED_CODE = 10001
-TOKEN_CACHE_SECONDS = 23 * 3600
 MAX_LIST_ALIASES = 999
 # Offline notifications older than a day are noise (Getui allows up to 3 days).
 MESSAGE_TTL_MS = 24 * 3600 * 1000
@@ -120,7 +119,7 @@ class Getui:
         data = answer.get("data") or {}
         if answer.get("code") != 0 or not data.get("token"):
             raise RejectedError(f"Getui /auth refused: {answer.get('msg')!r}", f"getui {answer.get('code')}")
-        ttl = TOKEN_CACHE_SECONDS
+        ttl = GETUI_TOKEN_TTL_SECONDS
         try:
             # never keep it past the expiry Getui announced (ms since the epoch)
             ttl = min(ttl, int((int(data["expire_time"]) - time.time() * 1000) / 1000) - 60)

@@ -13,6 +13,10 @@ MSG_CACHE_TTL_SECONDS = 24 * 3600
 # P2: a clientMsgID keeps its seq for a week, far longer than any broker redelivery or client resend.
 CLIENT_MSG_TTL_SECONDS = 7 * 24 * 3600
 ONLINE_TTL_SECONDS = 90
+# A conversation's cached seq block outlives any pause in its traffic; losing it only costs a jump.
+MALLOC_SEQ_TTL_SECONDS = 365 * 24 * 3600
+# Getui's auth token is kept this long at most (less when Getui announces an earlier expiry).
+GETUI_TOKEN_TTL_SECONDS = 23 * 3600
 
 ONLINE_EVENTS_CHANNEL = "USER_ONLINE_EVENTS"
 
