@@ -84,12 +84,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.celery_app import celery_app
     from app.config import settings
     from app.ops.metrics import serve_metrics, watch_tasks
-    from app.store.mongo import storage
+    from app.store.mongo import client as mongo
 
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()
     if args.kind in ("transfer", "persist"):
-        storage.ensure_indexes()
+        mongo.ensure_indexes()
     if args.kind in ("persist", "push"):
         start_journal_sweeper(args.kind, settings.broker_visibility_timeout)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):

@@ -49,7 +49,7 @@ from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
 from app.services.auth import TokenClaims, verify_token
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis import cache
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
@@ -466,7 +466,7 @@ def create_app(gateway: Gateway) -> Flask:
     def readyz() -> Any:
         """Ready for traffic: not shutting down, Redis and MongoDB answer, pushes are subscribed."""
         checks = {"accepting": not gateway.draining, "push_subscription": gateway.push_subscribed}
-        for name, probe in (("redis", lambda: cache.get_redis().ping()), ("mongodb", storage.ping)):
+        for name, probe in (("redis", lambda: cache.get_redis().ping()), ("mongodb", mongo.ping)):
             try:
                 probe()
                 checks[name] = True
@@ -561,7 +561,7 @@ def serve() -> None:
 
     if settings.multi_login_policy not in LOGIN_POLICIES:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
         accept_shard_batch,
         settings.batch_linger_ms / 1000.0,

@@ -23,8 +23,6 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, request
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from pymongo import ASCENDING, UpdateOne
-from pymongo.collection import Collection
 
 from app.api.admin import api_response
 from app.celery_app import celery_app
@@ -36,7 +34,8 @@ from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
 from app.services import history, profiles
 from app.services.auth import TokenClaims, verify_token
-from app.store.mongo import storage
+from app.store.mongo import conversations, seq_users
+from app.store.mongo import users as user_store
 from app.store.redis import cache
 
 log = logging.getLogger(__name__)
@@ -146,22 +145,11 @@ def empty_version(**extra: Any) -> dict[str, Any]:
 
 # --- users ------------------------------------------------------------------------------------
 
-_user_index_ready = False
-
-
-def users_collection() -> Collection[dict[str, Any]]:
-    global _user_index_ready
-    coll = storage.get_db().user
-    if not _user_index_ready:
-        coll.create_index([("user_id", ASCENDING)], unique=True)
-        _user_index_ready = True
-    return coll
-
 
 def users_info(user_ids: Iterable[str]) -> list[dict[str, Any]]:
     """OpenIM's UserInfo for each id, registered or not (an unknown user has no nickname or face)."""
     wanted = list(user_ids)
-    found = {d["user_id"]: d for d in users_collection().find({"user_id": {"$in": wanted}}, {"_id": 0})}
+    found = user_store.find_users(wanted)
     out = []
     for user_id in wanted:
         doc = found.get(user_id, {})
@@ -188,7 +176,7 @@ def user_register() -> Response:
     if not isinstance(users, list) or not users or len(users) > MAX_IDS:
         raise ImError(ARGS_ERROR, "users must be a non-empty list")
     now = int(time.time() * 1000)
-    ops = []
+    registered = []
     for user in users:
         if not isinstance(user, dict):
             raise ImError(ARGS_ERROR, "each user must be an object")
@@ -201,14 +189,8 @@ def user_register() -> Response:
             raise ImError(ARGS_ERROR, f"faceURL is longer than {validation.MAX_FACE_URL_CHARS} characters")
         if len(fields["ex"]) > validation.MAX_EX_BYTES:
             raise ImError(ARGS_ERROR, f"ex is longer than {validation.MAX_EX_BYTES} characters")
-        ops.append(
-            UpdateOne(
-                {"user_id": validation.check_user_id(user.get("userID"))},
-                {"$set": fields, "$setOnInsert": {"create_time": now, "global_recv_msg_opt": 0}},
-                upsert=True,
-            )
-        )
-    users_collection().bulk_write(ops, ordered=False)
+        registered.append((validation.check_user_id(user.get("userID")), fields))
+    user_store.register_users(registered, now)
     for user in users:
         profiles.forget(user["userID"])  # senders' nicknames on this node: the new ones at once
     return api_response({})
@@ -242,13 +224,6 @@ def get_designated_friends() -> Response:
 
 
 # --- conversations ------------------------------------------------------------------------------
-
-
-def conversation_records(owner: str, conversation_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    query: dict[str, Any] = {"owner_user_id": owner}
-    if conversation_ids is not None:
-        query["conversation_id"] = {"$in": conversation_ids}
-    return {d["conversation_id"]: d for d in storage.get_db().conversation.find(query, {"_id": 0})}
 
 
 def peer_of(conversation_id: str, owner: str) -> str:
@@ -337,7 +312,7 @@ def get_active_conversations() -> Response:
     owner = caller().user_id
     req = proto_body(js.GetActiveConversationsReq)
     count = req.count if 0 < req.count <= MAX_ACTIVE else DEFAULT_ACTIVE
-    items, unread = conversation_msgs(owner, conversation_records(owner), with_empty=False)
+    items, unread = conversation_msgs(owner, conversations.records_of(owner), with_empty=False)
     return proto_response(js.GetActiveConversationsResp(unreadCount=unread, conversations=items[:count]))
 
 
@@ -346,7 +321,7 @@ def get_conversations() -> Response:
     owner = caller().user_id
     req = proto_body(js.GetConversationsReq)
     wanted = validation.check_conversation_ids(req.conversationIDs, MAX_IDS)
-    records = conversation_records(owner, wanted)
+    records = conversations.records_of(owner, wanted)
     items, unread = conversation_msgs(owner, records, with_empty=True)
     return proto_response(js.GetConversationsResp(unreadCount=unread, conversations=items))
 
@@ -361,8 +336,7 @@ def get_incremental_conversations() -> Response:
 @openim_api.post("/conversation/get_not_notify_conversation_ids")
 def get_not_notify_conversation_ids() -> Response:
     owner = acting_user(caller(), json_body())
-    docs = storage.get_db().conversation.find({"owner_user_id": owner, "recv_msg_opt": {"$ne": 0}}, {"_id": 0})
-    return api_response({"conversationIDs": sorted(d["conversation_id"] for d in docs)})
+    return api_response({"conversationIDs": conversations.not_notify_conversation_ids(owner)})
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -381,7 +355,7 @@ def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, i
             min(seq, max_seq),
         )
     )
-    storage.raise_read_seqs([(conversation_id, user_id, after)])
+    seq_users.raise_read_seqs([(conversation_id, user_id, after)])
     return min(before, after), after
 
 
@@ -437,9 +411,9 @@ def set_conversations() -> Response:
     opt = conversation.get("recvMsgOpt")
     if isinstance(opt, dict):
         value = opt.get("value", 0)
-        if value not in storage.RECV_MSG_OPTS or isinstance(value, bool):
-            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {storage.RECV_MSG_OPTS}")
-        missing = [u for u in user_ids if not storage.set_recv_msg_opt(u, conv, int(value))]
+        if value not in conversations.RECV_MSG_OPTS or isinstance(value, bool):
+            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {conversations.RECV_MSG_OPTS}")
+        missing = [u for u in user_ids if not conversations.set_recv_msg_opt(u, conv, int(value))]
         if missing:
             raise ImError(RECORD_NOT_FOUND, f"no conversation {conv} for {missing[0]}")
     return api_response({})

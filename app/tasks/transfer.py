@@ -31,7 +31,7 @@ from app.pipeline import dead_letters, journal
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import conversations, seq_blocks, seq_users
 from app.store.redis import cache
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ def allocator() -> SeqAllocator:
     global _allocator
     if _allocator is None:
         _allocator = SeqAllocator(
-            cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
+            cache.get_redis(),
+            seq_blocks.take_seq_block,
+            seq_blocks.reserved_seq_end,
+            take_blocks=seq_blocks.take_seq_blocks,
         )
     return _allocator
 
@@ -86,7 +89,7 @@ def close_leavers_windows(committed: ByConversation) -> None:
         for msg in msgs:
             leaving = classify.leaving_users(msg)
             if leaving and msg.get("seq"):
-                storage.set_member_seq_bounds(conv, leaving, min_seq=None, max_seq=int(msg["seq"]))
+                seq_users.set_member_seq_bounds(conv, leaving, min_seq=None, max_seq=int(msg["seq"]))
 
 
 def split_known(msgs: Msgs, known: list[str | None]) -> tuple[Msgs, dict[int, dict[str, Any]]]:
@@ -132,7 +135,7 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
             first = by_conv[conv][0]
             missing_records[conv] = (conversation_owners(first), first["session_type"])
     if missing_records:
-        storage.create_conversations_many(missing_records)
+        conversations.create_conversations_many(missing_records)
 
     wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
     starts = allocator().malloc_many(wants) if wants else {}

@@ -21,7 +21,7 @@ from app.cli.client import ClientError, ImClient
 from app.config import settings
 from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis import cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.integration.helpers import WEB, eventually, login
@@ -123,7 +123,7 @@ def assert_one_seq_each_in_order(stack: Stack, senders: Senders) -> None:
 
 
 def persisted_exactly(conv: str, acked: list[str]) -> bool:
-    docs = storage.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+    docs = mongo.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
     cids = [slot["msg"]["client_msg_id"] for d in docs for slot in d["msgs"] if slot["msg"]]
     return sorted(cids) == sorted(acked)
 
@@ -163,7 +163,7 @@ def test_same_client_msg_id_three_times_gets_one_seq_and_one_answer(stack: Any, 
         a.send_text(bob, "next", client_msg_id=f"next-{uid}")
         found = pulled_seqs(stack, alice, conv, [f"dup-{uid}", f"next-{uid}"])
         assert found == {f"dup-{uid}": [1], f"next-{uid}": [2]}
-        stored = eventually(lambda: storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}))
+        stored = eventually(lambda: mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"}))
         assert stored["msgs"][0]["msg"]["server_msg_id"] == answers[0]["serverMsgID"]
     finally:
         a.close()
@@ -209,7 +209,7 @@ def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: St
     assert_one_seq_each_in_order(stack, senders)
     # seqs were never reused: MongoDB's block allocator is above everything handed out
     for conv in senders.acked:
-        doc = storage.get_db().seq.find_one({"conversation_id": conv})
+        doc = mongo.get_db().seq.find_one({"conversation_id": conv})
         assert doc is not None and doc["max_seq"] >= senders.per_sender and doc["min_seq"] == 0
 
 
@@ -226,7 +226,7 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 4)
 
     def stored() -> list[str]:
-        doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
+        doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
         return [slot["msg"]["client_msg_id"] for slot in doc["msgs"] if slot and slot.get("msg")]
 
     assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
