@@ -1,4 +1,4 @@
-"""Senders' nickname and face URL as the server knows them (the `user` collection of app/api/openim.py).
+"""Senders' nickname and face URL as the server knows them (the `user` collection of app/api/infos.py).
 
 A SendMsg carries the sender's profile from here, never from the client (P8). Remembered briefly so
 the hot path does not query MongoDB per message; a MongoDB outage must not hold up sending, so the
