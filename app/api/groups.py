@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from app.api.admin import api_response
-from app.api.openim import (
-    MAX_IDS,
-    acting_user,
-    caller,
-    ids_arg,
-    int_arg,
-    json_body,
-    on_im_error,
-    on_unexpected,
-    users_info,
-)
+from app.api.envelope import MAX_IDS, acting_user, api_response, caller, ids_arg, int_arg, json_body
+from app.api.infos import group_infos, users_info
 from app.core.errors import ARGS_ERROR, GROUP_ID_NOT_FOUND, NO_PERMISSION, NOT_IN_GROUP, ImError
 from app.core.validation import check_group_id
 from app.services import groups
@@ -39,8 +28,6 @@ from app.store.mongo import groups as group_store
 log = logging.getLogger(__name__)
 
 group_api = Blueprint("group_api", __name__)
-group_api.register_error_handler(ImError, on_im_error)
-group_api.register_error_handler(Exception, on_unexpected)
 
 JOIN_GROUPS_VERSION_ID = "join-groups"  # versions here are checksums: one id for all of them
 MEMBERS_VERSION_ID = groups.MEMBERS_VERSION_ID
@@ -48,16 +35,6 @@ MAX_PAGE = 1000
 
 
 # --- answers in OpenIM's shapes ------------------------------------------------------------------
-
-
-def group_infos(group_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """GroupInfo of each existing group among `group_ids`."""
-    out = {}
-    for group_id in dict.fromkeys(group_ids):
-        group = group_store.find_group(group_id)
-        if group is not None:
-            out[group_id] = groups.openim_group_info(group, len(groups.members(group_id)))
-    return out
 
 
 def member_infos(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
