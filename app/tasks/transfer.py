@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from celery import bootsteps
+
 from app.celery_app import celery_app
 from app.core import classify, quarantine
 from app.core.conversation import GROUP_CHAT, conversation_id_for
@@ -365,6 +367,24 @@ def replay_journal(queues: list[str]) -> int:
                 transfer_batch(msgs, [queue, entry_id])
                 replayed += 1
     return replayed
+
+
+def journal_replay_step(queues: list[str]) -> type[bootsteps.StartStopStep]:
+    """A consumer bootstep (Redis broker) that replays `queues`' journal each time the worker's
+    consumer starts: at start, and again after every reconnection to the broker, before the event
+    loop consumes anything. kombu's Redis transport pops a batch (BRPOP) before it records it as
+    unacknowledged, so a batch popped while the broker went away is in neither the queue nor the
+    unacknowledged set; only the journal still has it (seen in the fault suite's broker restart)."""
+
+    class ReplayJournal(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = {"celery.worker.consumer.tasks:Tasks"}  # consumers declared, nothing consumed yet
+
+        def start(self, parent: Any) -> None:
+            replayed = replay_journal(queues)
+            if replayed:
+                log.warning("replayed %d journaled batches left by a previous consumer or connection", replayed)
+
+    return ReplayJournal
 
 
 def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
