@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from app.config import settings
-from app.store.mongo import storage
+from app.store.mongo import seq_blocks
 from app.store.redis import scripts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import MALLOC_SEQ_TTL_SECONDS, malloc_seq_key
@@ -179,7 +179,7 @@ class SeqAllocator:
 
 
 def new_seq_allocator(
-    take_block: BlockSource = storage.take_seq_block,
+    take_block: BlockSource = seq_blocks.take_seq_block,
     *,
     lock_seconds: int = 3,
     take_blocks: BlocksSource | None = None,
@@ -187,7 +187,7 @@ def new_seq_allocator(
     """An allocator on the data Redis in front of MongoDB's seq blocks (tests pass their own
     `take_block` to interfere mid-fetch)."""
     return SeqAllocator(
-        get_redis(), take_block, storage.reserved_seq_end, lock_seconds=lock_seconds, take_blocks=take_blocks
+        get_redis(), take_block, seq_blocks.reserved_seq_end, lock_seconds=lock_seconds, take_blocks=take_blocks
     )
 
 
@@ -199,5 +199,5 @@ def seq_allocator() -> SeqAllocator:
     conversations come from MongoDB in one call."""
     global _allocator
     if _allocator is None:
-        _allocator = new_seq_allocator(take_blocks=storage.take_seq_blocks)
+        _allocator = new_seq_allocator(take_blocks=seq_blocks.take_seq_blocks)
     return _allocator

@@ -14,7 +14,7 @@ import sys
 import time
 
 from app.seq_lua import new_seq_allocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis.client import get_redis
 
 
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     allocator = new_seq_allocator(lock_seconds=1)
     # Open both connections before the start signal so the processes really run side by side.
     get_redis().ping()
-    storage.get_db().command("ping")
+    mongo.ping()
     print("ready", flush=True)
     sys.stdin.readline()
     ranges: list[list[int]] = []

@@ -37,7 +37,8 @@ from app.core.conversation import GROUP_CHAT, conversation_id_for  # noqa: E402
 from app.core.protocol import MSG_STATUS_SUCCESS  # noqa: E402
 from app.seq_lua import seq_allocator  # noqa: E402
 from app.services import groups
-from app.store.mongo import storage  # noqa: E402
+from app.store.mongo import client as mongo  # noqa: E402
+from app.store.mongo import messages  # noqa: E402
 from app.store.redis import msg_cache, online
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def handle_message(msg: dict[str, Any]) -> int:
     msg["seq"] = start + 1
     msg["status"] = MSG_STATUS_SUCCESS
     msg_cache.commit(conv, [msg], {msg["send_id"]: msg["seq"]})
-    storage.write_msgs(conv, [msg])
+    messages.write_msgs(conv, [msg])
     members = groups.members(msg["group_id"]) if is_group else None
     users = recipients(msg, members)
     by_node: dict[str, list[str]] = {}
@@ -108,7 +109,7 @@ def serve_gateway() -> None:
                 done.set(item.ack)
             return done
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     gateway = Gateway(settings.node_id, PerMessagePublisher())
     import gevent
 
@@ -122,7 +123,7 @@ def serve_gateway() -> None:
 def run_worker(concurrency: int) -> None:
     from app.config import settings
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     baseline_app.worker_main(
         [
             "worker",

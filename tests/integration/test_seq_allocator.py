@@ -8,19 +8,20 @@ import time
 import pytest
 
 from app.seq_lua import SINGLE_BLOCK, SeqAllocator, new_seq_allocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_blocks
 from app.store.redis.client import get_redis
 from app.store.redis.keys import malloc_seq_key
 
 
 @pytest.fixture
 def allocator(infra: dict[str, str]) -> SeqAllocator:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     return new_seq_allocator(lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, int]:
-    doc = storage.get_db().seq.find_one({"conversation_id": conv})
+    doc = mongo.get_db().seq.find_one({"conversation_id": conv})
     assert doc is not None
     return {"max_seq": doc["max_seq"], "min_seq": doc["min_seq"]}
 
@@ -54,7 +55,7 @@ def test_redis_data_loss_never_reuses_a_seq(allocator: SeqAllocator, uid: str) -
 def test_inconsistent_block_jumps_ahead(allocator: SeqAllocator, uid: str) -> None:
     conv = f"si_a{uid}_e{uid}"
     allocator.malloc(conv, 50)  # block 0..100, cached CURR 50
-    storage.take_seq_block(conv, 1000)  # someone else reserved seqs in MongoDB meanwhile
+    seq_blocks.take_seq_block(conv, 1000)  # someone else reserved seqs in MongoDB meanwhile
     allocator.malloc(conv, 50)  # still inside the cached block
     start = allocator.malloc(conv, 10)  # needs a new block, which does not continue the cache
     assert start >= 1100
@@ -104,7 +105,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
             interfere[0] = False
             r.delete(malloc_seq_key(conv_id))
             other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5
-        return storage.take_seq_block(conv_id, size)  # ours: 55..110
+        return seq_blocks.take_seq_block(conv_id, size)  # ours: 55..110
 
     mine = new_seq_allocator(take_block_with_redis_loss, lock_seconds=1)
     first = mine.malloc(conv, 5)
@@ -123,7 +124,7 @@ def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[st
             interfere[0] = False
             time.sleep(1.2)  # longer than lock_seconds: our lock expires
             other.malloc(conv_id, 5)
-        return storage.take_seq_block(conv_id, size)
+        return seq_blocks.take_seq_block(conv_id, size)
 
     mine = new_seq_allocator(slow_take_block, lock_seconds=1)
     first = mine.malloc(conv, 5)
@@ -141,7 +142,7 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
     interfere = [True]
 
     def take_block_then_lose(conv_id: str, size: int) -> int:
-        start = storage.take_seq_block(conv_id, size)  # ours: 0..55
+        start = seq_blocks.take_seq_block(conv_id, size)  # ours: 0..55
         if interfere[0]:
             interfere[0] = False
             r.delete(malloc_seq_key(conv_id))
@@ -155,13 +156,13 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
 
 
 def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     conv = f"si_a{uid}_busy{uid}"
     blocks: list[int] = []
 
     def take_block(conversation_id: str, size: int) -> int:
         blocks.append(size)
-        return storage.take_seq_block(conversation_id, size)
+        return seq_blocks.take_seq_block(conversation_id, size)
 
     busy = new_seq_allocator(take_block)
     starts = [busy.malloc(conv, 1) for _ in range(600)]
@@ -173,14 +174,14 @@ def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid
 
 
 def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     convs = [f"si_a{uid}_many{i}" for i in range(30)]
-    storage.take_seq_block(convs[0], 100)  # one counter exists already
+    seq_blocks.take_seq_block(convs[0], 100)  # one counter exists already
     calls: list[dict[str, int]] = []
 
     def take_blocks(sizes: dict[str, int]) -> dict[str, int]:
         calls.append(dict(sizes))
-        return storage.take_seq_blocks(sizes)
+        return seq_blocks.take_seq_blocks(sizes)
 
     def one_by_one(conversation_id: str, size: int) -> int:
         raise AssertionError(f"{conversation_id} took its block alone")
@@ -195,7 +196,7 @@ def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], ui
 
 
 def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     convs = [f"si_a{uid}_race{i}" for i in range(3)]
     ranges: list[tuple[str, int, int]] = []
     lock = threading.Lock()
@@ -203,7 +204,7 @@ def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: s
     def work() -> None:
         for n in range(15):
             sizes = {c: 1 + (n % 4) for c in convs}
-            taken = storage.take_seq_blocks(sizes)
+            taken = seq_blocks.take_seq_blocks(sizes)
             with lock:
                 ranges.extend((c, start, start + sizes[c]) for c, start in taken.items())
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from app.seq_lua import SeqAllocator, new_seq_allocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_blocks
 from app.store.redis.client import get_redis
 from app.store.redis.keys import malloc_seq_key
 
@@ -39,7 +40,7 @@ def new_allocator() -> SeqAllocator:
 
 
 def seq_doc(conv: str) -> dict[str, Any] | None:
-    return storage.get_db().seq.find_one({"conversation_id": conv})
+    return mongo.get_db().seq.find_one({"conversation_id": conv})
 
 
 class SeqAllocatorMachine(RuleBasedStateMachine):
@@ -91,7 +92,7 @@ class SeqAllocatorMachine(RuleBasedStateMachine):
 
     @rule(size=st.integers(1, 300))
     def block_reserved_elsewhere(self, size: int) -> None:
-        start = storage.take_seq_block(self.conv, size)
+        start = seq_blocks.take_seq_block(self.conv, size)
         assert start >= self.high_water, f"MongoDB reserved from {start}, below handed-out {self.high_water}"
         self.record(EXTERNAL, start, size)
 
@@ -149,7 +150,7 @@ class SeqAllocatorMachine(RuleBasedStateMachine):
 
 
 def test_seq_allocator_state_machine(infra: dict[str, str]) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     run_state_machine_as_test(
         SeqAllocatorMachine,
         settings=settings(
@@ -166,7 +167,7 @@ def test_seq_allocator_state_machine(infra: dict[str, str]) -> None:
 
 
 def test_processes_share_a_conversation_through_redis_loss(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     conv = f"si_model_proc_{uid}_{uuid.uuid4().hex[:8]}"
     r = get_redis()
     count = 40
