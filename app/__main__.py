@@ -210,6 +210,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     """Operators' view of app/pipeline/dead_letters.py: list, show, redrive or drop one entry."""
     import json
 
+    from app.ops import redrive
     from app.pipeline import dead_letters
 
     if args.action == "list":
@@ -224,7 +225,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 raise dead_letters.UnknownEntry(args.entry_id)
             print(json.dumps(found.as_dict(), indent=2, ensure_ascii=False))
         elif args.action == "redrive":
-            print(f"redriven: {dead_letters.redrive(args.entry_id).id}")
+            print(f"redriven: {redrive.redrive(args.entry_id).id}")
         elif not dead_letters.drop(args.entry_id):
             raise dead_letters.UnknownEntry(args.entry_id)
         else:
