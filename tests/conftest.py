@@ -88,6 +88,15 @@ def infra(mongo_server: str, clean_redis: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def commit_guard() -> Iterator[None]:
+    """For tests that set transfer's guard_commits hook: cleared afterwards."""
+    yield
+    from app.tasks.transfer import guard_commits
+
+    guard_commits(None)
+
+
+@pytest.fixture
 def uid() -> str:
     """A fresh suffix so each test's users and conversations are its own."""
     return uuid.uuid4().hex[:8]
@@ -105,7 +114,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def provider() -> Iterator[object]:
-    from tests.fake_provider import FakeProvider
+    from tests.fake_providers import FakeProvider
 
     fake = FakeProvider()
     yield fake

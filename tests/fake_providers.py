@@ -1,4 +1,4 @@
-"""Local HTTP servers standing in for JPush, Getui and FCM.
+"""Local HTTP servers standing in for the offline push providers: the webhook, JPush, Getui and FCM.
 
 Each one checks a request as its provider documents it (auth, path, required fields, limits) and
 answers as the provider does; a request that breaks a rule is answered with the provider's error
@@ -111,6 +111,35 @@ class FakeServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeProvider(FakeServer):
+    """The webhook (OFFLINE_PUSH_URL): records each request's body, answers {"ok": true}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[dict[str, Any]] = []
+        self.url = f"{self.base_url}/push"
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"ok": False}
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+        self.received.append(body if isinstance(body, dict) else {})
+        return 200, {"ok": True}
+
+    def for_user(self, user_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.received if user_id in r.get("userIDs", [])]
+
+    def wait_for_user(self, user_id: str, msg_count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.for_user(user_id)
+            if sum(len(r["msgs"]) for r in got) >= msg_count:
+                return got
+            time.sleep(0.1)
+        return self.for_user(user_id)
 
 
 def _strings(value: Any, most: int) -> bool:

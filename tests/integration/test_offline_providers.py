@@ -14,8 +14,7 @@ from app.pipeline.offline_providers.getui import MAX_LIST_ALIASES, Getui
 from app.pipeline.offline_providers.jpush import JPush
 from app.pipeline.offline_providers.webhook import Webhook
 from app.store.redis import cache
-from tests.fake_provider import FakeProvider
-from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush
+from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, FakeProvider
 
 
 def msgs(conv_peer: str = "bob") -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from typing import Any
 
 import redis
 
-from app.bench.stages import _synthetic
 from app.celery_app import celery_app
 from app.cli.client import text_of
 from app.core.conversation import single_conversation_id
 from app.pipeline import dead_letters
 from app.store.mongo import storage
 from tests.conftest import REDIS_URL
+from tests.factories import stored_msg
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
 from tests.stack import Stack
@@ -138,10 +138,10 @@ def test_typing_and_unstored_messages_are_pushed_with_seq_zero(stack: Any, uid: 
 def test_same_persist_batch_twice_leaves_one_copy_and_broken_runs_are_refused(stack: Any, uid: str) -> None:
     conv = single_conversation_id(f"p{uid}", f"q{uid}")
     now = int(time.time() * 1000)
-    msgs = [_synthetic(f"p{uid}", f"q{uid}", i, now) | {"seq": 101 + i, "status": 2} for i in range(5)]
+    msgs = [stored_msg(f"p{uid}", f"q{uid}", i, now) | {"seq": 101 + i, "status": 2} for i in range(5)]
     for _ in range(2):
         celery_app.send_task("persist.batch", args=[[[conv, msgs]], []], queue="persist")
-    broken = [_synthetic(f"p{uid}", f"q{uid}", 9, now) | {"seq": s} for s in (1, 2, 4)]
+    broken = [stored_msg(f"p{uid}", f"q{uid}", 9, now) | {"seq": s} for s in (1, 2, 4)]
     celery_app.send_task("persist.batch", args=[[[conv, broken]], []], queue="persist")
 
     assert eventually(lambda: len([s for s in doc_slots(conv, 1) if s]) == 5)
@@ -184,8 +184,8 @@ def test_racing_writers_on_a_new_document_lose_no_slot(infra: dict[str, str], ui
     for round_ in range(5):
         conv = single_conversation_id(f"race{uid}", f"r{round_}")
         halves = [
-            [_synthetic("x", "y", i, now) | {"seq": i} for i in range(1, 101, 2)],
-            [_synthetic("x", "y", i, now) | {"seq": i} for i in range(2, 101, 2)],
+            [stored_msg("x", "y", i, now) | {"seq": i} for i in range(1, 101, 2)],
+            [stored_msg("x", "y", i, now) | {"seq": i} for i in range(2, 101, 2)],
         ]
         assert write_together(conv, halves) == []
         assert [s["seq"] if s is not None else None for s in doc_slots(conv, 0)] == list(range(1, 101))

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import redis
 
-from app.bench.stages import _synthetic
 from app.celery_app import celery_app
 from app.cli.client import ClientError, ImClient
 from app.config import settings
@@ -24,6 +23,7 @@ from app.pipeline import dead_letters
 from app.store.mongo import storage
 from app.store.redis import cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
+from tests.factories import stored_msg
 from tests.integration.helpers import WEB, eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.stack import Stack
@@ -219,7 +219,7 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     conv = single_conversation_id(sender, receiver)
     queue = transfer_queue(shard_of(conv, settings.transfer_shards))
     now = int(time.time() * 1000)
-    m = [_synthetic(sender, receiver, i, now) for i in range(4)]
+    m = [stored_msg(sender, receiver, i, now) for i in range(4)]
     celery_app.send_task("transfer.batch", args=[m[:2]], queue=queue)
     assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 2)
     celery_app.send_task("transfer.batch", args=[[m[1], m[2], m[3]]], queue=queue)

@@ -29,7 +29,7 @@ from app.cli.client import ImClient, connect_url
 from app.ops import embedded
 from app.services.auth import mint_token
 from app.store.redis import cache
-from tests.fake_provider import FakeProvider
+from tests.fake_providers import FakeProvider
 from tests.integration.helpers import LINUX, eventually
 from tests.stack import ROOT, GatewayNode
 
