@@ -7,7 +7,8 @@ import json
 import uuid
 from typing import Any
 
-from app.core.protocol import MSG_FROM_USER, MSG_STATUS_SENDING, msgdata_to_doc
+from app.core.constants import MSG_FROM_USER, MSG_STATUS_SENDING
+from app.core.protocol import msgdata_to_doc
 from app.proto import sdkws_pb2 as pb
 
 

@@ -29,9 +29,15 @@ from pymongo.collection import Collection
 from app.api.admin import api_response
 from app.celery_app import celery_app
 from app.core import push_frames, validation
-from app.core.conversation import GROUP_CHAT, SINGLE_CHAT
+from app.core.constants import (
+    GROUP_CHAT,
+    HAS_READ_RECEIPT,
+    MSG_FROM_SYSTEM,
+    MSG_STATUS_DELETED,
+    MSG_STATUS_SENDING,
+    SINGLE_CHAT,
+)
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, SERVER_INTERNAL, ImError
-from app.core.protocol import MSG_FROM_SYSTEM, MSG_STATUS_DELETED, MSG_STATUS_SENDING
 from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
 from app.services import history, profiles
@@ -43,7 +49,6 @@ log = logging.getLogger(__name__)
 
 openim_api = Blueprint("openim_api", __name__)
 
-HAS_READ_RECEIPT = 2200  # OpenIM's constant.HasReadReceipt
 DEFAULT_ACTIVE = 100  # OpenIM's defaultGetActiveConversation / maxGetActiveConversation
 MAX_ACTIVE = 500
 MAX_IDS = validation.MAX_IDS_PER_REQUEST  # user or conversation ids in one request

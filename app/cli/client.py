@@ -16,10 +16,9 @@ import websocket
 from google.protobuf import json_format
 
 from app.core import protocol
-from app.core.conversation import GROUP_CHAT, SINGLE_CHAT, single_conversation_id
+from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
+from app.core.conversation import single_conversation_id
 from app.core.errors import ImError
-
-TEXT = 101
 
 
 class ClientError(Exception):

@@ -24,8 +24,8 @@ from typing import Any
 
 from app.celery_app import celery_app
 from app.core import classify, quarantine
-from app.core.conversation import GROUP_CHAT, conversation_id_for
-from app.core.protocol import MSG_STATUS_SUCCESS
+from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS
+from app.core.conversation import conversation_id_for
 from app.ops import metrics
 from app.pipeline import dead_letters, journal
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done

@@ -7,10 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from app.cli.client import ImClient
+from app.core.constants import LINUX
 from app.services.auth import mint_token
-
-WEB = 5
-LINUX = 7
 
 
 def login(stack: Any, user_id: str, platform_id: int = LINUX) -> ImClient:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from app.cli.client import ClientError, ImClient
+from app.core.constants import LINUX
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
+from tests.integration.helpers import admin_token, eventually, login, rest
 
 MEMBER_KICKED = 1508
 GROUP_DISMISSED = 1511

@@ -11,10 +11,11 @@ import redis
 from pymongo import MongoClient
 
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from tests.conftest import BROKER_REDIS_URL, WORK_DIR
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 from tests.stack import Stack
 
 

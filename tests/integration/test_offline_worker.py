@@ -16,7 +16,8 @@ import pytest
 import requests
 from celery import Celery
 
-from app.core.conversation import SINGLE_CHAT, single_conversation_id
+from app.core.constants import SINGLE_CHAT
+from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.pipeline import dead_letters
 from app.services.auth import mint_token

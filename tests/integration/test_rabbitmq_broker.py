@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from kombu.connection import Connection
 
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.store.mongo import storage
 from tests.conftest import AMQP_URL, WORK_DIR
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.rabbitmq

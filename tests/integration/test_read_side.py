@@ -12,12 +12,13 @@ import redis
 
 from app.celery_app import celery_app
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.pipeline import dead_letters
 from app.store.mongo import storage
 from tests.conftest import REDIS_URL
 from tests.factories import stored_msg
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
 from tests.stack import Stack
 

@@ -15,11 +15,10 @@ import websocket
 
 from app.cli.client import ClientError, ImClient, connect_url
 from app.core import protocol
+from app.core.constants import ANDROID, IOS, LINUX, WEB
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, WEB, eventually, login
+from tests.integration.helpers import eventually, login
 
-IOS = 1
-ANDROID = 2
 RATE = 20
 
 

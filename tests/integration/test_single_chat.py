@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.store.mongo import storage
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 
 
 def slots_in_mongo(conv: str, index: int) -> list[dict[str, Any] | None]:

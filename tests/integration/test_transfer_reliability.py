@@ -18,13 +18,14 @@ import redis
 from app.celery_app import celery_app
 from app.cli.client import ClientError, ImClient
 from app.config import settings
+from app.core.constants import WEB
 from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters
 from app.store.mongo import storage
 from app.store.redis import cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.factories import stored_msg
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.stack import Stack
 

@@ -26,11 +26,12 @@ import websocket
 from websockets.asyncio.client import connect as async_connect
 
 from app.cli.client import ImClient, connect_url
+from app.core.constants import LINUX
 from app.ops import embedded
 from app.services.auth import mint_token
 from app.store.redis import cache
 from tests.fake_providers import FakeProvider
-from tests.integration.helpers import LINUX, eventually
+from tests.integration.helpers import eventually
 from tests.stack import ROOT, GatewayNode
 
 HANDSHAKE_SECONDS = 2.0

@@ -20,9 +20,10 @@ import websocket
 
 from app.cli.client import ImClient
 from app.core import protocol, validation
+from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
+from tests.integration.helpers import admin_token, eventually, login, rest
 from tests.integration.test_bad_input import envelope, raw_connect, read_json
 from tests.integration.test_cli import run_app
 
