@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,9 +117,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def provider() -> Iterator[object]:
     from tests.fake_providers import FakeProvider
 
-    fake = FakeProvider()
-    yield fake
-    fake.close()
+    with FakeProvider() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateways(stack: Any) -> Iterator[Callable[..., Any]]:
+    """Starts more gateway nodes on the shared stack (`gateways(name, env)`: stack.start_gateway)
+    for one module's tests, and stops them when the module is done."""
+    started: list[str] = []
+
+    def start(name: str, env: dict[str, str] | None = None) -> Any:
+        node = stack.start_gateway(name, env)
+        started.append(name)
+        return node
+
+    yield start
+    for name in started:
+        stack.terminate(name)
 
 
 @pytest.fixture(scope="session")
@@ -126,8 +142,5 @@ def stack(infra: dict[str, str], provider: object) -> Iterator[object]:
     """The whole pipeline on the Redis broker: gateway + transfer/persist/push/offline workers."""
     from tests.stack import Stack
 
-    running = Stack(WORK_DIR / "stack-redis", {**infra, "OFFLINE_PUSH_URL": provider.url})  # type: ignore[attr-defined]
-    try:
+    with Stack(WORK_DIR / "stack-redis", {**infra, "OFFLINE_PUSH_URL": provider.url}) as running:  # type: ignore[attr-defined]
         yield running.start()
-    finally:
-        running.stop()

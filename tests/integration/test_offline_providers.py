@@ -37,23 +37,20 @@ def msgs(conv_peer: str = "bob") -> list[dict[str, Any]]:
 
 @pytest.fixture
 def jpush() -> Iterator[FakeJPush]:
-    fake = FakeJPush("jp-key", "jp-secret")
-    yield fake
-    fake.close()
+    with FakeJPush("jp-key", "jp-secret") as fake:
+        yield fake
 
 
 @pytest.fixture
 def getui() -> Iterator[FakeGetui]:
-    fake = FakeGetui(f"app{uuid.uuid4().hex[:6]}", "gt-key", "gt-secret")
-    yield fake
-    fake.close()
+    with FakeGetui(f"app{uuid.uuid4().hex[:6]}", "gt-key", "gt-secret") as fake:
+        yield fake
 
 
 @pytest.fixture
 def fcm() -> Iterator[FakeFcm]:
-    fake = FakeFcm("proj-1", "access-1")
-    yield fake
-    fake.close()
+    with FakeFcm("proj-1", "access-1") as fake:
+        yield fake
 
 
 def jpush_client(fake: FakeJPush, secret: str = "jp-secret", timeout: float = 5.0) -> JPush:

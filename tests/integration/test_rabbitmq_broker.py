@@ -44,11 +44,8 @@ def amqp_stack(infra: dict[str, str], provider: Any) -> Iterator[Stack]:
         timeout=60,
         check=False,
     )
-    running = Stack(WORK_DIR / "stack-amqp", env)
-    try:
+    with Stack(WORK_DIR / "stack-amqp", env) as running:
         yield running.start()
-    finally:
-        running.stop()
 
 
 def test_messages_flow_in_order_over_rabbitmq(amqp_stack: Stack, provider: Any, uid: str) -> None:

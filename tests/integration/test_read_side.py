@@ -31,8 +31,7 @@ def doc_slots(conv: str, index: int) -> list[dict[str, Any] | None]:
 def test_250_messages_span_three_documents_and_pull_back_exactly(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         sent = [a.send_text(bob, f"m{i}")["clientMsgID"] for i in range(250)]
         assert eventually(lambda: a.newest_seqs().get(conv) == 250)
         by_range: list[dict[str, Any]] = []
@@ -65,16 +64,12 @@ def test_250_messages_span_three_documents_and_pull_back_exactly(stack: Any, uid
         full = storage.get_db().msg.find_one({"doc_id": f"{conv}:2"})
         assert full is not None
         assert full["msgs"][60] == {"msg": None, "revoke": None, "del_list": [], "is_read": False}
-    finally:
-        a.close()
 
 
 def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    b = login(stack, bob, WEB)
-    try:
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
         for i in range(3):
             a.send_text(bob, f"read me {i}")
         assert eventually(lambda: b.read_state([conv]).get(conv, {}).get("maxSeq") == 3)
@@ -111,17 +106,12 @@ def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
             },
         )
         assert bad["errCode"] == 1001
-    finally:
-        a.close()
-        b.close()
 
 
 def test_typing_and_unstored_messages_are_pushed_with_seq_zero(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    b = login(stack, bob, WEB)
-    try:
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
         a.send(bob, 113, json.dumps({"msgTips": "typing"}))
         a.send(bob, 101, json.dumps({"content": "ephemeral"}), options={"history": False})
         a.send_text(bob, "kept")
@@ -131,9 +121,6 @@ def test_typing_and_unstored_messages_are_pushed_with_seq_zero(stack: Any, uid: 
         assert [text_of(m) for m in b.pull_range(conv, 1, 10)["Msgs"]] == ["kept"]
         assert eventually(lambda: doc_slots(conv, 0) and doc_slots(conv, 0)[0] is not None)
         assert sum(1 for s in doc_slots(conv, 0) if s) == 1
-    finally:
-        a.close()
-        b.close()
 
 
 def test_same_persist_batch_twice_leaves_one_copy_and_broken_runs_are_refused(stack: Any, uid: str) -> None:
@@ -196,8 +183,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
     stack = redis_broker_stack
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         sent = [a.send_text(bob, f"durable {i}")["clientMsgID"] for i in range(120)]
         b = login(stack, bob, WEB)
         try:
@@ -212,8 +198,6 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
                 == 100
             )
         )
-    finally:
-        a.close()
     redis.Redis.from_url(REDIS_URL).flushdb()  # the data Redis loses every key; nothing is cached now
 
     b = login(stack, bob, WEB)
@@ -231,9 +215,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
 def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
     alice, bob, eve = f"alice{uid}", f"bob{uid}", f"eve{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    e = login(stack, eve)
-    try:
+    with login(stack, alice) as a, login(stack, eve) as e:
         a.send_text(bob, "private")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
         for req, data in (
@@ -246,9 +228,6 @@ def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
             assert (resp["errCode"], resp["data"]) == (1002, None), req
         assert conv not in e.read_state()
         assert e.request_raw(1005, {"userID": alice, "conversations": []})["errCode"] == 1002
-    finally:
-        a.close()
-        e.close()
 
 
 def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: str) -> None:
@@ -258,8 +237,7 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
 
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         a.send_text(bob, "one")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
         SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end).malloc(
@@ -271,5 +249,3 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
         pulled = a.pull_range(conv, 1, 5)["Msgs"]
         assert [(int(m["seq"]), int(m["status"])) for m in pulled] == [(1, 2), (2, 4), (3, 4), (4, 4), (5, 2)]
         assert [text_of(m) for m in pulled if int(m["status"]) == 2] == ["one", "five"]
-    finally:
-        a.close()

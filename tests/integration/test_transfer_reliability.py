@@ -131,11 +131,8 @@ def persisted_exactly(conv: str, acked: list[str]) -> bool:
 
 def stack_for(name: str, env: dict[str, str]) -> Callable[[], Iterator[Stack]]:
     def fixture() -> Iterator[Stack]:
-        running = Stack(WORK_DIR / name, env)
-        try:
+        with Stack(WORK_DIR / name, env) as running:
             yield running.start()
-        finally:
-            running.stop()
 
     return fixture
 

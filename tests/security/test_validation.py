@@ -186,13 +186,10 @@ def test_gzip_bomb_is_refused_without_stalling_the_node(stack: Any, uid: str) ->
 def test_a_pull_repeating_one_conversation_is_answered_once(stack: Any, uid: str) -> None:
     alice, bob = f"a{uid}", f"b{uid}"
     conv = single_conversation_id(alice, bob)
-    sender = login(stack, alice)
-    try:
+    with login(stack, alice) as sender:
         for i in range(3):
             sender.send_text(bob, f"m{i}")
         assert eventually(lambda: sender.newest_seqs().get(conv) == 3)
-    finally:
-        sender.close()
     # protobuf (sdkType js), gzip: 5000 ranges fit a frame and inflate under the limit
     client = ImClient(stack.ws_url, alice, LINUX, mint_token(alice, LINUX), sdk_type="js", gzip=True, timeout=30)
     try:
