@@ -84,12 +84,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.celery_app import celery_app
     from app.config import settings
     from app.ops.metrics import serve_metrics, watch_tasks
-    from app.store.mongo import storage
+    from app.store.mongo import client as mongo
 
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()
     if args.kind in ("transfer", "persist"):
-        storage.ensure_indexes()
+        mongo.ensure_indexes()
     if args.kind in ("persist", "push"):
         start_journal_sweeper(args.kind, settings.broker_visibility_timeout)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
@@ -116,7 +116,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     from app.core.conversation import transfer_queue
     from app.pipeline.shard_lease import ShardLease
     from app.store.redis.cache import get_broker_redis
-    from app.tasks.transfer import guard_commits, replay_journal
+    from app.tasks.transfer import guard_commits, journal_replay_step
 
     log = logging.getLogger("app.worker")
     queues = [transfer_queue(k) for k in settings.transfer_worker_shards]
@@ -131,10 +131,9 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     lease.keep_renewing(lost)
     # Commit only with a third of the lease still ahead (renewals come every third of it).
     guard_commits(lambda: lease.confirm(settings.transfer_lease_seconds / 3))
+    # Before consuming, and again after each reconnection to the broker: finish what the journal holds.
+    celery_app.steps["consumer"].add(journal_replay_step(queues))
     try:
-        replayed = replay_journal(queues)
-        if replayed:
-            log.warning("replayed %d journaled batches left by a previous consumer", replayed)
         celery_app.worker_main(worker_argv("transfer", extra, queues))
     finally:
         lease.release()

@@ -125,6 +125,8 @@ class Settings:
     gateway_rate_limit: float = env("GATEWAY_RATE_LIMIT", 100.0)
     gateway_rate_burst: float = env("GATEWAY_RATE_BURST", 200.0)
     gateway_max_conns: int = env("GATEWAY_MAX_CONNS", DEFAULT_MAX_CONNS)
+    # A SendMsg not accepted by the broker within this long is answered "send it again" (SERVER_INTERNAL).
+    gateway_publish_timeout_seconds: float = env("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 15.0)
     # Every socket (websockets, REST, and those still sending their HTTP request) counts; beyond this a
     # new one is closed at once. A request must arrive within the handshake timeout; past the pending
     # cap the oldest socket still waiting for its request is closed to make room.

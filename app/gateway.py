@@ -21,15 +21,11 @@ from dataclasses import replace
 from typing import Any
 
 import gevent
-from flask import Flask, Response, jsonify, request
+from flask import Flask, request
 from flask_sock import Sock
 from google.protobuf.message import Message
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.admin import admin_api
-from app.api.groups import group_api
-from app.api.openim import openim_api
-from app.api.third import third_api
+from app.api import app as web_app
 from app.config import settings
 from app.core import protocol, push_frames, validation
 from app.core.constants import GROUP_CHAT, HAS_READ_RECEIPT, MSG_FROM_USER, MSG_STATUS_SENDING, SINGLE_CHAT
@@ -50,17 +46,16 @@ from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
 from app.services.auth import TokenClaims, verify_token
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis import cache
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
-from app.ws.publish import accept_shard_batch, queue_depths
+from app.ws.publish import accept_shard_batch
 from app.ws.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_SECONDS = 15
 ONLINE_RENEW_SECONDS = 30
 WS_POLICY_VIOLATION = 1008
 WS_GOING_AWAY = 1001
@@ -321,8 +316,8 @@ class Gateway:
         pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
         answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
         try:
-            ack: Ack = answered.get(timeout=PUBLISH_TIMEOUT_SECONDS)
-        except Exception as exc:
+            ack: Ack = answered.get(timeout=settings.gateway_publish_timeout_seconds)
+        except (Exception, gevent.Timeout) as exc:  # gevent.Timeout, the deadline, is a BaseException
             raise ImError(SERVER_INTERNAL, "message was not accepted, send it again") from exc
         metrics.MSGS_ACCEPTED.inc()
         return pb.UserSendMsgResp(serverMsgID=ack.server_msg_id, clientMsgID=msg.clientMsgID, sendTime=ack.send_time)
@@ -448,45 +443,10 @@ def serve_connection(gateway: Gateway, conn: Conn) -> None:
 
 
 def create_app(gateway: Gateway) -> Flask:
-    app = Flask(__name__)
+    """The web app (REST and probes: app/api/app.py) with the websocket route."""
+    app = web_app.create_app(gateway)
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": protocol.MAX_FRAME_BYTES}
     sock = Sock(app)
-    app.register_blueprint(admin_api)
-    app.register_blueprint(openim_api)
-    app.register_blueprint(group_api)
-    app.register_blueprint(third_api)
-
-    @app.get("/healthz")
-    def healthz() -> Any:
-        connections = gateway.hub.connection_count()
-        return jsonify(
-            {"status": "ok", "node": gateway.hub.node_id, "connections": connections, "sockets": gateway.sockets.open}
-        )
-
-    @app.get("/readyz")
-    def readyz() -> Any:
-        """Ready for traffic: not shutting down, Redis and MongoDB answer, pushes are subscribed."""
-        checks = {"accepting": not gateway.draining, "push_subscription": gateway.push_subscribed}
-        for name, probe in (("redis", lambda: cache.get_redis().ping()), ("mongodb", storage.ping)):
-            try:
-                probe()
-                checks[name] = True
-            except Exception as exc:
-                log.warning("readiness: %s does not answer: %r", name, exc)
-                checks[name] = False
-        ready = all(checks.values())
-        return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
-
-    @app.get("/metrics")
-    def prometheus_metrics() -> Any:
-        metrics.CONNECTIONS.set(gateway.hub.connection_count())
-        metrics.ONLINE_USERS.set(gateway.hub.user_count())
-        try:
-            for queue, depth in queue_depths().items():
-                metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
-        except Exception:
-            log.warning("could not read the broker's queue depths", exc_info=True)
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
     @sock.route("/")
     def websocket(ws: Any) -> None:
@@ -544,7 +504,7 @@ def shut_down(gateway: Gateway, server: Any) -> None:
     gateway.draining = True
     log.info("shutting down: no new connections; draining %d messages in flight", gateway.batcher.in_flight)
     server.close()  # the listening socket: new connections go to other nodes
-    if not gateway.batcher.drain(PUBLISH_TIMEOUT_SECONDS):
+    if not gateway.batcher.drain(settings.gateway_publish_timeout_seconds):
         log.warning("%d messages still unanswered at shutdown; their clients resend", gateway.batcher.in_flight)
     gevent.sleep(0.2)  # let the answers reach the outboxes
     conns = gateway.hub.all_conns()
@@ -562,7 +522,7 @@ def serve() -> None:
 
     if settings.multi_login_policy not in LOGIN_POLICIES:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
         accept_shard_batch,
         settings.batch_linger_ms / 1000.0,

@@ -14,17 +14,18 @@ import sys
 import time
 
 from app.seq_lua import SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_blocks
 from app.store.redis import cache
 
 
 def main(argv: list[str]) -> int:
     conv, count, seed = argv[0], int(argv[1]), int(argv[2])
     rng = random.Random(seed)
-    allocator = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    allocator = SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
     # Open both connections before the start signal so the processes really run side by side.
     cache.get_redis().ping()
-    storage.get_db().command("ping")
+    mongo.ping()
     print("ready", flush=True)
     sys.stdin.readline()
     ranges: list[list[int]] = []

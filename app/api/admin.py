@@ -11,47 +11,18 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response
 
+from app.api.envelope import api_response, json_body, platform_id_of, require_admin, user_id_of
 from app.config import secrets, settings
-from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
-from app.core.validation import check_user_id
-from app.services.auth import ADMIN_PLATFORM, mint_token, verify_token
+from app.core.errors import NO_PERMISSION, ImError
+from app.services.auth import ADMIN_PLATFORM, mint_token
 from app.store.redis import cache
 
 log = logging.getLogger(__name__)
 
 admin_api = Blueprint("admin_api", __name__)
-
-
-def api_response(data: Any = None, err: ImError | None = None) -> Response:
-    body = {"errCode": err.code if err else 0, "errMsg": err.message if err else "", "errDlt": "", "data": data}
-    return jsonify(body)
-
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ImError(ARGS_ERROR, "the body must be a JSON object")
-    return body
-
-
-def require_admin() -> None:
-    claims = verify_token(request.headers.get("token", ""))
-    if not claims.admin:
-        raise ImError(NO_PERMISSION, "an admin token is required")
-
-
-def user_id_of(body: dict[str, Any]) -> str:
-    return check_user_id(body.get("userID"))  # no token for an id that could not be sent to
-
-
-@admin_api.errorhandler(ImError)
-def on_im_error(err: ImError) -> Response:
-    log.info("admin request %s refused (%d): %s", request.path, err.code, err.message)
-    return api_response(err=err)
 
 
 @admin_api.post("/auth/get_admin_token")
@@ -62,13 +33,6 @@ def get_admin_token() -> Response:
         raise ImError(NO_PERMISSION, "secret is invalid")
     token = mint_token(user_id_of(body), ADMIN_PLATFORM, admin=True)
     return api_response({"token": token, "expireTimeSeconds": settings.token_ttl_seconds})
-
-
-def platform_id_of(body: dict[str, Any], highest: int = ADMIN_PLATFORM - 1) -> int:
-    platform_id = body.get("platformID")
-    if not isinstance(platform_id, int) or isinstance(platform_id, bool) or not 1 <= platform_id <= highest:
-        raise ImError(ARGS_ERROR, f"platformID must be an OpenIM platform (1-{highest})")
-    return platform_id
 
 
 @admin_api.post("/auth/get_user_token")

@@ -13,34 +13,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from app.api.admin import api_response
-from app.api.openim import (
-    MAX_IDS,
-    acting_user,
-    caller,
-    ids_arg,
-    int_arg,
-    json_body,
-    on_im_error,
-    on_unexpected,
-    users_info,
-)
+from app.api.envelope import MAX_IDS, acting_user, api_response, caller, ids_arg, int_arg, json_body
+from app.api.infos import group_infos, users_info
 from app.core.errors import ARGS_ERROR, GROUP_ID_NOT_FOUND, NO_PERMISSION, NOT_IN_GROUP, ImError
 from app.core.validation import check_group_id
 from app.services import groups
 from app.services.auth import TokenClaims
-from app.store.mongo import storage
+from app.store.mongo import groups as group_store
 
 log = logging.getLogger(__name__)
 
 group_api = Blueprint("group_api", __name__)
-group_api.register_error_handler(ImError, on_im_error)
-group_api.register_error_handler(Exception, on_unexpected)
 
 JOIN_GROUPS_VERSION_ID = "join-groups"  # versions here are checksums: one id for all of them
 MEMBERS_VERSION_ID = groups.MEMBERS_VERSION_ID
@@ -50,16 +37,6 @@ MAX_PAGE = 1000
 # --- answers in OpenIM's shapes ------------------------------------------------------------------
 
 
-def group_infos(group_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """GroupInfo of each existing group among `group_ids`."""
-    out = {}
-    for group_id in dict.fromkeys(group_ids):
-        group = storage.find_group(group_id)
-        if group is not None:
-            out[group_id] = groups.openim_group_info(group, len(groups.members(group_id)))
-    return out
-
-
 def member_infos(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenIM's GroupMemberFullInfo; the nickname and face are the user's own (no group nicknames)."""
     users = {u["userID"]: u for u in users_info(m["user_id"] for m in members)}
@@ -67,7 +44,7 @@ def member_infos(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "groupID": m["group_id"],
             "userID": m["user_id"],
-            "roleLevel": m.get("role_level", storage.ROLE_MEMBER),
+            "roleLevel": m.get("role_level", group_store.ROLE_MEMBER),
             "joinTime": m.get("join_time", 0),
             "nickname": users[m["user_id"]]["nickname"],
             "faceURL": users[m["user_id"]]["faceURL"],
@@ -83,7 +60,7 @@ def member_infos(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def members_version(group: dict[str, Any], members: list[dict[str, Any]]) -> int:
-    return groups.members_version(group, {m["user_id"]: m.get("role_level", storage.ROLE_MEMBER) for m in members})
+    return groups.members_version(group, {m["user_id"]: m.get("role_level", group_store.ROLE_MEMBER) for m in members})
 
 
 def join_groups_version(group_ids: list[str]) -> int:
@@ -94,7 +71,7 @@ def join_groups_version(group_ids: list[str]) -> int:
 
 
 def existing_group(group_id: str) -> dict[str, Any]:
-    group = storage.find_group(group_id)
+    group = group_store.find_group(group_id)
     if group is None:
         raise ImError(GROUP_ID_NOT_FOUND, f"group {group_id} does not exist")
     return group
@@ -192,7 +169,7 @@ def get_group_member_list() -> Response:
     group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
     offset, count = page_arg(body)
-    members = storage.group_members(group_id)
+    members = group_store.group_members(group_id)
     return api_response({"total": len(members), "members": member_infos(members[offset : offset + count])})
 
 
@@ -204,7 +181,7 @@ def get_group_members_info() -> Response:
     group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
     wanted = set(ids_arg(body, "userIDs"))
-    members = [m for m in storage.group_members(group_id) if m["user_id"] in wanted]
+    members = [m for m in group_store.group_members(group_id) if m["user_id"] in wanted]
     return api_response({"members": member_infos(members)})
 
 
@@ -220,7 +197,7 @@ def get_joined_group_list() -> Response:
     """The user's groups, newest joined first, a page at a time."""
     user_id = acting_user(caller(), json_body(), "fromUserID")
     offset, count = page_arg(json_body())
-    joined = storage.groups_of(user_id)
+    joined = group_store.groups_of(user_id)
     infos = group_infos(joined[offset : offset + count])
     return api_response({"total": len(joined), "groups": list(infos.values())})
 
@@ -228,7 +205,7 @@ def get_joined_group_list() -> Response:
 @group_api.post("/group/get_full_join_group_ids")
 def get_full_join_group_ids() -> Response:
     user_id = acting_user(caller(), json_body())
-    ids = sorted(storage.groups_of(user_id))
+    ids = sorted(group_store.groups_of(user_id))
     return api_response(
         {"version": join_groups_version(ids), "versionID": JOIN_GROUPS_VERSION_ID, "equal": False, "groupIDs": ids}
     )
@@ -239,7 +216,7 @@ def get_full_group_member_user_ids() -> Response:
     claims, body = caller(), json_body()
     group_id = check_group_id(body.get("groupID"))
     require_member(claims, group_id)
-    group, members = existing_group(group_id), storage.group_members(group_id)
+    group, members = existing_group(group_id), group_store.group_members(group_id)
     return api_response(
         {
             "version": members_version(group, members),
@@ -272,7 +249,7 @@ def get_incremental_join_groups() -> Response:
     re-announces every current group (there is no log to tell which are new)."""
     body = json_body()
     user_id = acting_user(caller(), body)
-    ids = sorted(storage.groups_of(user_id))
+    ids = sorted(group_store.groups_of(user_id))
     answer = incremental(body, JOIN_GROUPS_VERSION_ID, join_groups_version(ids))
     if answer["full"]:
         answer["insert"] = list(group_infos(ids).values()) or None
@@ -291,10 +268,10 @@ def get_incremental_group_members_batch() -> Response:
     out: dict[str, Any] = {}
     for req in reqs:
         group_id = check_group_id(req.get("groupID"))
-        group = storage.find_group(group_id)
+        group = group_store.find_group(group_id)
         if group is None or not groups.is_member(group_id, user_id):
             continue
-        members = storage.group_members(group_id)
+        members = group_store.group_members(group_id)
         answer = incremental(req, MEMBERS_VERSION_ID, members_version(group, members))
         if answer["full"]:
             answer["insert"] = member_infos(members)

@@ -13,37 +13,33 @@ Content-Type says so (the JS SDK does), answering `data` as base64 of the protob
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
-import uuid
-from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from pymongo import ASCENDING, UpdateOne
-from pymongo.collection import Collection
 
-from app.api.admin import api_response
-from app.celery_app import celery_app
-from app.core import push_frames, validation
-from app.core.constants import (
-    GROUP_CHAT,
-    HAS_READ_RECEIPT,
-    MSG_FROM_SYSTEM,
-    MSG_STATUS_DELETED,
-    MSG_STATUS_SENDING,
-    SINGLE_CHAT,
+from app.api.envelope import (
+    MAX_IDS,
+    acting_user,
+    api_response,
+    caller,
+    conversation_arg,
+    ids_arg,
+    int_arg,
+    json_body,
 )
-from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, SERVER_INTERNAL, ImError
+from app.api.infos import group_infos, users_info
+from app.core import validation
+from app.core.constants import GROUP_CHAT, MSG_STATUS_DELETED, SINGLE_CHAT
+from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, ImError
 from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
-from app.services import history, profiles
-from app.services.auth import TokenClaims, verify_token
-from app.store.mongo import storage
-from app.store.redis import cache
+from app.services import history, profiles, read_state
+from app.store.mongo import conversations
+from app.store.mongo import users as user_store
 
 log = logging.getLogger(__name__)
 
@@ -51,75 +47,11 @@ openim_api = Blueprint("openim_api", __name__)
 
 DEFAULT_ACTIVE = 100  # OpenIM's defaultGetActiveConversation / maxGetActiveConversation
 MAX_ACTIVE = 500
-MAX_IDS = validation.MAX_IDS_PER_REQUEST  # user or conversation ids in one request
 
 M = TypeVar("M", bound=Message)
 
 
-# --- envelope, authentication, arguments -----------------------------------------------------
-
-
-@openim_api.errorhandler(ImError)
-def on_im_error(err: ImError) -> Response:
-    log.info("%s refused (%d): %s", request.path, err.code, err.message)
-    return api_response(err=err)
-
-
-@openim_api.errorhandler(Exception)
-def on_unexpected(exc: Exception) -> Response:
-    log.exception("%s failed", request.path)
-    return api_response(err=ImError(SERVER_INTERNAL, "internal server error"))
-
-
-def caller() -> TokenClaims:
-    """The token's claims, revocation checked; OpenIM also refuses a request without an operationID header."""
-    if not request.headers.get("operationID"):
-        raise ImError(ARGS_ERROR, "header operationID is required")
-    return verify_token(request.headers.get("token", ""))
-
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        raise ImError(ARGS_ERROR, "the body must be a JSON object")
-    return body
-
-
-def text_arg(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > 128:
-        raise ImError(ARGS_ERROR, f"{name} must be a non-empty string")
-    return value
-
-
-def int_arg(body: dict[str, Any], name: str, default: int = 0) -> int:
-    value = body.get(name, default)
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        value = int(value)  # protojson writes int64 as strings
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ImError(ARGS_ERROR, f"{name} must be an integer")
-    return value
-
-
-def ids_arg(body: dict[str, Any], name: str) -> list[str]:
-    """A list of user or group ids (the same character rule for both), each checked, deduplicated."""
-    value = body.get(name) or []
-    if not isinstance(value, list) or len(value) > MAX_IDS:
-        raise ImError(ARGS_ERROR, f"{name} must be a list of at most {MAX_IDS} ids")
-    return validation.check_user_ids(value, name, MAX_IDS)
-
-
-def conversation_arg(body: dict[str, Any], name: str = "conversationID") -> str:
-    validation.check_conversation_id(body.get(name))
-    return str(body[name])
-
-
-def acting_user(claims: TokenClaims, body: dict[str, Any], name: str = "userID") -> str:
-    """The user a call is about: the body's `name`, which must be the caller unless an admin calls."""
-    user_id = validation.check_user_id(body.get(name), name)
-    if user_id != claims.user_id and not claims.admin:
-        raise ImError(NO_PERMISSION, f"{name} is not the token's user")
-    return user_id
+# --- protobuf bodies (the jssdk routes) ---------------------------------------------------------
 
 
 def is_protobuf_request() -> bool:
@@ -151,38 +83,6 @@ def empty_version(**extra: Any) -> dict[str, Any]:
 
 # --- users ------------------------------------------------------------------------------------
 
-_user_index_ready = False
-
-
-def users_collection() -> Collection[dict[str, Any]]:
-    global _user_index_ready
-    coll = storage.get_db().user
-    if not _user_index_ready:
-        coll.create_index([("user_id", ASCENDING)], unique=True)
-        _user_index_ready = True
-    return coll
-
-
-def users_info(user_ids: Iterable[str]) -> list[dict[str, Any]]:
-    """OpenIM's UserInfo for each id, registered or not (an unknown user has no nickname or face)."""
-    wanted = list(user_ids)
-    found = {d["user_id"]: d for d in users_collection().find({"user_id": {"$in": wanted}}, {"_id": 0})}
-    out = []
-    for user_id in wanted:
-        doc = found.get(user_id, {})
-        out.append(
-            {
-                "userID": user_id,
-                "nickname": doc.get("nickname", ""),
-                "faceURL": doc.get("face_url", ""),
-                "ex": doc.get("ex", ""),
-                "createTime": int(doc.get("create_time", 0)),
-                "appMangerLevel": 0,
-                "globalRecvMsgOpt": int(doc.get("global_recv_msg_opt", 0)),
-            }
-        )
-    return out
-
 
 @openim_api.post("/user/user_register")
 def user_register() -> Response:
@@ -193,7 +93,7 @@ def user_register() -> Response:
     if not isinstance(users, list) or not users or len(users) > MAX_IDS:
         raise ImError(ARGS_ERROR, "users must be a non-empty list")
     now = int(time.time() * 1000)
-    ops = []
+    registered = []
     for user in users:
         if not isinstance(user, dict):
             raise ImError(ARGS_ERROR, "each user must be an object")
@@ -206,14 +106,8 @@ def user_register() -> Response:
             raise ImError(ARGS_ERROR, f"faceURL is longer than {validation.MAX_FACE_URL_CHARS} characters")
         if len(fields["ex"]) > validation.MAX_EX_BYTES:
             raise ImError(ARGS_ERROR, f"ex is longer than {validation.MAX_EX_BYTES} characters")
-        ops.append(
-            UpdateOne(
-                {"user_id": validation.check_user_id(user.get("userID"))},
-                {"$set": fields, "$setOnInsert": {"create_time": now, "global_recv_msg_opt": 0}},
-                upsert=True,
-            )
-        )
-    users_collection().bulk_write(ops, ordered=False)
+        registered.append((validation.check_user_id(user.get("userID")), fields))
+    user_store.register_users(registered, now)
     for user in users:
         profiles.forget(user["userID"])  # senders' nicknames on this node: the new ones at once
     return api_response({})
@@ -247,13 +141,6 @@ def get_designated_friends() -> Response:
 
 
 # --- conversations ------------------------------------------------------------------------------
-
-
-def conversation_records(owner: str, conversation_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    query: dict[str, Any] = {"owner_user_id": owner}
-    if conversation_ids is not None:
-        query["conversation_id"] = {"$in": conversation_ids}
-    return {d["conversation_id"]: d for d in storage.get_db().conversation.find(query, {"_id": 0})}
 
 
 def peer_of(conversation_id: str, owner: str) -> str:
@@ -291,8 +178,6 @@ def conversation_msgs(owner: str, records: dict[str, dict[str, Any]], with_empty
     convs = sorted(records)
     if not convs:
         return [], 0
-    from app.api.groups import group_infos  # that module builds on this one
-
     highs = history.user_max_seqs(owner, convs)  # a group's ends where the owner left it
     lows = history.min_seqs(owner, convs)
     reads = history.read_seqs(owner, convs)
@@ -342,7 +227,7 @@ def get_active_conversations() -> Response:
     owner = caller().user_id
     req = proto_body(js.GetActiveConversationsReq)
     count = req.count if 0 < req.count <= MAX_ACTIVE else DEFAULT_ACTIVE
-    items, unread = conversation_msgs(owner, conversation_records(owner), with_empty=False)
+    items, unread = conversation_msgs(owner, conversations.records_of(owner), with_empty=False)
     return proto_response(js.GetActiveConversationsResp(unreadCount=unread, conversations=items[:count]))
 
 
@@ -351,7 +236,7 @@ def get_conversations() -> Response:
     owner = caller().user_id
     req = proto_body(js.GetConversationsReq)
     wanted = validation.check_conversation_ids(req.conversationIDs, MAX_IDS)
-    records = conversation_records(owner, wanted)
+    records = conversations.records_of(owner, wanted)
     items, unread = conversation_msgs(owner, records, with_empty=True)
     return proto_response(js.GetConversationsResp(unreadCount=unread, conversations=items))
 
@@ -366,65 +251,10 @@ def get_incremental_conversations() -> Response:
 @openim_api.post("/conversation/get_not_notify_conversation_ids")
 def get_not_notify_conversation_ids() -> Response:
     owner = acting_user(caller(), json_body())
-    docs = storage.get_db().conversation.find({"owner_user_id": owner, "recv_msg_opt": {"$ne": 0}}, {"_id": 0})
-    return api_response({"conversationIDs": sorted(d["conversation_id"] for d in docs)})
+    return api_response({"conversationIDs": conversations.not_notify_conversation_ids(owner)})
 
 
 # --- reading --------------------------------------------------------------------------------------
-
-
-def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, int]:
-    """Move the user's read seq forward (never back, never past the visible max): (before, after)."""
-    max_seq = history.visible_max_seqs([conversation_id])[conversation_id]
-    before = history.read_seqs(user_id, [conversation_id])[conversation_id]
-    after = int(
-        cache.get_redis().eval(
-            cache.RAISE_CAPPED_SCRIPT,
-            2,
-            cache.user_read_seq_key(conversation_id, user_id),
-            cache.max_seq_key(conversation_id),
-            min(seq, max_seq),
-        )
-    )
-    storage.raise_read_seqs([(conversation_id, user_id, after)])
-    return min(before, after), after
-
-
-def read_receipt_notification(reader: str, peer: str, tips: dict[str, Any], operation_id: str) -> dict[str, Any]:
-    """OpenIM's HasReadReceipt notification: from the reader to the peer, system-sent, not stored."""
-    now = int(time.time() * 1000)
-    return {
-        "send_id": reader,
-        "recv_id": peer,
-        "group_id": "",
-        "client_msg_id": uuid.uuid4().hex,
-        "server_msg_id": uuid.uuid4().hex,
-        "sender_platform_id": 0,
-        "sender_nickname": "",
-        "sender_face_url": "",
-        "session_type": SINGLE_CHAT,
-        "msg_from": MSG_FROM_SYSTEM,
-        "content_type": HAS_READ_RECEIPT,
-        "content": json.dumps({"detail": json.dumps(tips, separators=(",", ":"))}, separators=(",", ":")),
-        "seq": 0,
-        "send_time": now,
-        "create_time": now,
-        "status": MSG_STATUS_SENDING,
-        "is_read": False,
-        "options": {
-            "history": False,
-            "persistent": False,
-            "offlinePush": False,
-            "unreadCount": False,
-            "conversationUpdate": False,
-            "senderSync": True,
-        },
-        "offline_push": None,
-        "at_user_id_list": [],
-        "attached_info": "",
-        "ex": "",
-        push_frames.OPERATION_ID: operation_id,
-    }
 
 
 @openim_api.post("/conversation/set_conversations")
@@ -442,9 +272,9 @@ def set_conversations() -> Response:
     opt = conversation.get("recvMsgOpt")
     if isinstance(opt, dict):
         value = opt.get("value", 0)
-        if value not in storage.RECV_MSG_OPTS or isinstance(value, bool):
-            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {storage.RECV_MSG_OPTS}")
-        missing = [u for u in user_ids if not storage.set_recv_msg_opt(u, conv, int(value))]
+        if value not in conversations.RECV_MSG_OPTS or isinstance(value, bool):
+            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {conversations.RECV_MSG_OPTS}")
+        missing = [u for u in user_ids if not conversations.set_recv_msg_opt(u, conv, int(value))]
         if missing:
             raise ImError(RECORD_NOT_FOUND, f"no conversation {conv} for {missing[0]}")
     return api_response({})
@@ -463,10 +293,8 @@ def mark_conversation_as_read() -> Response:
     if not isinstance(seqs_arg, list) or len(seqs_arg) > MAX_IDS:
         raise ImError(ARGS_ERROR, f"seqs must be a list of at most {MAX_IDS} seqs")
     asked = {int_arg({"seq": s}, "seq") for s in seqs_arg}
-    before, after = raise_read_seq(reader, conv, wanted)
+    before, after = read_state.raise_read_seq(reader, conv, wanted)
     if conv.startswith("si_"):
         read = sorted(set(range(before + 1, after + 1)) | {s for s in asked if 0 < s <= after})
-        tips = {"markAsReadUserID": reader, "conversationID": conv, "seqs": read, "hasReadSeq": after}
-        notification = read_receipt_notification(reader, peer_of(conv, reader), tips, request.headers["operationID"])
-        celery_app.send_task("push.batch", args=[{conv: [notification]}], queue="push")
+        read_state.send_read_receipt(reader, peer_of(conv, reader), conv, read, after, request.headers["operationID"])
     return api_response({})

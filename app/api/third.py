@@ -7,18 +7,13 @@ is the token's lifetime in seconds (0: until replaced), as in OpenIM.
 
 from __future__ import annotations
 
-import logging
+from flask import Blueprint, Response
 
-from flask import Blueprint, Response, request
-
-from app.api.admin import api_response, json_body
+from app.api.envelope import api_response, int_arg, json_body, token_claims
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.core.validation import check_user_id
 from app.pipeline.offline_providers.fcm import FCM_PLATFORMS
-from app.services.auth import verify_token
 from app.store.redis import cache
-
-log = logging.getLogger(__name__)
 
 third_api = Blueprint("third_api", __name__)
 
@@ -26,33 +21,20 @@ MAX_FCM_TOKEN_CHARS = 4096
 MAX_EXPIRE_SECONDS = 2**31
 
 
-def _int_field(body: dict[str, object], name: str) -> int:
-    value = body.get(name, 0)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ImError(ARGS_ERROR, f"{name} must be an integer")
-    return value
-
-
-@third_api.errorhandler(ImError)
-def on_im_error(err: ImError) -> Response:
-    log.info("third request %s refused (%d): %s", request.path, err.code, err.message)
-    return api_response(err=err)
-
-
 @third_api.post("/third/fcm_update_token")
 def fcm_update_token() -> Response:
-    claims = verify_token(request.headers.get("token", ""))
+    claims = token_claims()
     body = json_body()
     account = check_user_id(body.get("account"), "account")
     if account != claims.user_id and not claims.admin:
         raise ImError(NO_PERMISSION, "a user can only register their own FCM token")
-    platform_id = _int_field(body, "platformID")
+    platform_id = int_arg(body, "platformID")
     if platform_id not in FCM_PLATFORMS:
         raise ImError(ARGS_ERROR, f"platformID must be one of {list(FCM_PLATFORMS)} (iOS, Android, Web)")
     fcm_token = body.get("fcmToken")
     if not isinstance(fcm_token, str) or not fcm_token.strip() or len(fcm_token) > MAX_FCM_TOKEN_CHARS:
         raise ImError(ARGS_ERROR, f"fcmToken must be a non-empty string of at most {MAX_FCM_TOKEN_CHARS} characters")
-    expire = _int_field(body, "expireTime")
+    expire = int_arg(body, "expireTime")
     if not 0 <= expire <= MAX_EXPIRE_SECONDS:
         raise ImError(ARGS_ERROR, "expireTime must be seconds between 0 (no expiry) and 2^31")
     cache.set_fcm_token(account, platform_id, fcm_token.strip(), expire)

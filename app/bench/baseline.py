@@ -36,7 +36,8 @@ from kombu.entity import Queue  # noqa: E402
 from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS
 from app.core.conversation import conversation_id_for  # noqa: E402
 from app.services import groups
-from app.store.mongo import storage  # noqa: E402
+from app.store.mongo import client as mongo  # noqa: E402
+from app.store.mongo import messages  # noqa: E402
 from app.store.redis import cache
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def handle_message(msg: dict[str, Any]) -> int:
     r = cache.get_redis()
     keys, args = cache.commit_args(conv, [msg], {msg["send_id"]: msg["seq"]})
     r.register_script(cache.COMMIT_SCRIPT)(keys=keys, args=args)
-    storage.write_msgs(conv, [msg])
+    messages.write_msgs(conv, [msg])
     members = groups.members(msg["group_id"]) if is_group else None
     users = recipients(msg, members)
     by_node: dict[str, list[str]] = {}
@@ -110,7 +111,7 @@ def serve_gateway() -> None:
                 done.set(item.ack)
             return done
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     gateway = Gateway(settings.node_id, PerMessagePublisher())
     import gevent
 
@@ -124,7 +125,7 @@ def serve_gateway() -> None:
 def run_worker(concurrency: int) -> None:
     from app.config import settings
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     baseline_app.worker_main(
         [
             "worker",

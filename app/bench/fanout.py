@@ -18,14 +18,14 @@ import uuid
 from app.core.constants import GROUP_CHAT
 from app.core.conversation import group_conversation_id
 from app.services import groups
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis import cache
 
 
 def bench_fanout(members: int = 500, online_fraction: float = 0.5, messages: int = 200, batch: int = 10) -> None:
     from app.tasks.push import push_batch
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     tag = uuid.uuid4().hex[:6]
     group_id = f"bench-fanout-{tag}"
     users = [f"bf{tag}-{i}" for i in range(members)]

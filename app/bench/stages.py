@@ -24,7 +24,9 @@ from app.celery_app import celery_app
 from app.config import settings
 from app.core.conversation import shard_of, single_conversation_id, transfer_queue
 from app.seq_lua import SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import messages as msg_store
+from app.store.mongo import seq_blocks
 from app.store.redis import cache
 
 
@@ -37,15 +39,18 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 def bench_allocator(calls: int = 2000) -> list[dict[str, Any]]:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     allocator = SeqAllocator(
-        cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
+        cache.get_redis(),
+        seq_blocks.take_seq_block,
+        seq_blocks.reserved_seq_end,
+        take_blocks=seq_blocks.take_seq_blocks,
     )
     tag = uuid.uuid4().hex[:8]
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
     for i in range(50):
-        storage.take_seq_block(f"si_benchblock{tag}_{i}", 50)
+        seq_blocks.take_seq_block(f"si_benchblock{tag}_{i}", 50)
     block_ms = (time.perf_counter() - start) / 50 * 1000
     print(f"MongoDB block reservation (findAndModify $inc): {block_ms:.2f} ms each")
     for size in (1, 10, 100):
@@ -250,7 +255,7 @@ def bench_transfer(messages: int = 20000, conversations: int = 200, batch: int =
 
 def bench_persist(messages: int = 6000) -> list[dict[str, Any]]:
     """Messages/s into MongoDB's slot documents, as the persist worker writes them (runs per conversation)."""
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     tag = uuid.uuid4().hex[:8]
     now_ms = int(time.time() * 1000)
     results: list[dict[str, Any]] = []
@@ -270,7 +275,7 @@ def bench_persist(messages: int = 6000) -> list[dict[str, Any]]:
             batches[-1].append(run)
         start = time.perf_counter()
         for batch in batches:
-            storage.write_runs(batch)
+            msg_store.write_runs(batch)
         elapsed = time.perf_counter() - start
         total = per_conv * conversations
         results.append(
@@ -296,13 +301,13 @@ def bench_pull(rounds: int = 200) -> list[dict[str, Any]]:
     """Latency of reading 100 messages, from the Redis cache and from MongoDB."""
     from app.services import history
 
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     tag = uuid.uuid4().hex[:8]
     sender, receiver = f"pl{tag}", f"pm{tag}"
     conv = single_conversation_id(sender, receiver)
     now_ms = int(time.time() * 1000)
     msgs = [_synthetic(sender, receiver, i, now_ms) | {"seq": i + 1, "status": 2} for i in range(150)]
-    storage.write_msgs(conv, msgs)
+    msg_store.write_msgs(conv, msgs)
     pipe = cache.get_redis().pipeline()
     for m in msgs:
         pipe.set(cache.msg_cache_key(conv, m["seq"]), cache.encode_cached(m), ex=600)

@@ -31,7 +31,8 @@ from app.core.conversation import group_conversation_id
 from app.core.errors import ARGS_ERROR, GROUP_DISMISSED, GROUP_ID_EXISTED, GROUP_ID_NOT_FOUND, NOT_IN_GROUP, ImError
 from app.proto import sdkws_pb2 as pb
 from app.services import history
-from app.store.mongo import storage
+from app.store.mongo import conversations, seq_users
+from app.store.mongo import groups as group_store
 from app.store.redis import cache
 from app.ws.acceptance import Ack, Pending
 from app.ws.publish import publish_now
@@ -85,7 +86,7 @@ MEMBERS_VERSION_ID = "group-members"  # versions are checksums: one id for all o
 def members(group_id: str) -> set[str]:
     found = cache.get_group_members(group_id)
     if found is None:
-        ids = storage.group_member_ids(group_id)
+        ids = group_store.group_member_ids(group_id)
         cache.fill_group_members(group_id, ids)
         found = set(ids)
     return found
@@ -102,7 +103,7 @@ def is_member(group_id: str, user_id: str) -> bool:
 def create(
     group_id: str, name: str, owner: str, member_ids: list[str], op_user: str, operation_id: str = ""
 ) -> dict[str, Any]:
-    everyone = {owner: storage.ROLE_OWNER, **{u: storage.ROLE_MEMBER for u in member_ids if u != owner}}
+    everyone = {owner: group_store.ROLE_OWNER, **{u: group_store.ROLE_MEMBER for u in member_ids if u != owner}}
     _check_ids(group_id, list(everyone))
     now = _now_ms()
     group = {
@@ -110,14 +111,14 @@ def create(
         "group_name": name,
         "owner_user_id": owner,
         "creator_user_id": op_user,
-        "status": storage.GROUP_STATUS_OK,
+        "status": group_store.GROUP_STATUS_OK,
         "group_type": 2,  # OpenIM's working group
         "create_time": now,
     }
-    if not storage.insert_group(group):
+    if not group_store.insert_group(group):
         raise ImError(GROUP_ID_EXISTED, f"group {group_id} already exists")
-    storage.add_group_members(group_id, everyone, now)
-    storage.create_conversations_many({group_conversation_id(group_id): (list(everyone), GROUP_CHAT)})
+    group_store.add_group_members(group_id, everyone, now)
+    conversations.create_conversations_many({group_conversation_id(group_id): (list(everyone), GROUP_CHAT)})
     cache.fill_group_members(group_id, everyone)
     _notify(
         group,
@@ -138,10 +139,10 @@ def invite(group_id: str, user_ids: list[str], op_user: str, operation_id: str =
     if not new:
         return []
     conv = group_conversation_id(group_id)
-    storage.add_group_members(group_id, {u: storage.ROLE_MEMBER for u in new}, _now_ms())
-    storage.create_conversations_many({conv: (new, GROUP_CHAT)})
+    group_store.add_group_members(group_id, {u: group_store.ROLE_MEMBER for u in new}, _now_ms())
+    conversations.create_conversations_many({conv: (new, GROUP_CHAT)})
     start = history.visible_max_seqs([conv]).get(conv, 0) + 1
-    storage.set_member_seq_bounds(conv, new, min_seq=start, max_seq=0)
+    seq_users.set_member_seq_bounds(conv, new, min_seq=start, max_seq=0)
     cache.change_group_members(group_id, added=new)
     _notify(group, op_user, MEMBER_INVITED, {"invitedUserList": [_tip_member(group_id, u) for u in new]}, operation_id)
     return new
@@ -169,9 +170,9 @@ def quit(group_id: str, user_id: str, operation_id: str = "") -> None:
 def dismiss(group_id: str, op_user: str, operation_id: str = "") -> None:
     group = _open_group(group_id)
     everyone = sorted(members(group_id))
-    storage.set_group_status(group_id, storage.GROUP_STATUS_DISMISSED)
+    group_store.set_group_status(group_id, group_store.GROUP_STATUS_DISMISSED)
     _remove(group_id, everyone)
-    dismissed = {**group, "status": storage.GROUP_STATUS_DISMISSED}
+    dismissed = {**group, "status": group_store.GROUP_STATUS_DISMISSED}
     _notify(dismissed, op_user, GROUP_DISMISSED_NOTIFICATION, {}, operation_id, leaving=everyone)
 
 
@@ -179,20 +180,20 @@ def dismiss(group_id: str, op_user: str, operation_id: str = "") -> None:
 
 
 def _open_group(group_id: str) -> dict[str, Any]:
-    group = storage.find_group(group_id)
+    group = group_store.find_group(group_id)
     if group is None:
         raise ImError(GROUP_ID_NOT_FOUND, f"group {group_id} does not exist")
-    if group.get("status") == storage.GROUP_STATUS_DISMISSED:
+    if group.get("status") == group_store.GROUP_STATUS_DISMISSED:
         raise ImError(GROUP_DISMISSED, f"group {group_id} was dismissed")
     return group
 
 
 def _remove(group_id: str, user_ids: list[str]) -> None:
-    storage.remove_group_members(group_id, user_ids)
+    group_store.remove_group_members(group_id, user_ids)
     cache.change_group_members(group_id, removed=user_ids)
 
 
-def _tip_member(group_id: str, user_id: str, role: int = storage.ROLE_MEMBER) -> dict[str, Any]:
+def _tip_member(group_id: str, user_id: str, role: int = group_store.ROLE_MEMBER) -> dict[str, Any]:
     """A member as the tips name it (OpenIM's GroupMemberFullInfo, the fields we keep)."""
     return {"groupID": group_id, "userID": user_id, "roleLevel": role}
 
@@ -210,7 +211,7 @@ def notification_doc(
 ) -> dict[str, Any]:
     """A group notification as a stored message: from the operator, in the group's conversation.
     Its tips carry what OpenIM's SDKs read: the group's info and member-list version after the change."""
-    roles = storage.group_member_roles(group["group_id"])
+    roles = group_store.group_member_roles(group["group_id"])
     detail = {
         "group": openim_group_info(group, len(roles)),
         "opUser": {"userID": op_user, "groupID": group["group_id"]},

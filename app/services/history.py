@@ -15,7 +15,7 @@ from app.core.errors import NO_PERMISSION, ImError
 from app.core.protocol import doc_to_msgdata, placeholder_msg
 from app.core.validation import MAX_PULL_NUM
 from app.proto import sdkws_pb2 as pb
-from app.store.mongo import storage
+from app.store.mongo import conversations, messages, seq_blocks, seq_users
 from app.store.redis import cache
 
 # Memberships and min seqs change rarely; remembering them briefly keeps recent conversations
@@ -30,7 +30,7 @@ def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for conv, seq in found.items():
         if seq is None:
-            seq = storage.max_stored_seq(conv)
+            seq = messages.max_stored_seq(conv)
             if seq:
                 seq = cache.raise_visible_max_seq(conv, seq)
         out[conv] = seq
@@ -44,8 +44,8 @@ def seq_bounds(user_id: str, conversation_ids: list[str]) -> dict[str, tuple[int
     out = {c: (_min_seqs[(user_id, c)], 0) for c in conversation_ids if (user_id, c) in _min_seqs}
     missing = [c for c in conversation_ids if c not in out]
     if missing:
-        conv_min = storage.get_min_seqs(missing)
-        user = storage.get_user_seqs(user_id, missing)
+        conv_min = seq_blocks.get_min_seqs(missing)
+        user = seq_users.get_user_seqs(user_id, missing)
         for c in missing:
             own = user.get(c, {})
             low = max(1, conv_min.get(c, 0), own.get("min_seq", 0))
@@ -73,7 +73,7 @@ def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
     """Redis first (moved at once by transfer), MongoDB's seq_user when Redis lost it."""
     found = cache.get_read_seqs(user_id, conversation_ids)
     missing = [c for c, seq in found.items() if seq is None]
-    stored = storage.get_user_seqs(user_id, missing) if missing else {}
+    stored = seq_users.get_user_seqs(user_id, missing) if missing else {}
     return {c: (seq if seq is not None else stored.get(c, {}).get("read_seq", 0)) for c, seq in found.items()}
 
 
@@ -82,7 +82,7 @@ def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
     found: dict[int, dict[str, Any]] = cache.get_cached_msgs(conversation_id, seqs)
     missing = [s for s in seqs if s not in found]
     if missing:
-        found.update(storage.find_msgs(conversation_id, missing))
+        found.update(messages.find_msgs(conversation_id, missing))
     return [doc_to_msgdata(found[s]) if s in found else placeholder_msg(conversation_id, s) for s in seqs]
 
 
@@ -90,7 +90,7 @@ def check_members(user_id: str, conversation_ids: list[str]) -> None:
     for conv in set(conversation_ids):
         validation.check_conversation_id(conv)
     unknown = sorted({c for c in conversation_ids if (user_id, c) not in _members})
-    owned = storage.owned_conversations(user_id, unknown) if unknown else set()
+    owned = conversations.owned_conversations(user_id, unknown) if unknown else set()
     for conv in owned:
         _members[(user_id, conv)] = True
     denied = [c for c in unknown if c not in owned]
@@ -111,7 +111,7 @@ def readable_bounds(user_id: str, conversation_ids: list[str]) -> tuple[dict[str
 
 def newest_seqs(user_id: str) -> pb.GetMaxSeqResp:
     """1001: max and min seq of every conversation the user has."""
-    convs = storage.conversations_of(user_id)
+    convs = conversations.conversations_of(user_id)
     resp = pb.GetMaxSeqResp()
     lows = min_seqs(user_id, convs)
     for conv, seq in user_max_seqs(user_id, convs).items():
@@ -172,7 +172,7 @@ def has_read_and_max(
     if req.conversationIDs:
         convs = validation.check_conversation_ids(req.conversationIDs)
     else:
-        convs = storage.conversations_of(user_id)  # the user's own: however many there are
+        convs = conversations.conversations_of(user_id)  # the user's own: however many there are
     check_members(user_id, convs)
     convs = sorted(set(convs))
     highs = user_max_seqs(user_id, convs)

@@ -1,4 +1,4 @@
-"""Senders' nickname and face URL as the server knows them (the `user` collection of app/api/openim.py).
+"""Senders' nickname and face URL as the server knows them (the `user` collection: app/store/mongo/users.py).
 
 A SendMsg carries the sender's profile from here, never from the client (P8). Remembered briefly so
 the hot path does not query MongoDB per message; a MongoDB outage must not hold up sending, so the
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from cachetools import TTLCache
-from pymongo import MongoClient
 
-from app.config import settings
+from app.store.mongo import users
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +21,7 @@ OUTAGE_BACKOFF_SECONDS = 10.0
 BLANK: tuple[str, str] = ("", "")
 
 _profiles: TTLCache[str, tuple[str, str]] = TTLCache(maxsize=100_000, ttl=PROFILE_TTL_SECONDS)
-_client: MongoClient[dict[str, Any]] | None = None
 _skip_until = 0.0
-
-
-def _users() -> Any:
-    global _client
-    if _client is None:
-        _client = MongoClient(
-            settings.mongo_url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000, socketTimeoutMS=2000
-        )
-    return _client.get_default_database().user
 
 
 def sender(user_id: str) -> tuple[str, str]:
@@ -45,7 +33,7 @@ def sender(user_id: str) -> tuple[str, str]:
     if time.monotonic() < _skip_until:
         return BLANK
     try:
-        doc = _users().find_one({"user_id": user_id}, {"_id": 0, "nickname": 1, "face_url": 1})
+        doc = users.sender_profile(user_id)
     except Exception as exc:
         _skip_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
         log.warning("sender profiles unavailable for %.0f s (%r): sending without them", OUTAGE_BACKOFF_SECONDS, exc)

@@ -27,7 +27,7 @@ from app.ops import metrics
 from app.pipeline import dead_letters, offline_providers
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.offline_providers import Provider, ProviderError, ProviderMisconfigured
-from app.store.mongo import storage
+from app.store.mongo import conversations
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def notification_text(msg: dict[str, Any]) -> tuple[str, str]:
 
 def receivers_to_notify(conversation_id: str, user_ids: list[str]) -> list[str]:
     """OpenIM's recvMsgOpt: 1 (do not receive) and 2 (receive without notification) get no push."""
-    opts = storage.recv_msg_opts(conversation_id, user_ids)
-    return [u for u in user_ids if opts.get(u, storage.RECV_AND_NOTIFY) == storage.RECV_AND_NOTIFY]
+    opts = conversations.recv_msg_opts(conversation_id, user_ids)
+    return [u for u in user_ids if opts.get(u, conversations.RECV_AND_NOTIFY) == conversations.RECV_AND_NOTIFY]
 
 
 def retry_delay(retries: int, first: float, cap: float, asked: float | None = None) -> float:

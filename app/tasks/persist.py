@@ -25,7 +25,7 @@ from app.ops import metrics
 from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import until_done
-from app.store.mongo import storage
+from app.store.mongo import messages, seq_users
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def split_runs(runs: list[Any]) -> list[Run]:
 
 def write(runs: list[Run]) -> int:
     return until_done(
-        partial(storage.write_runs, runs),
+        partial(messages.write_runs, runs),
         "persist batch",
         on_retry=lambda _exc: metrics.MSG_INSERT_MONGO_FAILED.inc(),
     )
@@ -139,7 +139,7 @@ def write_isolated(runs: list[Run]) -> tuple[int, int]:
 
 def raise_read_seqs_isolated(triples: list[tuple[str, str, int]]) -> None:
     try:
-        until_done(partial(storage.raise_read_seqs, triples), "persist read seqs")
+        until_done(partial(seq_users.raise_read_seqs, triples), "persist read seqs")
         return
     except Exception as exc:
         if not refused_message(exc):
@@ -147,7 +147,7 @@ def raise_read_seqs_isolated(triples: list[tuple[str, str, int]]) -> None:
         log.warning("MongoDB refused read seqs (%r): writing them one at a time", exc)
     for triple in triples:
         try:
-            until_done(partial(storage.raise_read_seqs, [triple]), "persist read seq")
+            until_done(partial(seq_users.raise_read_seqs, [triple]), "persist read seq")
         except Exception as exc:
             if not refused_message(exc):
                 raise

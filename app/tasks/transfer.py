@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from celery import bootsteps
+
 from app.celery_app import celery_app
 from app.core import classify, quarantine
 from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS
@@ -31,7 +33,7 @@ from app.pipeline import dead_letters, journal
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import conversations, seq_blocks, seq_users
 from app.store.redis import cache
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,10 @@ def allocator() -> SeqAllocator:
     global _allocator
     if _allocator is None:
         _allocator = SeqAllocator(
-            cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, take_blocks=storage.take_seq_blocks
+            cache.get_redis(),
+            seq_blocks.take_seq_block,
+            seq_blocks.reserved_seq_end,
+            take_blocks=seq_blocks.take_seq_blocks,
         )
     return _allocator
 
@@ -86,7 +91,7 @@ def close_leavers_windows(committed: ByConversation) -> None:
         for msg in msgs:
             leaving = classify.leaving_users(msg)
             if leaving and msg.get("seq"):
-                storage.set_member_seq_bounds(conv, leaving, min_seq=None, max_seq=int(msg["seq"]))
+                seq_users.set_member_seq_bounds(conv, leaving, min_seq=None, max_seq=int(msg["seq"]))
 
 
 def split_known(msgs: Msgs, known: list[str | None]) -> tuple[Msgs, dict[int, dict[str, Any]]]:
@@ -132,7 +137,7 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
             first = by_conv[conv][0]
             missing_records[conv] = (conversation_owners(first), first["session_type"])
     if missing_records:
-        storage.create_conversations_many(missing_records)
+        conversations.create_conversations_many(missing_records)
 
     wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
     starts = allocator().malloc_many(wants) if wants else {}
@@ -362,6 +367,24 @@ def replay_journal(queues: list[str]) -> int:
                 transfer_batch(msgs, [queue, entry_id])
                 replayed += 1
     return replayed
+
+
+def journal_replay_step(queues: list[str]) -> type[bootsteps.StartStopStep]:
+    """A consumer bootstep (Redis broker) that replays `queues`' journal each time the worker's
+    consumer starts: at start, and again after every reconnection to the broker, before the event
+    loop consumes anything. kombu's Redis transport pops a batch (BRPOP) before it records it as
+    unacknowledged, so a batch popped while the broker went away is in neither the queue nor the
+    unacknowledged set; only the journal still has it (seen in the fault suite's broker restart)."""
+
+    class ReplayJournal(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = {"celery.worker.consumer.tasks:Tasks"}  # consumers declared, nothing consumed yet
+
+        def start(self, parent: Any) -> None:
+            replayed = replay_journal(queues)
+            if replayed:
+                log.warning("replayed %d journaled batches left by a previous consumer or connection", replayed)
+
+    return ReplayJournal
 
 
 def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.cli.client import ImClient
+from app.core.constants import LINUX
 from app.core.conversation import group_conversation_id, single_conversation_id
 from app.services.auth import mint_token
 from tests.integration.helpers import stored_in_mongo
 
-LINUX = 7
 SEND_PAUSE_SECONDS = 0.05  # per sender: a steady load, not a saturating one (the bench does that)
 
 

@@ -21,7 +21,7 @@ from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.pipeline import dead_letters
 from app.services.auth import mint_token
-from app.store.mongo import storage
+from app.store.mongo import conversations
 from app.store.redis import cache
 from tests.conftest import WORK_DIR
 from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, labelled_metric
@@ -146,10 +146,10 @@ def test_only_receivers_with_recv_msg_opt_0_are_notified(
 ) -> None:
     conv = f"sg_team{uid}"
     normal, muted, silent, unknown = (f"{name}{uid}" for name in ("normal", "muted", "silent", "unknown"))
-    storage.create_conversations_many({conv: ([normal, muted, silent], 3)})
-    assert storage.set_recv_msg_opt(muted, conv, storage.NOT_RECEIVE)
-    assert storage.set_recv_msg_opt(silent, conv, storage.RECEIVE_WITHOUT_NOTIFY)
-    assert not storage.set_recv_msg_opt(unknown, conv, 1)  # no record: nothing is created
+    conversations.create_conversations_many({conv: ([normal, muted, silent], 3)})
+    assert conversations.set_recv_msg_opt(muted, conv, conversations.NOT_RECEIVE)
+    assert conversations.set_recv_msg_opt(silent, conv, conversations.RECEIVE_WITHOUT_NOTIFY)
+    assert not conversations.set_recv_msg_opt(unknown, conv, 1)  # no record: nothing is created
     publish(jpush_pub, conv, [normal, muted, silent, unknown], [message("alice", "", "team news")])
     [push] = eventually(lambda: jpush.pushes_for(conv))
     assert push["audience"]["alias"] == [normal, unknown]

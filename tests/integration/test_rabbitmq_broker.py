@@ -13,7 +13,7 @@ from kombu.connection import Connection
 
 from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from tests.conftest import AMQP_URL, WORK_DIR
 from tests.integration.helpers import eventually, login
 from tests.stack import ROOT, Stack
@@ -62,7 +62,7 @@ def test_messages_flow_in_order_over_rabbitmq(amqp_stack: Stack, provider: Any, 
         assert [m["clientMsgID"] for m in b.pull_range(conv, 1, 60)["Msgs"]] == sent
 
         def persisted() -> int:
-            doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"})
+            doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"})
             return sum(1 for slot in doc["msgs"] if slot["msg"]) if doc else 0
 
         assert eventually(lambda: persisted() == 60)

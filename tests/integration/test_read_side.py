@@ -15,7 +15,8 @@ from app.cli.client import text_of
 from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.pipeline import dead_letters
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import messages, seq_blocks
 from tests.conftest import REDIS_URL
 from tests.factories import stored_msg
 from tests.integration.helpers import eventually, login
@@ -24,7 +25,7 @@ from tests.stack import Stack
 
 
 def doc_slots(conv: str, index: int) -> list[dict[str, Any] | None]:
-    doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:{index}"})
+    doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:{index}"})
     return [slot["msg"] for slot in doc["msgs"]] if doc else []
 
 
@@ -60,8 +61,8 @@ def test_250_messages_span_three_documents_and_pull_back_exactly(stack: Any, uid
             filled = [s for s in slots if s]
             assert [s["seq"] for s in filled] == list(range(index * 100 + 1, index * 100 + count + 1))
             assert [s["client_msg_id"] for s in filled] == sent[index * 100 : index * 100 + count]
-        assert storage.get_db().msg.count_documents({"doc_id": {"$regex": f"^{conv}:"}}) == 3
-        full = storage.get_db().msg.find_one({"doc_id": f"{conv}:2"})
+        assert mongo.get_db().msg.count_documents({"doc_id": {"$regex": f"^{conv}:"}}) == 3
+        full = mongo.get_db().msg.find_one({"doc_id": f"{conv}:2"})
         assert full is not None
         assert full["msgs"][60] == {"msg": None, "revoke": None, "del_list": [], "is_read": False}
 
@@ -91,7 +92,7 @@ def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
         assert sorted(int(m["seq"]) for m in pushed if int(m["contentType"]) == 101) == [1, 2, 3]
 
         def stored_read_seq() -> int:
-            doc = storage.get_db().seq_user.find_one({"user_id": bob, "conversation_id": conv})
+            doc = mongo.get_db().seq_user.find_one({"user_id": bob, "conversation_id": conv})
             return int(doc["read_seq"]) if doc else -1
 
         assert eventually(lambda: stored_read_seq() == 3)
@@ -135,7 +136,7 @@ def test_same_persist_batch_twice_leaves_one_copy_and_broken_runs_are_refused(st
     assert eventually(lambda: len([s for s in doc_slots(conv, 1) if s]) == 5)
     slots = doc_slots(conv, 1)
     assert [s["seq"] for s in slots if s] == [101, 102, 103, 104, 105]
-    assert storage.get_db().msg.count_documents({"doc_id": {"$regex": f"^{conv}:"}}) == 1
+    assert mongo.get_db().msg.count_documents({"doc_id": {"$regex": f"^{conv}:"}}) == 1
 
     def refused() -> list[dead_letters.DeadLetter]:
         return [e for e in dead_letters.list_entries("persist", 10_000) if e.conversation == conv]
@@ -154,7 +155,7 @@ def write_together(conv: str, parts: list[list[dict[str, Any]]]) -> list[BaseExc
     def write(msgs: list[dict[str, Any]]) -> None:
         try:
             barrier.wait()
-            storage.write_msgs(conv, msgs)
+            messages.write_msgs(conv, msgs)
         except BaseException as exc:  # surfaced to the test
             errors.append(exc)
 
@@ -167,7 +168,7 @@ def write_together(conv: str, parts: list[list[dict[str, Any]]]) -> list[BaseExc
 
 
 def test_racing_writers_on_a_new_document_lose_no_slot(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     now = int(time.time() * 1000)
     for round_ in range(5):
         conv = single_conversation_id(f"race{uid}", f"r{round_}")
@@ -194,7 +195,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
         assert eventually(lambda: sum(1 for s in doc_slots(conv, 0) + doc_slots(conv, 1) if s) == 120, timeout=60)
         assert eventually(
             lambda: (
-                (storage.get_db().seq_user.find_one({"user_id": bob, "conversation_id": conv}) or {}).get("read_seq")
+                (mongo.get_db().seq_user.find_one({"user_id": bob, "conversation_id": conv}) or {}).get("read_seq")
                 == 100
             )
         )
@@ -240,7 +241,7 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
     with login(stack, alice) as a:
         a.send_text(bob, "one")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
-        SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end).malloc(
+        SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end).malloc(
             conv, 3
         )  # seqs 2..4, never committed
         assert a.newest_seqs()[conv] == 1  # the visible max does not cover them

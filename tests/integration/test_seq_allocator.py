@@ -9,14 +9,15 @@ from collections.abc import Callable
 import pytest
 
 from app.seq_lua import SINGLE_BLOCK, SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_blocks
 from app.store.redis import cache
 
 
 @pytest.fixture
 def allocator(infra: dict[str, str]) -> SeqAllocator:
-    storage.ensure_indexes()
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    mongo.ensure_indexes()
+    return SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
 
 
 def interfered_once(interfere: Callable[[str], None]) -> SeqAllocator:
@@ -27,13 +28,13 @@ def interfered_once(interfere: Callable[[str], None]) -> SeqAllocator:
         if pending:
             pending.clear()
             interfere(conv_id)
-        return storage.take_seq_block(conv_id, size)
+        return seq_blocks.take_seq_block(conv_id, size)
 
-    return SeqAllocator(cache.get_redis(), take_block, storage.reserved_seq_end, lock_seconds=1)
+    return SeqAllocator(cache.get_redis(), take_block, seq_blocks.reserved_seq_end, lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, int]:
-    doc = storage.get_db().seq.find_one({"conversation_id": conv})
+    doc = mongo.get_db().seq.find_one({"conversation_id": conv})
     assert doc is not None
     return {"max_seq": doc["max_seq"], "min_seq": doc["min_seq"]}
 
@@ -67,7 +68,7 @@ def test_redis_data_loss_never_reuses_a_seq(allocator: SeqAllocator, uid: str) -
 def test_inconsistent_block_jumps_ahead(allocator: SeqAllocator, uid: str) -> None:
     conv = f"si_a{uid}_e{uid}"
     allocator.malloc(conv, 50)  # block 0..100, cached CURR 50
-    storage.take_seq_block(conv, 1000)  # someone else reserved seqs in MongoDB meanwhile
+    seq_blocks.take_seq_block(conv, 1000)  # someone else reserved seqs in MongoDB meanwhile
     allocator.malloc(conv, 50)  # still inside the cached block
     start = allocator.malloc(conv, 10)  # needs a new block, which does not continue the cache
     assert start >= 1100
@@ -90,7 +91,7 @@ def test_concurrent_allocators_never_overlap(allocator: SeqAllocator, uid: str) 
     lock = threading.Lock()
 
     def work() -> None:
-        mine = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=2)
+        mine = SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=2)
         for _ in range(30):
             start = mine.malloc(conv, 3)
             with lock:
@@ -109,7 +110,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
     """Redis loses the key (and our lock) while we fetch a block; another allocator gets in first."""
     conv = f"si_a{uid}_h{uid}"
     r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    other = SeqAllocator(r, seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
 
     def redis_loses_the_key(conv_id: str) -> None:
         r.delete(cache.malloc_seq_key(conv_id))
@@ -124,7 +125,7 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
 
 def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
     conv = f"si_a{uid}_i{uid}"
-    other = SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    other = SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
 
     def mongodb_is_slow(conv_id: str) -> None:
         time.sleep(1.2)  # longer than lock_seconds: our lock expires
@@ -141,12 +142,12 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
     Redis loses the key: our older remainder must not be served."""
     conv = f"si_a{uid}_j{uid}"
     r = cache.get_redis()
-    other = SeqAllocator(r, storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    other = SeqAllocator(r, seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
     handed: list[int] = []
     interfere = [True]
 
     def take_block_then_lose(conv_id: str, size: int) -> int:
-        start = storage.take_seq_block(conv_id, size)  # ours: 0..55
+        start = seq_blocks.take_seq_block(conv_id, size)  # ours: 0..55
         if interfere[0]:
             interfere[0] = False
             r.delete(cache.malloc_seq_key(conv_id))
@@ -154,21 +155,21 @@ def test_older_block_is_not_restored_after_redis_loss(infra: dict[str, str], uid
             r.delete(cache.malloc_seq_key(conv_id))  # and Redis loses everything again
         return start
 
-    mine = SeqAllocator(r, take_block_then_lose, storage.reserved_seq_end, lock_seconds=1)
+    mine = SeqAllocator(r, take_block_then_lose, seq_blocks.reserved_seq_end, lock_seconds=1)
     mine.malloc(conv, 5)  # 1..5 from our block; storing it must be refused as stale
     assert mine.malloc(conv, 5) + 1 > max(handed)
 
 
 def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     conv = f"si_a{uid}_busy{uid}"
     blocks: list[int] = []
 
     def take_block(conversation_id: str, size: int) -> int:
         blocks.append(size)
-        return storage.take_seq_block(conversation_id, size)
+        return seq_blocks.take_seq_block(conversation_id, size)
 
-    busy = SeqAllocator(cache.get_redis(), take_block, storage.reserved_seq_end)
+    busy = SeqAllocator(cache.get_redis(), take_block, seq_blocks.reserved_seq_end)
     starts = [busy.malloc(conv, 1) for _ in range(600)]
     assert starts == list(range(600))
     # OpenIM's fixed n+50 would have cost 12 MongoDB round trips; each block used up at once doubles
@@ -178,19 +179,19 @@ def test_a_busy_conversation_takes_ever_larger_blocks(infra: dict[str, str], uid
 
 
 def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     convs = [f"si_a{uid}_many{i}" for i in range(30)]
-    storage.take_seq_block(convs[0], 100)  # one counter exists already
+    seq_blocks.take_seq_block(convs[0], 100)  # one counter exists already
     calls: list[dict[str, int]] = []
 
     def take_blocks(sizes: dict[str, int]) -> dict[str, int]:
         calls.append(dict(sizes))
-        return storage.take_seq_blocks(sizes)
+        return seq_blocks.take_seq_blocks(sizes)
 
     def one_by_one(conversation_id: str, size: int) -> int:
         raise AssertionError(f"{conversation_id} took its block alone")
 
-    many = SeqAllocator(cache.get_redis(), one_by_one, storage.reserved_seq_end, take_blocks=take_blocks)
+    many = SeqAllocator(cache.get_redis(), one_by_one, seq_blocks.reserved_seq_end, take_blocks=take_blocks)
     starts = many.malloc_many([(c, 2, False) for c in convs])
     assert starts == {c: (100 if c == convs[0] else 0) for c in convs}
     assert calls == [{c: 2 + SINGLE_BLOCK for c in convs}]
@@ -200,7 +201,7 @@ def test_blocks_of_many_conversations_come_in_one_call(infra: dict[str, str], ui
 
 
 def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     convs = [f"si_a{uid}_race{i}" for i in range(3)]
     ranges: list[tuple[str, int, int]] = []
     lock = threading.Lock()
@@ -208,7 +209,7 @@ def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: s
     def work() -> None:
         for n in range(15):
             sizes = {c: 1 + (n % 4) for c in convs}
-            taken = storage.take_seq_blocks(sizes)
+            taken = seq_blocks.take_seq_blocks(sizes)
             with lock:
                 ranges.extend((c, start, start + sizes[c]) for c, start in taken.items())
 

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from app.seq_lua import SeqAllocator
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_blocks
 from app.store.redis import cache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +35,11 @@ EXTERNAL = "elsewhere"  # owner of blocks reserved straight from MongoDB
 
 
 def new_allocator() -> SeqAllocator:
-    return SeqAllocator(cache.get_redis(), storage.take_seq_block, storage.reserved_seq_end, lock_seconds=1)
+    return SeqAllocator(cache.get_redis(), seq_blocks.take_seq_block, seq_blocks.reserved_seq_end, lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, Any] | None:
-    return storage.get_db().seq.find_one({"conversation_id": conv})
+    return mongo.get_db().seq.find_one({"conversation_id": conv})
 
 
 class SeqAllocatorMachine(RuleBasedStateMachine):
@@ -90,7 +91,7 @@ class SeqAllocatorMachine(RuleBasedStateMachine):
 
     @rule(size=st.integers(1, 300))
     def block_reserved_elsewhere(self, size: int) -> None:
-        start = storage.take_seq_block(self.conv, size)
+        start = seq_blocks.take_seq_block(self.conv, size)
         assert start >= self.high_water, f"MongoDB reserved from {start}, below handed-out {self.high_water}"
         self.record(EXTERNAL, start, size)
 
@@ -148,7 +149,7 @@ class SeqAllocatorMachine(RuleBasedStateMachine):
 
 
 def test_seq_allocator_state_machine(infra: dict[str, str]) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     run_state_machine_as_test(
         SeqAllocatorMachine,
         settings=settings(
@@ -165,7 +166,7 @@ def test_seq_allocator_state_machine(infra: dict[str, str]) -> None:
 
 
 def test_processes_share_a_conversation_through_redis_loss(infra: dict[str, str], uid: str) -> None:
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     conv = f"si_model_proc_{uid}_{uuid.uuid4().hex[:8]}"
     r = cache.get_redis()
     count = 40

@@ -8,12 +8,12 @@ from typing import Any
 from app.cli.client import text_of
 from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from tests.integration.helpers import eventually, login
 
 
 def slots_in_mongo(conv: str, index: int) -> list[dict[str, Any] | None]:
-    doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:{index}"})
+    doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:{index}"})
     if doc is None:
         return []
     return [slot["msg"] for slot in doc["msgs"]]

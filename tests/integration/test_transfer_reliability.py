@@ -21,7 +21,8 @@ from app.config import settings
 from app.core.constants import WEB
 from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import messages
 from app.store.redis import cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
 from tests.factories import stored_msg
@@ -124,7 +125,7 @@ def assert_one_seq_each_in_order(stack: Stack, senders: Senders) -> None:
 
 
 def persisted_exactly(conv: str, acked: list[str]) -> bool:
-    docs = storage.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+    docs = mongo.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
     cids = [slot["msg"]["client_msg_id"] for d in docs for slot in d["msgs"] if slot["msg"]]
     return sorted(cids) == sorted(acked)
 
@@ -161,7 +162,7 @@ def test_same_client_msg_id_three_times_gets_one_seq_and_one_answer(stack: Any, 
         a.send_text(bob, "next", client_msg_id=f"next-{uid}")
         found = pulled_seqs(stack, alice, conv, [f"dup-{uid}", f"next-{uid}"])
         assert found == {f"dup-{uid}": [1], f"next-{uid}": [2]}
-        stored = eventually(lambda: storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}))
+        stored = eventually(lambda: mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"}))
         assert stored["msgs"][0]["msg"]["server_msg_id"] == answers[0]["serverMsgID"]
     finally:
         a.close()
@@ -207,7 +208,7 @@ def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: St
     assert_one_seq_each_in_order(stack, senders)
     # seqs were never reused: MongoDB's block allocator is above everything handed out
     for conv in senders.acked:
-        doc = storage.get_db().seq.find_one({"conversation_id": conv})
+        doc = mongo.get_db().seq.find_one({"conversation_id": conv})
         assert doc is not None and doc["max_seq"] >= senders.per_sender and doc["min_seq"] == 0
 
 
@@ -224,7 +225,7 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     assert eventually(lambda: cache.get_visible_max_seqs([conv]).get(conv) == 4)
 
     def stored() -> list[str]:
-        doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
+        doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"}) or {"msgs": []}
         return [slot["msg"]["client_msg_id"] for slot in doc["msgs"] if slot and slot.get("msg")]
 
     assert eventually(lambda: stored() == [f"{sender}-{i}" for i in range(4)], timeout=30), stored()
@@ -261,3 +262,33 @@ def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis
 
     stack.start_worker("transfer_b", "transfer", env={"TRANSFER_PART": "2/2"})
     assert_one_seq_each_in_order(stack, senders)
+
+
+def test_a_batch_only_the_journal_holds_is_committed_once_the_consumer_reconnects(stack: Any, uid: str) -> None:
+    """kombu's Redis transport pops a batch (BRPOP) before it records it as unacknowledged: a batch
+    popped as the broker connection broke is only in the journal (the fault suite's broker restart
+    lost one so). The transfer worker replays its journal after every reconnection, not only when it
+    takes shards over."""
+    import psutil
+
+    sender, receiver = f"jr{uid}", f"jp{uid}"
+    conv = single_conversation_id(sender, receiver)
+    queue = transfer_queue(shard_of(conv, settings.transfer_shards))
+    msgs = [stored_msg(sender, receiver, i, int(time.time() * 1000)) for i in range(3)]
+    cache.journal_append(queue, msgs)  # journaled and published, then lost in flight: only the journal has it
+    time.sleep(2)
+    assert cache.get_visible_max_seqs([conv])[conv] is None, "nothing else runs a journaled batch this soon"
+
+    broker_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    worker = psutil.Process(stack.procs["transfer"].pid)
+    ports = {c.laddr.port for c in worker.net_connections(kind="tcp") if c.raddr and c.raddr.port == broker_port}
+    assert ports, "the transfer worker holds no broker connection"
+    admin = redis.Redis.from_url(REDIS_URL)
+    for port in ports:  # the broker drops the worker's connections, as a broker restart does
+        try:
+            admin.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")
+        except redis.ResponseError:
+            pass  # that connection closed meanwhile
+    assert eventually(lambda: cache.get_visible_max_seqs([conv])[conv] == 3, timeout=60)
+    assert eventually(lambda: len(messages.find_msgs(conv, [1, 2, 3])) == 3, timeout=30)
+    assert "left by a previous consumer or connection" in stack.log_text("transfer")

@@ -28,7 +28,8 @@ from app.core.constants import MSG_FROM_USER, MSG_STATUS_SENDING
 from app.core.conversation import shard_of, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters, journal
 from app.proto import sdkws_pb2 as pb
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
+from app.store.mongo import seq_users
 from app.store.redis import cache
 from app.tasks.persist import persist_batch
 from app.tasks.push import push_batch
@@ -84,12 +85,12 @@ def pairs_on_shard(tag: str, shard: int, count: int) -> list[tuple[str, str]]:
 
 
 def stored_client_msg_ids(conv: str) -> list[str]:
-    docs = storage.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+    docs = mongo.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
     return [slot["msg"]["client_msg_id"] for d in docs for slot in d["msgs"] if slot and slot.get("msg")]
 
 
 def stored_seqs(conv: str) -> dict[str, int]:
-    docs = storage.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+    docs = mongo.get_db().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
     return {s["msg"]["client_msg_id"]: int(s["msg"]["seq"]) for d in docs for s in d["msgs"] if s and s.get("msg")}
 
 
@@ -207,11 +208,11 @@ def test_persist_writes_the_rest_of_a_run_around_a_message_mongodb_refuses(stack
         conv
     )
     assert eventually(lambda: len(stored_client_msg_ids(other)) == 3)
-    doc = storage.get_db().msg.find_one({"doc_id": f"{conv}:0"})
+    doc = mongo.get_db().msg.find_one({"doc_id": f"{conv}:0"})
     assert doc is not None and doc["msgs"][2]["msg"] is None
     letters = eventually(lambda: entries_for("persist", {run[2]["client_msg_id"]}))
     assert "NUL" in letters[run[2]["client_msg_id"]].reason
-    assert eventually(lambda: storage.get_user_seqs(f"pb{uid}", [conv]).get(conv, {}).get("read_seq") == 2)
+    assert eventually(lambda: seq_users.get_user_seqs(f"pb{uid}", [conv]).get(conv, {}).get("read_seq") == 2)
     assert all(stack.core_alive().values()), stack.alive()
 
 

@@ -37,13 +37,13 @@ from app.bench.e2e.plan import E2EConfig, Plan, make_plan, smoke_config
 from app.bench.e2e.summary import PhaseData, Sample, summarise
 from app.bench.e2e.watch import ProcessWatch, QueueDepth, discover_stack
 from app.config import secrets, settings
+from app.core.constants import LINUX
 from app.core.conversation import MSGS_PER_DOC, transfer_queue
 from app.ops import embedded
-from app.store.mongo import storage
+from app.store.mongo import client as mongo
 from app.store.redis import cache
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
-LINUX = 7
 
 
 # --- REST setup through the gateway --------------------------------------------------------------
@@ -97,7 +97,7 @@ def create_groups(api: str, admin: str, plan: Plan) -> None:
 def stored_client_msg_ids(conversations: list[str], tag: str) -> dict[str, int]:
     """clientMsgID -> how many slots hold it, for this run's messages, read from MongoDB `msg` documents."""
     maxes = cache.get_visible_max_seqs(conversations)
-    coll = storage.get_db().msg
+    coll = mongo.get_db().msg
     counts: dict[str, int] = {}
     for conv in conversations:
         top = maxes.get(conv) or 0
@@ -379,7 +379,7 @@ def run_e2e(cfg: E2EConfig) -> dict[str, Any]:
     ws_url = cfg.gateway or f"ws://{settings.gateway_host}:{settings.gateway_port}"
     api_url = cfg.api or ws_url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     cfg = replace(cfg, gateway=ws_url, api=api_url)
-    storage.ensure_indexes()
+    mongo.ensure_indexes()
     health = check_stack(api_url)
     bench_report.announce(cfg, health)
     ours = run_phase("pipeline", cfg, ws_url, api_url, pipeline_queues())

@@ -1,0 +1,36 @@
+"""Bulk upserts that race other writers: a duplicate-key error (11000) means another writer created
+the same record first, which each helper resolves its own way; any other error is raised."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError
+
+
+def create_once(coll: Collection[dict[str, Any]], ops: list[UpdateOne]) -> None:
+    """`$setOnInsert` upserts: another writer creating the same record first is fine; anything else is not."""
+    if not ops:
+        return
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
+            raise
+
+
+def upsert_retrying_races(coll: Collection[dict[str, Any]], ops: list[UpdateOne]) -> None:
+    """Upserts whose update must land: an upsert that lost a concurrent insert of the same record
+    (11000) is run again, now as an update of the winner's record."""
+    if not ops:
+        return
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        failed = [ops[err["index"]] for err in errors if err.get("code") == 11000]
+        if len(failed) != len(errors):
+            raise
+        coll.bulk_write(failed, ordered=False)
