@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from kombu.entity import Queue
 
 from app.config import settings
@@ -36,10 +34,10 @@ result_backend = None
 # P1: a message is acknowledged only after its task finished; a killed worker's messages come back.
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = int(os.environ.get("WORKER_PREFETCH", "4"))
+worker_prefetch_multiplier = settings.worker_prefetch
 worker_hijack_root_logger = False
 # Task events feed Flower; one event per batch task, so the cost is small.
-worker_send_task_events = os.environ.get("CELERY_TASK_EVENTS", "1") != "0"
+worker_send_task_events = settings.celery_task_events
 broker_connection_retry_on_startup = True
 
 broker_transport_options: dict[str, object] = {}
@@ -48,7 +46,7 @@ if _amqp:
     broker_transport_options["confirm_publish"] = True
 else:
     # Redis broker: unacknowledged messages of a dead worker are redelivered after this long.
-    broker_transport_options["visibility_timeout"] = int(os.environ.get("BROKER_VISIBILITY_TIMEOUT", "120"))
+    broker_transport_options["visibility_timeout"] = settings.broker_visibility_timeout
     # kombu sweeps for such messages only every interval x throttle seconds (100 s by default): sweep
     # every 5 s, so a dead worker's batches come back soon after the visibility timeout.
     broker_transport_options["unacked_restore_interval"] = 5

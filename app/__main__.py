@@ -179,7 +179,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
-    from app.bench.e2e.run import E2EConfig, run_e2e
+    from app.bench.e2e.plan import E2EConfig
+    from app.bench.e2e.run import run_e2e
 
     cfg = E2EConfig(
         users=args.users,

@@ -1,4 +1,8 @@
-"""All configuration, read once from environment variables with safe local defaults."""
+"""All configuration: the one reader of the environment (app, Celery and ops code read `settings`).
+
+Each setting is declared once below with its variable's name and default; a Settings() reads them
+all, and nothing else happens at import. Unset or blank variables take the default.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import logging
 import os
 import secrets as random_secrets
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from app.core.conversation import shards_of_part
 
@@ -19,125 +25,128 @@ APP_ENVS = ("development", "production")
 MIN_SECRET_BYTES = 32
 SECRET_NAMES = ("TOKEN_SECRET", "ADMIN_SECRET")
 SECRETS_FILE = "secrets.env"  # in the data folder; written by `python -m app up` (mode 0600)
+DEFAULT_MAX_CONNS = 20000
+
+T = TypeVar("T", str, int, float, bool)
+_FLAGS = {"0": False, "false": False, "no": False, "off": False, "1": True, "true": True, "yes": True, "on": True}
 
 
-def _env_int(name: str, default: int) -> int:
+def read_env(name: str, default: T) -> T:
+    """The variable `name` parsed as its default's type; unset or blank means the default."""
     raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
+    if not raw.strip():
+        return default
+    if isinstance(default, bool):  # before int: a bool is an int. 0/false/no/off, else any nonzero number
+        word = raw.strip().lower()
+        return _FLAGS[word] if word in _FLAGS else int(word) != 0
+    return type(default)(raw)
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    return float(raw) if raw.strip() else default
+def env(name: str, default: T) -> T:
+    """A setting read from the variable `name` whenever a Settings is built (so tests can set it)."""
+    return field(default_factory=partial(read_env, name, default), metadata={"env": name})
 
 
-def _env_str(name: str, default: str) -> str:
-    raw = os.environ.get(name, "")
-    return raw if raw.strip() else default
+def _default_max_sockets() -> int:
+    return read_env("GATEWAY_MAX_SOCKETS", read_env("GATEWAY_MAX_CONNS", DEFAULT_MAX_CONNS) + 1000)
 
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = field(default_factory=lambda: _env_str("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0")
     # Connections per process to each Redis; callers beyond it wait (gateway greenlets, worker threads).
-    redis_max_connections: int = field(default_factory=lambda: _env_int("REDIS_MAX_CONNECTIONS", 200))
-    broker_url: str = field(default_factory=lambda: _env_str("BROKER_URL", ""))
-    mongo_url: str = field(
-        default_factory=lambda: _env_str("MONGO_URL", "mongodb://127.0.0.1:27017/openim?retryWrites=false")
-    )
+    redis_max_connections: int = env("REDIS_MAX_CONNECTIONS", 200)
+    broker_url: str = env("BROKER_URL", "")
+    mongo_url: str = env("MONGO_URL", "mongodb://127.0.0.1:27017/openim?retryWrites=false")
     # One shard per transfer process (the Procfile runs two): a process handles its shards' batches
     # one at a time, so more shards than processes only makes each batch smaller.
-    transfer_shards: int = field(default_factory=lambda: _env_int("TRANSFER_SHARDS", 2))
-    gateway_host: str = field(default_factory=lambda: _env_str("GATEWAY_HOST", "127.0.0.1"))
-    gateway_port: int = field(default_factory=lambda: _env_int("GATEWAY_PORT", 10001))
-    gateway_node_id: str = field(default_factory=lambda: _env_str("GATEWAY_NODE_ID", ""))
+    transfer_shards: int = env("TRANSFER_SHARDS", 2)
+    gateway_host: str = env("GATEWAY_HOST", "127.0.0.1")
+    gateway_port: int = env("GATEWAY_PORT", 10001)
+    gateway_node_id: str = env("GATEWAY_NODE_ID", "")
     # development: secrets generated into the data folder when unset, short ones only warned about;
     # production (the default): unset or short secrets stop every process that signs or checks tokens.
-    app_env: str = field(default_factory=lambda: _env_str("APP_ENV", "production"))
+    app_env: str = env("APP_ENV", "production")
     # The environment's values only: read the secrets through secrets() (environment, else the data folder).
-    token_secret_env: str = field(default_factory=lambda: _env_str("TOKEN_SECRET", ""))
-    admin_secret_env: str = field(default_factory=lambda: _env_str("ADMIN_SECRET", ""))
-    token_ttl_seconds: int = field(default_factory=lambda: _env_int("TOKEN_TTL_SECONDS", 90 * 24 * 3600))
+    token_secret_env: str = env("TOKEN_SECRET", "")
+    admin_secret_env: str = env("ADMIN_SECRET", "")
+    token_ttl_seconds: int = env("TOKEN_TTL_SECONDS", 90 * 24 * 3600)
     # `python -m app up`'s embedded Redis/MongoDB data and its generated secrets.
-    data_dir: str = field(default_factory=lambda: _env_str("APP_DATA_DIR", str(ROOT / ".data")))
+    data_dir: str = env("APP_DATA_DIR", str(ROOT / ".data"))
     # Offline push: which provider (webhook | jpush | getui | fcm) and how hard to try.
-    offline_push_provider: str = field(default_factory=lambda: _env_str("OFFLINE_PUSH_PROVIDER", "webhook"))
-    offline_push_url: str = field(default_factory=lambda: _env_str("OFFLINE_PUSH_URL", ""))
-    offline_push_timeout: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_TIMEOUT", 5.0))
-    offline_push_max_retries: int = field(default_factory=lambda: _env_int("OFFLINE_PUSH_MAX_RETRIES", 5))
-    offline_push_backoff: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_BACKOFF", 1.0))
-    offline_push_backoff_max: float = field(default_factory=lambda: _env_float("OFFLINE_PUSH_BACKOFF_MAX", 60.0))
-    jpush_url: str = field(default_factory=lambda: _env_str("JPUSH_URL", "https://api.jpush.cn/v3/push"))
-    jpush_app_key: str = field(default_factory=lambda: _env_str("JPUSH_APP_KEY", ""))
-    jpush_master_secret: str = field(default_factory=lambda: _env_str("JPUSH_MASTER_SECRET", ""))
-    jpush_apns_production: bool = field(default_factory=lambda: _env_int("JPUSH_APNS_PRODUCTION", 0) != 0)
-    getui_url: str = field(default_factory=lambda: _env_str("GETUI_URL", "https://restapi.getui.com/v2"))
-    getui_app_id: str = field(default_factory=lambda: _env_str("GETUI_APP_ID", ""))
-    getui_app_key: str = field(default_factory=lambda: _env_str("GETUI_APP_KEY", ""))
-    getui_master_secret: str = field(default_factory=lambda: _env_str("GETUI_MASTER_SECRET", ""))
-    getui_channel_id: str = field(default_factory=lambda: _env_str("GETUI_CHANNEL_ID", ""))
-    getui_channel_name: str = field(default_factory=lambda: _env_str("GETUI_CHANNEL_NAME", ""))
-    fcm_url: str = field(default_factory=lambda: _env_str("FCM_URL", "https://fcm.googleapis.com"))
-    fcm_project_id: str = field(default_factory=lambda: _env_str("FCM_PROJECT_ID", ""))
+    offline_push_provider: str = env("OFFLINE_PUSH_PROVIDER", "webhook")
+    offline_push_url: str = env("OFFLINE_PUSH_URL", "")
+    offline_push_timeout: float = env("OFFLINE_PUSH_TIMEOUT", 5.0)
+    offline_push_max_retries: int = env("OFFLINE_PUSH_MAX_RETRIES", 5)
+    offline_push_backoff: float = env("OFFLINE_PUSH_BACKOFF", 1.0)
+    offline_push_backoff_max: float = env("OFFLINE_PUSH_BACKOFF_MAX", 60.0)
+    jpush_url: str = env("JPUSH_URL", "https://api.jpush.cn/v3/push")
+    jpush_app_key: str = env("JPUSH_APP_KEY", "")
+    jpush_master_secret: str = env("JPUSH_MASTER_SECRET", "")
+    jpush_apns_production: bool = env("JPUSH_APNS_PRODUCTION", False)
+    getui_url: str = env("GETUI_URL", "https://restapi.getui.com/v2")
+    getui_app_id: str = env("GETUI_APP_ID", "")
+    getui_app_key: str = env("GETUI_APP_KEY", "")
+    getui_master_secret: str = env("GETUI_MASTER_SECRET", "")
+    getui_channel_id: str = env("GETUI_CHANNEL_ID", "")
+    getui_channel_name: str = env("GETUI_CHANNEL_NAME", "")
+    fcm_url: str = env("FCM_URL", "https://fcm.googleapis.com")
+    fcm_project_id: str = env("FCM_PROJECT_ID", "")
     # An OAuth2 access token for FCM, or "module:function" returning one (e.g. from service-account credentials).
-    fcm_access_token: str = field(default_factory=lambda: _env_str("FCM_ACCESS_TOKEN", ""))
-    fcm_token_provider: str = field(default_factory=lambda: _env_str("FCM_TOKEN_PROVIDER", ""))
+    fcm_access_token: str = env("FCM_ACCESS_TOKEN", "")
+    fcm_token_provider: str = env("FCM_TOKEN_PROVIDER", "")
     # The gateway groups SendMsg requests per shard for this long before one broker publish.
-    batch_linger_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MS", 3.0))
-    batch_linger_max_ms: float = field(default_factory=lambda: _env_float("BATCH_LINGER_MAX_MS", 20.0))
-    batch_max_msgs: int = field(default_factory=lambda: _env_int("BATCH_MAX_MSGS", 200))
-    max_content_bytes: int = field(default_factory=lambda: _env_int("MAX_CONTENT_BYTES", 40 * 1024))
+    batch_linger_ms: float = env("BATCH_LINGER_MS", 3.0)
+    batch_linger_max_ms: float = env("BATCH_LINGER_MAX_MS", 20.0)
+    batch_max_msgs: int = env("BATCH_MAX_MSGS", 200)
+    max_content_bytes: int = env("MAX_CONTENT_BYTES", 40 * 1024)
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
-    transfer_worker_shards_raw: str = field(default_factory=lambda: _env_str("TRANSFER_WORKER_SHARDS", ""))
+    transfer_worker_shards_raw: str = env("TRANSFER_WORKER_SHARDS", "")
     # "i/n": this is the i-th of n transfer processes sharing those shards (the Procfile runs two, so
     # that one batch's Redis and MongoDB round trips overlap another shard's); empty: one process.
-    transfer_part: str = field(default_factory=lambda: _env_str("TRANSFER_PART", ""))
+    transfer_part: str = env("TRANSFER_PART", "")
     # Redis broker: a dead worker's unacknowledged messages come back after this long (celeryconfig),
     # and journaled hand-offs older than this are run by the consumers' sweepers (app/pipeline/journal.py).
-    broker_visibility_timeout: int = field(default_factory=lambda: _env_int("BROKER_VISIBILITY_TIMEOUT", 120))
-    transfer_lease_seconds: int = field(default_factory=lambda: _env_int("TRANSFER_LEASE_SECONDS", 15))
-    seq_block_single: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_SINGLE", 50))
-    seq_block_group: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROUP", 100))
-    seq_block_growth_max: int = field(default_factory=lambda: _env_int("SEQ_BLOCK_GROWTH_MAX", 16))
+    broker_visibility_timeout: int = env("BROKER_VISIBILITY_TIMEOUT", 120)
+    # Celery (celeryconfig.py): prefetch multiplier, and task events for Flower (0 turns them off).
+    worker_prefetch: int = env("WORKER_PREFETCH", 4)
+    celery_task_events: bool = env("CELERY_TASK_EVENTS", True)
+    flower_port: int = env("FLOWER_PORT", 5555)  # Flower's port in the Procfile (which reads it itself)
+    transfer_lease_seconds: int = env("TRANSFER_LEASE_SECONDS", 15)
+    seq_block_single: int = env("SEQ_BLOCK_SINGLE", 50)
+    seq_block_group: int = env("SEQ_BLOCK_GROUP", 100)
+    seq_block_growth_max: int = env("SEQ_BLOCK_GROWTH_MAX", 16)
     # OpenIM's multiLogin.policy: 0 no kick, 1 kick same platform, 4 same class, 5 PC and one other.
-    multi_login_policy: int = field(default_factory=lambda: _env_int("MULTI_LOGIN_POLICY", 1))
+    multi_login_policy: int = env("MULTI_LOGIN_POLICY", 1)
     # Server websocket pings; a socket with no frame and no pong for the read deadline is closed.
-    gateway_ping_seconds: float = field(default_factory=lambda: _env_float("GATEWAY_PING_SECONDS", 20.0))
-    gateway_read_deadline_seconds: float = field(
-        default_factory=lambda: _env_float("GATEWAY_READ_DEADLINE_SECONDS", 60.0)
-    )
+    gateway_ping_seconds: float = env("GATEWAY_PING_SECONDS", 20.0)
+    gateway_read_deadline_seconds: float = env("GATEWAY_READ_DEADLINE_SECONDS", 60.0)
     # Requests per second per connection (0 = unlimited) and the burst above that rate.
-    gateway_rate_limit: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_LIMIT", 100.0))
-    gateway_rate_burst: float = field(default_factory=lambda: _env_float("GATEWAY_RATE_BURST", 200.0))
-    gateway_max_conns: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_CONNS", 20000))
+    gateway_rate_limit: float = env("GATEWAY_RATE_LIMIT", 100.0)
+    gateway_rate_burst: float = env("GATEWAY_RATE_BURST", 200.0)
+    gateway_max_conns: int = env("GATEWAY_MAX_CONNS", DEFAULT_MAX_CONNS)
     # A SendMsg not accepted by the broker within this long is answered "send it again" (SERVER_INTERNAL).
-    gateway_publish_timeout_seconds: float = field(
-        default_factory=lambda: _env_float("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 15.0)
-    )
+    gateway_publish_timeout_seconds: float = env("GATEWAY_PUBLISH_TIMEOUT_SECONDS", 15.0)
     # Every socket (websockets, REST, and those still sending their HTTP request) counts; beyond this a
     # new one is closed at once. A request must arrive within the handshake timeout; past the pending
     # cap the oldest socket still waiting for its request is closed to make room.
-    gateway_max_sockets: int = field(
-        default_factory=lambda: _env_int("GATEWAY_MAX_SOCKETS", _env_int("GATEWAY_MAX_CONNS", 20000) + 1000)
-    )
-    gateway_handshake_timeout: float = field(default_factory=lambda: _env_float("GATEWAY_HANDSHAKE_TIMEOUT", 10.0))
-    gateway_max_pending_sockets: int = field(default_factory=lambda: _env_int("GATEWAY_MAX_PENDING_SOCKETS", 1000))
+    gateway_max_sockets: int = field(default_factory=_default_max_sockets, metadata={"env": "GATEWAY_MAX_SOCKETS"})
+    gateway_handshake_timeout: float = env("GATEWAY_HANDSHAKE_TIMEOUT", 10.0)
+    gateway_max_pending_sockets: int = env("GATEWAY_MAX_PENDING_SOCKETS", 1000)
     # A client whose unsent frames exceed this many bytes is not reading: it is dropped and goes offline.
-    gateway_outbox_max_bytes: int = field(default_factory=lambda: _env_int("GATEWAY_OUTBOX_MAX_BYTES", 4 * 1024 * 1024))
+    gateway_outbox_max_bytes: int = env("GATEWAY_OUTBOX_MAX_BYTES", 4 * 1024 * 1024)
     # Dead letters (app/pipeline/dead_letters.py): newest entries kept per stage, and the largest payload kept
     # whole (a larger one is kept truncated, for reading only).
-    dead_letters_max: int = field(default_factory=lambda: _env_int("DEAD_LETTERS_MAX", 10_000))
-    dead_letters_max_payload_bytes: int = field(
-        default_factory=lambda: _env_int("DEAD_LETTERS_MAX_PAYLOAD_BYTES", 1024 * 1024)
-    )
+    dead_letters_max: int = env("DEAD_LETTERS_MAX", 10_000)
+    dead_letters_max_payload_bytes: int = env("DEAD_LETTERS_MAX_PAYLOAD_BYTES", 1024 * 1024)
     # 1 runs the persist worker on the solo pool. Celery's threads pool was seen to stall for minutes
     # after a broker restart (fault suite, both brokers), holding every hand-off that came meanwhile.
-    persist_concurrency: int = field(default_factory=lambda: _env_int("PERSIST_CONCURRENCY", 1))
-    metrics_host: str = field(default_factory=lambda: _env_str("METRICS_HOST", "127.0.0.1"))
-    metrics_port: int = field(default_factory=lambda: _env_int("METRICS_PORT", 0))
-    log_level: str = field(default_factory=lambda: _env_str("LOG_LEVEL", "INFO"))
+    persist_concurrency: int = env("PERSIST_CONCURRENCY", 1)
+    metrics_host: str = env("METRICS_HOST", "127.0.0.1")
+    metrics_port: int = env("METRICS_PORT", 0)
+    log_level: str = env("LOG_LEVEL", "INFO")
     # json: one JSON object per line (operationID, conversationID, seq ... as fields); text: plain lines
-    log_format: str = field(default_factory=lambda: _env_str("LOG_FORMAT", "json"))
+    log_format: str = env("LOG_FORMAT", "json")
 
     @property
     def effective_broker_url(self) -> str:

@@ -27,8 +27,9 @@ from google.protobuf.message import Message
 
 from app.api import app as web_app
 from app.config import settings
-from app.core import classify, protocol, push_frames, validation
-from app.core.conversation import GROUP_CHAT, SINGLE_CHAT, conversation_id_for, shard_of
+from app.core import protocol, push_frames, validation
+from app.core.constants import GROUP_CHAT, HAS_READ_RECEIPT, MSG_FROM_USER, MSG_STATUS_SENDING, SINGLE_CHAT
+from app.core.conversation import conversation_id_for, shard_of
 from app.core.errors import (
     ARGS_ERROR,
     CONN_ARGS_ERROR,
@@ -171,7 +172,7 @@ def prepare_outgoing(
     validation.check_client_origin(msg)
     msg.sendID = conn.user_id
     conv = conversation_id_for(msg.sessionType, msg.sendID, msg.recvID, msg.groupID)
-    if msg.contentType == classify.READ_RECEIPT:
+    if msg.contentType == HAS_READ_RECEIPT:
         validation.check_read_receipt(msg.content, conn.user_id, conv)
     msg.senderPlatformID = conn.platform_id
     msg.senderNickname, msg.senderFaceURL = sender
@@ -179,8 +180,8 @@ def prepare_outgoing(
     msg.sendTime = now_ms
     if msg.createTime <= 0:
         msg.createTime = now_ms
-    msg.msgFrom = protocol.MSG_FROM_USER
-    msg.status = protocol.MSG_STATUS_SENDING
+    msg.msgFrom = MSG_FROM_USER
+    msg.status = MSG_STATUS_SENDING
     msg.seq = 0
     return conv, protocol.msgdata_to_doc(msg)
 

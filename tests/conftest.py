@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,15 @@ def infra(mongo_server: str, clean_redis: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def commit_guard() -> Iterator[None]:
+    """For tests that set transfer's guard_commits hook: cleared afterwards."""
+    yield
+    from app.tasks.transfer import guard_commits
+
+    guard_commits(None)
+
+
+@pytest.fixture
 def uid() -> str:
     """A fresh suffix so each test's users and conversations are its own."""
     return uuid.uuid4().hex[:8]
@@ -105,11 +115,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def provider() -> Iterator[object]:
-    from tests.fake_provider import FakeProvider
+    from tests.fake_providers import FakeProvider
 
-    fake = FakeProvider()
-    yield fake
-    fake.close()
+    with FakeProvider() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateways(stack: Any) -> Iterator[Callable[..., Any]]:
+    """Starts more gateway nodes on the shared stack (`gateways(name, env)`: stack.start_gateway)
+    for one module's tests, and stops them when the module is done."""
+    started: list[str] = []
+
+    def start(name: str, env: dict[str, str] | None = None) -> Any:
+        node = stack.start_gateway(name, env)
+        started.append(name)
+        return node
+
+    yield start
+    for name in started:
+        stack.terminate(name)
 
 
 @pytest.fixture(scope="session")
@@ -117,8 +142,5 @@ def stack(infra: dict[str, str], provider: object) -> Iterator[object]:
     """The whole pipeline on the Redis broker: gateway + transfer/persist/push/offline workers."""
     from tests.stack import Stack
 
-    running = Stack(WORK_DIR / "stack-redis", {**infra, "OFFLINE_PUSH_URL": provider.url})  # type: ignore[attr-defined]
-    try:
+    with Stack(WORK_DIR / "stack-redis", {**infra, "OFFLINE_PUSH_URL": provider.url}) as running:  # type: ignore[attr-defined]
         yield running.start()
-    finally:
-        running.stop()

@@ -1,4 +1,4 @@
-"""Local HTTP servers standing in for JPush, Getui and FCM.
+"""Local HTTP servers standing in for the offline push providers: the webhook, JPush, Getui and FCM.
 
 Each one checks a request as its provider documents it (auth, path, required fields, limits) and
 answers as the provider does; a request that breaks a rule is answered with the provider's error
@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class Answer(Exception):
@@ -30,6 +30,9 @@ class Answer(Exception):
 
 
 class FakeServer:
+    PROVIDER = ""  # OFFLINE_PUSH_PROVIDER
+    ENV: dict[str, str] = {}  # its other variables -> the attribute holding each value
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.attempts = 0  # every request that reached the server
@@ -112,6 +115,51 @@ class FakeServer:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def env(self) -> dict[str, str]:
+        """The variables that point an offline worker at this fake."""
+        return {
+            "OFFLINE_PUSH_PROVIDER": self.PROVIDER,
+            **{name: getattr(self, attr) for name, attr in self.ENV.items()},
+        }
+
+
+class FakeProvider(FakeServer):
+    """The webhook (OFFLINE_PUSH_URL): records each request's body, answers {"ok": true}."""
+
+    PROVIDER = "webhook"
+    ENV = {"OFFLINE_PUSH_URL": "url"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[dict[str, Any]] = []
+        self.url = f"{self.base_url}/push"
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"ok": False}
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+        self.received.append(body if isinstance(body, dict) else {})
+        return 200, {"ok": True}
+
+    def for_user(self, user_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.received if user_id in r.get("userIDs", [])]
+
+    def wait_for_user(self, user_id: str, msg_count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.for_user(user_id)
+            if sum(len(r["msgs"]) for r in got) >= msg_count:
+                return got
+            time.sleep(0.1)
+        return self.for_user(user_id)
+
 
 def _strings(value: Any, most: int) -> bool:
     return isinstance(value, list) and 1 <= len(value) <= most and all(isinstance(v, str) and v for v in value)
@@ -120,7 +168,11 @@ def _strings(value: Any, most: int) -> bool:
 class FakeJPush(FakeServer):
     """POST /v3/push with `Authorization: Basic base64(appKey:masterSecret)`."""
 
+    PROVIDER = "jpush"
+    ENV = {"JPUSH_URL": "url", "JPUSH_APP_KEY": "app_key", "JPUSH_MASTER_SECRET": "master_secret"}
+
     def __init__(self, app_key: str, master_secret: str) -> None:
+        self.app_key, self.master_secret = app_key, master_secret
         self.auth = "Basic " + base64.b64encode(f"{app_key}:{master_secret}".encode()).decode()
         self.pushes: list[dict[str, Any]] = []  # accepted push bodies
         self.wrong_sendno_next = 0
@@ -177,6 +229,14 @@ class FakeJPush(FakeServer):
 
 class FakeGetui(FakeServer):
     """RestAPI v2 under /v2/{appId}: /auth, /push/single/alias, /push/list/message, /push/list/alias."""
+
+    PROVIDER = "getui"
+    ENV = {
+        "GETUI_URL": "url",
+        "GETUI_APP_ID": "app_id",
+        "GETUI_APP_KEY": "app_key",
+        "GETUI_MASTER_SECRET": "master_secret",
+    }
 
     def __init__(self, app_id: str, app_key: str, master_secret: str) -> None:
         self.app_id, self.app_key, self.master_secret = app_id, app_key, master_secret
@@ -256,6 +316,9 @@ class FakeGetui(FakeServer):
 
 class FakeFcm(FakeServer):
     """FCM HTTP v1: POST /v1/projects/{project}/messages:send with `Authorization: Bearer <token>`."""
+
+    PROVIDER = "fcm"
+    ENV = {"FCM_URL": "url", "FCM_PROJECT_ID": "project_id", "FCM_ACCESS_TOKEN": "access_token"}
 
     def __init__(self, project_id: str, access_token: str) -> None:
         self.project_id = project_id

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -17,6 +19,13 @@ from app.ops import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ("transfer", "persist", "push", "offline")
+
+
+def _answers(http_url: str) -> bool:
+    try:
+        return requests.get(f"{http_url}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 @dataclass(frozen=True)
@@ -109,17 +118,8 @@ class Stack:
         overrides = {"GATEWAY_PORT": str(node.port), "GATEWAY_NODE_ID": node.node_id, **(env or {})}
         self.start_process(name, ["gateway"], overrides)
         self.metrics_ports[name] = node.port  # a gateway serves /metrics on its own port
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{node.http_url}/healthz", timeout=1).ok:
-                    return node
-            except requests.RequestException:
-                pass
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not answer:\n{self.tail(name)}")
+        self._wait(name, lambda: _answers(node.http_url), time.monotonic() + timeout, "did not answer")
+        return node
 
     def terminate(self, name: str, timeout: float = 15) -> None:
         proc = self.procs[name]
@@ -135,14 +135,11 @@ class Stack:
         """Start a stopped or killed process again, waiting for its marker written after now."""
         offset = self.log_path(name).stat().st_size if self.log_path(name).exists() else 0
         self.start_process(name, args)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready_marker in self.log_path(name).read_text(errors="replace")[offset:]:
-                return
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} did not come back:\n{self.tail(name)}")
+
+        def came_back() -> bool:
+            return ready_marker in self.log_text(name)[offset:]
+
+        self._wait(name, came_back, time.monotonic() + timeout, "did not come back")
 
     def kill(self, name: str) -> None:
         """SIGKILL: no shutdown handlers, nothing acknowledged or released."""
@@ -157,25 +154,20 @@ class Stack:
         return self.log_path(name).read_text(errors="replace")
 
     def _wait_for_log(self, name: str, marker: str, deadline: float) -> None:
+        self._wait(name, lambda: marker in self.log_text(name), deadline, "did not become ready")
+
+    def _wait_for_gateway(self, deadline: float) -> None:
+        self._wait("gateway", lambda: _answers(f"http://127.0.0.1:{self.gateway_port}"), deadline, "did not answer")
+
+    def _wait(self, name: str, ready: Callable[[], bool], deadline: float, failure: str) -> None:
+        """Until `ready()`; the process exiting meanwhile, or the deadline, fails with its log's tail."""
         while time.monotonic() < deadline:
-            if marker in self.log_path(name).read_text(errors="replace"):
+            if ready():
                 return
             if self.procs[name].poll() is not None:
                 raise RuntimeError(f"{name} exited early:\n{self.tail(name)}")
             time.sleep(0.2)
-        raise RuntimeError(f"{name} did not become ready:\n{self.tail(name)}")
-
-    def _wait_for_gateway(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{self.gateway_port}/healthz", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            if self.procs["gateway"].poll() is not None:
-                raise RuntimeError(f"gateway exited early:\n{self.tail('gateway')}")
-            time.sleep(0.2)
-        raise RuntimeError(f"gateway did not answer:\n{self.tail('gateway')}")
+        raise RuntimeError(f"{name} {failure}:\n{self.tail(name)}")
 
     def tail(self, name: str, lines: int = 40) -> str:
         try:
@@ -193,3 +185,9 @@ class Stack:
 
     def stop(self) -> None:
         embedded.stop_processes(self.procs.values(), timeout=15)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

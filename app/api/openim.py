@@ -33,9 +33,8 @@ from app.api.envelope import (
 )
 from app.api.infos import group_infos, users_info
 from app.core import validation
-from app.core.conversation import GROUP_CHAT, SINGLE_CHAT
+from app.core.constants import GROUP_CHAT, MSG_STATUS_DELETED, SINGLE_CHAT
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, ImError
-from app.core.protocol import MSG_STATUS_DELETED
 from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
 from app.services import history, profiles, read_state

@@ -33,8 +33,8 @@ from typing import Any  # noqa: E402
 from celery import Celery  # noqa: E402
 from kombu.entity import Queue  # noqa: E402
 
-from app.core.conversation import GROUP_CHAT, conversation_id_for  # noqa: E402
-from app.core.protocol import MSG_STATUS_SUCCESS  # noqa: E402
+from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS  # noqa: E402
+from app.core.conversation import conversation_id_for  # noqa: E402
 from app.seq_lua import seq_allocator  # noqa: E402
 from app.services import groups
 from app.store.mongo import client as mongo  # noqa: E402

@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 
-from app.core.conversation import GROUP_CHAT, group_conversation_id
+from app.core.constants import GROUP_CHAT
+from app.core.conversation import group_conversation_id
 from app.services import groups
 from app.store.mongo import client as mongo
 from app.store.redis.client import get_redis

@@ -9,17 +9,16 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import websocket
 from google.protobuf import json_format
 
 from app.core import protocol
-from app.core.conversation import GROUP_CHAT, SINGLE_CHAT, single_conversation_id
+from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
+from app.core.conversation import single_conversation_id
 from app.core.errors import ImError
-
-TEXT = 101
 
 
 class ClientError(Exception):
@@ -253,6 +252,12 @@ class ImClient:
             for pulled in [*data.get("msgs", {}).values(), *data.get("notificationMsgs", {}).values()]:
                 got.extend(pulled.get("Msgs", []))
         return got
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         # The reader thread owns receiving, so it is the one that sees the server's close reply.

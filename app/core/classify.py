@@ -6,13 +6,7 @@ import json
 import re
 from typing import Any
 
-TEXT = 101
-REVOKE = 111
-TYPING = 113
-CUSTOM_ONLINE_ONLY = 120
-READ_RECEIPT = 2200
-GROUP_NOTIFICATION_BEGIN = 1500
-GROUP_NOTIFICATION_END = 1599
+from app.core.constants import CUSTOM_ONLINE_ONLY, HAS_READ_RECEIPT, TYPING
 
 # Option keys (OpenIM's constant.IsHistory ...); a missing key means true.
 OPT_HISTORY = "history"
@@ -20,7 +14,7 @@ OPT_PERSISTENT = "persistent"
 OPT_OFFLINE_PUSH = "offlinePush"
 OPT_SENDER_SYNC = "senderSync"
 
-EPHEMERAL_TYPES = frozenset({TYPING, CUSTOM_ONLINE_ONLY, READ_RECEIPT})
+EPHEMERAL_TYPES = frozenset({TYPING, CUSTOM_ONLINE_ONLY, HAS_READ_RECEIPT})
 
 
 def option(msg: dict[str, Any], key: str) -> bool:
@@ -35,7 +29,7 @@ def is_stored(msg: dict[str, Any]) -> bool:
 
 
 def is_read_receipt(msg: dict[str, Any]) -> bool:
-    return bool(msg["content_type"] == READ_RECEIPT)
+    return bool(msg["content_type"] == HAS_READ_RECEIPT)
 
 
 def goes_offline(msg: dict[str, Any]) -> bool:

@@ -5,12 +5,8 @@ from __future__ import annotations
 import re
 import zlib
 
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 from app.core.validation import check_group_id, check_user_id
-
-# OpenIM session types.
-SINGLE_CHAT = 1
-GROUP_CHAT = 3
-NOTIFICATION_CHAT = 4
 
 MSGS_PER_DOC = 100
 

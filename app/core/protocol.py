@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from app.core.constants import MSG_STATUS_DELETED
 from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
 
@@ -46,14 +47,6 @@ SDK_ALIASES = {"": SDK_JSON, SDK_JSON: SDK_JSON, SDK_JS: SDK_JS, "go": SDK_JS}
 MAX_FRAME_BYTES = 51_200
 # What a compressed request may inflate to; what the server sends is never inflated by it.
 MAX_INFLATED_FRAME_BYTES = MAX_FRAME_BYTES * 4
-
-# OpenIM message status and origin.
-MSG_STATUS_SENDING = 1
-MSG_STATUS_SUCCESS = 2
-MSG_STATUS_FAILED = 3
-MSG_STATUS_DELETED = 4
-MSG_FROM_USER = 100
-MSG_FROM_SYSTEM = 200
 
 M = TypeVar("M", bound=Message)
 

@@ -19,15 +19,18 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from app.core.conversation import GROUP_CHAT
-from app.core.protocol import MSG_FROM_SYSTEM, doc_to_msgdata
+from app.core.constants import (
+    GROUP_CHAT,
+    GROUP_NOTIFICATION_BEGIN,
+    GROUP_NOTIFICATION_END,
+    MSG_FROM_SYSTEM,
+    NOTIFICATION_BEGIN,
+    NOTIFICATION_END,
+)
+from app.core.protocol import doc_to_msgdata
 from app.proto import sdkws_pb2 as pb
 
 OPERATION_ID = "operation_id"  # the stored message's field holding its request's operationID
-NOTIFICATION_BEGIN = 1000  # OpenIM's NotificationBegin / NotificationEnd content types
-NOTIFICATION_END = 5000
-GROUP_NOTIFICATION_BEGIN = 1500  # OpenIM's GroupNotificationBegin / GroupNotificationEnd (exclusive)
-GROUP_NOTIFICATION_END = 1599
 
 
 def is_notification(msg: dict[str, Any]) -> bool:

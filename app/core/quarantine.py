@@ -14,7 +14,8 @@ import bson
 from bson.errors import InvalidDocument
 
 from app.core import classify
-from app.core.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT, conversation_id_for
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
+from app.core.conversation import conversation_id_for
 
 # MongoDB documents hold 100 slots and may not exceed 16 MiB: a message over a hundredth of that
 # (less the slots' own fields) could make its whole document unwritable.

@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# OpenIM platform ids.
-IOS = 1
-ANDROID = 2
-WINDOWS = 3
-OSX = 4
-WEB = 5
-MINI_WEB = 6
-LINUX = 7
-ANDROID_PAD = 8
-IPAD = 9
+from app.core.constants import ANDROID, ANDROID_PAD, IOS, IPAD, LINUX, OSX, WINDOWS
 
 PC, MOBILE, PAD = "PC", "Mobile", "Pad"
 PLATFORM_CLASS = {IOS: MOBILE, ANDROID: MOBILE, WINDOWS: PC, OSX: PC, LINUX: PC, ANDROID_PAD: PAD, IPAD: PAD}

@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
+from app.core.constants import CONTENT_TYPE_BEGIN, HAS_READ_RECEIPT, MSG_FROM_USER, NOTIFICATION_BEGIN, NOTIFICATION_END
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
 
@@ -45,15 +46,6 @@ MAX_PULL_NUM = 100  # messages per conversation in one range (OpenIM's)
 MAX_PULL_CONVERSATIONS = 500  # distinct conversations per request (the SDK's maxConversations)
 MAX_PULL_MSGS = 1000  # messages in one pull answer
 MAX_SEQ_LIST = 1000  # distinct seqs in one PullMsgBySeqList
-
-# --- OpenIM's content types and origins (openimsdk/protocol constant) -------------------------
-
-MSG_FROM_USER = 100
-MSG_FROM_SYSTEM = 200
-CONTENT_TYPE_BEGIN = 100  # user message types are above it ...
-NOTIFICATION_BEGIN = 1000  # ... and below the notifications, which only the server sends
-NOTIFICATION_END = 5000
-HAS_READ_RECEIPT = 2200  # a notification a client may send, speaking only for itself
 
 # No `_` (the conversation id separator), `:` (Redis key separator), braces (Redis hash tags),
 # whitespace, C0/C1 controls, surrogates, zero-width and BOM characters.

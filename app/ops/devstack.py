@@ -76,7 +76,7 @@ def run_stack(with_flower: bool = True) -> int:
         print("  chat      python -m app chat alice bob      (and in another terminal: python -m app chat bob alice)")
         env["FLOWER_BASIC_AUTH"], generated = flower_basic_auth(env)
         login = f"user:password {env['FLOWER_BASIC_AUTH']}" if generated else "login from FLOWER_BASIC_AUTH"
-        print(f"  flower    http://127.0.0.1:{os.environ.get('FLOWER_PORT', '5555')}  ({login})\n", flush=True)
+        print(f"  flower    http://127.0.0.1:{settings.flower_port}  ({login})\n", flush=True)
 
         cmd = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
         if not with_flower:

@@ -17,7 +17,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.core import classify, protocol, push_frames, validation
-from app.core.conversation import GROUP_CHAT, group_conversation_id
+from app.core.constants import (
+    GROUP_CHAT,
+    GROUP_CREATED,
+    GROUP_DISMISSED_NOTIFICATION,
+    MEMBER_INVITED,
+    MEMBER_KICKED,
+    MEMBER_QUIT,
+    MSG_FROM_SYSTEM,
+    MSG_STATUS_SENDING,
+)
+from app.core.conversation import group_conversation_id
 from app.core.errors import ARGS_ERROR, GROUP_DISMISSED, GROUP_ID_EXISTED, GROUP_ID_NOT_FOUND, NOT_IN_GROUP, ImError
 from app.proto import sdkws_pb2 as pb
 from app.services import history
@@ -26,13 +36,6 @@ from app.store.mongo import groups as group_store
 from app.store.redis import group_members
 from app.ws.acceptance import Ack, Pending
 from app.ws.publish import publish_now
-
-# OpenIM's group notification content types.
-GROUP_CREATED = 1501
-MEMBER_QUIT = 1504
-MEMBER_KICKED = 1508
-MEMBER_INVITED = 1509
-GROUP_DISMISSED_NOTIFICATION = 1511
 
 MAX_MEMBERS = 10_000
 
@@ -223,12 +226,12 @@ def notification_doc(
         clientMsgID=uuid.uuid4().hex,
         serverMsgID=uuid.uuid4().hex,
         sessionType=GROUP_CHAT,
-        msgFrom=protocol.MSG_FROM_SYSTEM,
+        msgFrom=MSG_FROM_SYSTEM,
         contentType=content_type,
         content=json.dumps({"detail": json.dumps(detail)}).encode(),
         sendTime=now_ms,
         createTime=now_ms,
-        status=protocol.MSG_STATUS_SENDING,
+        status=MSG_STATUS_SENDING,
         # as OpenIM's defaults for group notifications: no offline push, not counted as unread
         options={classify.OPT_OFFLINE_PUSH: False, "unreadCount": False},
     )

@@ -13,9 +13,8 @@ import uuid
 from typing import Any
 
 from app.celery_app import celery_app
-from app.core import classify, push_frames
-from app.core.conversation import SINGLE_CHAT
-from app.core.protocol import MSG_FROM_SYSTEM, MSG_STATUS_SENDING
+from app.core import push_frames
+from app.core.constants import HAS_READ_RECEIPT, MSG_FROM_SYSTEM, MSG_STATUS_SENDING, SINGLE_CHAT
 from app.pipeline import journal
 from app.services import history
 from app.store.mongo import seq_users
@@ -57,7 +56,7 @@ def read_receipt_notification(reader: str, peer: str, tips: dict[str, Any], oper
         "sender_face_url": "",
         "session_type": SINGLE_CHAT,
         "msg_from": MSG_FROM_SYSTEM,
-        "content_type": classify.READ_RECEIPT,
+        "content_type": HAS_READ_RECEIPT,
         "content": json.dumps({"detail": json.dumps(tips, separators=(",", ":"))}, separators=(",", ":")),
         "seq": 0,
         "send_time": now,

@@ -14,7 +14,7 @@ from typing import Any
 
 from app.celery_app import celery_app
 from app.core import classify
-from app.core.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done

@@ -26,8 +26,8 @@ from celery import bootsteps
 
 from app.celery_app import celery_app
 from app.core import classify, quarantine
-from app.core.conversation import GROUP_CHAT, conversation_id_for
-from app.core.protocol import MSG_STATUS_SUCCESS
+from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS
+from app.core.conversation import conversation_id_for
 from app.ops import metrics
 from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs

@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import MongoClient
-
 from app.cli.client import ImClient
+from app.core.constants import LINUX
 from app.core.conversation import group_conversation_id, single_conversation_id
 from app.services.auth import mint_token
+from tests.integration.helpers import stored_in_mongo
 
-LINUX = 7
 SEND_PAUSE_SECONDS = 0.05  # per sender: a steady load, not a saturating one (the bench does that)
 
 
@@ -164,21 +163,6 @@ class Audit:
         return not (self.lost or self.duplicated or self.out_of_order or self.unreadable or self.missed_by_receivers)
 
 
-def stored(mongo_url: str, conv: str) -> list[tuple[int, str]]:
-    """(seq, clientMsgID) of every message MongoDB holds for the conversation, in seq order."""
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
-    try:
-        docs = client.get_default_database().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
-        return sorted(
-            (int(slot["msg"]["seq"]), str(slot["msg"]["client_msg_id"]))
-            for d in docs
-            for slot in d["msgs"]
-            if slot.get("msg")
-        )
-    finally:
-        client.close()
-
-
 def audit(load: Load, mongo_url: str, reader: Callable[[str], ImClient], stall: float = 60, most: float = 300) -> Audit:
     """Waits while the pipeline still makes progress (a backlog after a fault is slow, not lost):
     until every acknowledged message is stored, or nothing new was stored for `stall` seconds."""
@@ -187,12 +171,12 @@ def audit(load: Load, mongo_url: str, reader: Callable[[str], ImClient], stall: 
     for conv in load.convs:
         acked = conv.acked
         result.acked += len(acked)
-        rows = stored(mongo_url, conv.conv)
+        rows = stored_in_mongo(mongo_url, conv.conv)
         progress_at = time.monotonic()
         while not set(acked) <= {cid for _, cid in rows} and time.monotonic() < min(deadline, progress_at + stall):
             time.sleep(1)
             before = len(rows)
-            rows = stored(mongo_url, conv.conv)
+            rows = stored_in_mongo(mongo_url, conv.conv)
             if len(rows) > before:
                 progress_at = time.monotonic()
         cids = [cid for _, cid in rows]

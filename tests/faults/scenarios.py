@@ -4,7 +4,7 @@ websocket clients, broken on purpose, then audited (P1-P5 and catching up).
 Each broker gets one stack with its own Redis, broker and SecantusDB, so killing or restarting them
 touches nothing else. Scenarios run one after another on it; every scenario puts back what it broke.
 The summary table is printed at the end of the run (tests/faults/conftest.py); the tests are in
-test_redis_broker.py and test_rabbitmq_broker.py, one module (and one stack) per broker.
+test_brokers.py, one stack per broker (a module fixture parametrized by broker).
 """
 
 from __future__ import annotations

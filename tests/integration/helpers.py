@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.cli.client import ImClient
-from app.services.auth import mint_token
+from pymongo import MongoClient
 
-WEB = 5
-LINUX = 7
+from app.cli.client import ImClient
+from app.core.constants import LINUX
+from app.services.auth import mint_token
 
 
 def login(stack: Any, user_id: str, platform_id: int = LINUX) -> ImClient:
@@ -46,3 +46,18 @@ def rest(port: int, path: str, body: dict[str, Any], token: str = "") -> dict[st
 def admin_token(port: int) -> str:
     answer = rest(port, "/auth/get_admin_token", {"secret": ADMIN_SECRET, "userID": "imAdmin"})
     return str(answer["data"]["token"])
+
+
+def stored_in_mongo(mongo_url: str, conv: str) -> list[tuple[int, str]]:
+    """(seq, clientMsgID) of every message MongoDB holds for the conversation, in seq order."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        docs = client.get_default_database().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
+        return sorted(
+            (int(slot["msg"]["seq"]), str(slot["msg"]["client_msg_id"]))
+            for d in docs
+            for slot in d["msgs"]
+            if slot.get("msg")
+        )
+    finally:
+        client.close()

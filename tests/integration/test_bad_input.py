@@ -10,8 +10,9 @@ import requests
 import websocket
 
 from app.cli.client import connect_url
+from app.core.constants import LINUX
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, login
+from tests.integration.helpers import login
 
 
 def raw_connect(stack: Any, user: str, token: str | None = None, **extra: str) -> websocket.WebSocket:

@@ -9,8 +9,9 @@ import time
 from typing import Any
 
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.services.auth import parse_token
-from tests.integration.helpers import WEB, login
+from tests.integration.helpers import login
 from tests.stack import ROOT
 
 

@@ -5,29 +5,22 @@ itself refuses clientMsgIDs that got a seq after the probe, so each keeps exactl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from app.bench.stages import _synthetic
 from app.core.conversation import single_conversation_id
 from app.store.redis import msg_cache
 from app.store.redis.client import get_redis
 from app.store.redis.keys import client_msg_key
 from app.tasks.transfer import commit_batch, group_by_conversation, guard_commits
+from tests.factories import stored_msg
 
 
-@pytest.fixture
-def guarded() -> Iterator[None]:
-    yield
-    guard_commits(None)
-
-
-def test_the_second_commit_of_a_batch_takes_the_first_ones_seqs(infra: dict[str, str], uid: str, guarded: None) -> None:
+def test_the_second_commit_of_a_batch_takes_the_first_ones_seqs(
+    infra: dict[str, str], uid: str, commit_guard: None
+) -> None:
     sender, receiver = f"race{uid}", f"peer{uid}"
     conv = single_conversation_id(sender, receiver)
     now = int(time.time() * 1000)
-    slow = [_synthetic(sender, receiver, i, now) for i in range(3)]
+    slow = [stored_msg(sender, receiver, i, now) for i in range(3)]
     fast = [dict(m) for m in slow]  # the same batch, as the other worker received it
 
     other: list[dict[str, int]] = []

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.cli.client import ImClient, connect_url
+from app.core.constants import LINUX
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX
 
 USER = "fuzzer"
 REQ_CODES = [1001, 1002, 1003, 1004, 1005, 1006, 1007, 2001, 2002, 2003, 2004, 2005, 3001]

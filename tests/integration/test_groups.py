@@ -4,26 +4,24 @@ rest, receive options, and membership changes with their notifications (issue 6)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from app.cli.client import ClientError, ImClient
+from app.core.constants import LINUX
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
+from tests.integration.helpers import admin_token, eventually, login, rest
 
 MEMBER_KICKED = 1508
 GROUP_DISMISSED = 1511
 
 
 @pytest.fixture(scope="module")
-def group_nodes(stack: Any) -> Iterator[tuple[Any, Any, Any]]:
+def group_nodes(gateways: Callable[..., Any]) -> tuple[Any, Any, Any]:
     """Two gateway nodes for members and a third that only holds a non-member."""
-    nodes = tuple(stack.start_gateway(name) for name in ("gw-group-a", "gw-group-b", "gw-group-idle"))
-    yield nodes
-    for name in ("gw-group-a", "gw-group-b", "gw-group-idle"):
-        stack.terminate(name)
+    return gateways("gw-group-a"), gateways("gw-group-b"), gateways("gw-group-idle")
 
 
 @pytest.fixture(scope="module")

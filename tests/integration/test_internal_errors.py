@@ -11,13 +11,13 @@ from typing import Any
 import requests
 
 from app.cli.client import ClientError, ImClient
-from app.core.classify import READ_RECEIPT
+from app.core.constants import HAS_READ_RECEIPT, LINUX
 from app.core.conversation import single_conversation_id
 from app.core.errors import SERVER_INTERNAL
 from app.ops import embedded
 from app.pipeline import journal
 from app.services.auth import ADMIN_PLATFORM, mint_token
-from tests.integration.helpers import LINUX, eventually, login, rest
+from tests.integration.helpers import eventually, login, rest
 
 ENVELOPE = {"errCode", "errMsg", "errDlt", "data"}
 
@@ -107,14 +107,14 @@ def test_a_read_receipt_sent_through_rest_is_journaled_until_pushed(stack: Any, 
         return [
             args
             for _, args in journal.entries("push")
-            if any(m["content_type"] == READ_RECEIPT for m in args[0].get(conv, []))
+            if any(m["content_type"] == HAS_READ_RECEIPT for m in args[0].get(conv, []))
         ]
 
     pushed: list[dict[str, Any]] = []  # the peer's own message comes back to it too (senderSync)
 
     def receipt_pushed() -> bool:
         pushed.extend(peer.pushed_msgs(1, timeout=1))
-        return any(m["contentType"] == READ_RECEIPT and m["sendID"] == reader_id for m in pushed)
+        return any(m["contentType"] == HAS_READ_RECEIPT and m["sendID"] == reader_id for m in pushed)
 
     try:
         peer.send_text(reader_id, "read me")

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from pymongo import MongoClient
 
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from tests.conftest import BROKER_REDIS_URL, WORK_DIR
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login, stored_in_mongo
 from tests.stack import Stack
 
 
@@ -42,26 +42,12 @@ def outage_stack(infra: dict[str, str]) -> Iterator[tuple[Stack, OwnMongo]]:
     own = OwnMongo()
     own.start()
     redis.Redis.from_url(BROKER_REDIS_URL).flushdb()
-    running = Stack(WORK_DIR / "stack-mongo-outage", {**infra, "MONGO_URL": own.url, "BROKER_URL": BROKER_REDIS_URL})
+    env = {**infra, "MONGO_URL": own.url, "BROKER_URL": BROKER_REDIS_URL}
     try:
-        yield running.start(), own
+        with Stack(WORK_DIR / "stack-mongo-outage", env) as running:
+            yield running.start(), own
     finally:
-        running.stop()
         own.stop()
-
-
-def stored_seqs(url: str, conv: str) -> list[tuple[int, str]]:
-    client: MongoClient[dict[str, object]] = MongoClient(url, serverSelectionTimeoutMS=3000)
-    try:
-        docs = client.get_default_database().msg.find({"doc_id": {"$regex": f"^{conv}:"}})
-        return sorted(
-            (int(slot["msg"]["seq"]), str(slot["msg"]["client_msg_id"]))
-            for d in docs
-            for slot in d["msgs"]  # type: ignore[attr-defined]
-            if slot["msg"]
-        )
-    finally:
-        client.close()
 
 
 def test_messages_sent_while_mongodb_is_down_are_all_stored_once_it_is_back(
@@ -75,7 +61,7 @@ def test_messages_sent_while_mongodb_is_down_are_all_stored_once_it_is_back(
     try:
         first = a.send_text(bob, "before the outage")["clientMsgID"]
         assert [m["clientMsgID"] for m in b.pushed_msgs(1)] == [first]
-        assert eventually(lambda: len(stored_seqs(mongo.url, warm)) == 1)
+        assert eventually(lambda: len(stored_in_mongo(mongo.url, warm)) == 1)
         assert b.pull_range(warm, 1, 1)["Msgs"][0]["clientMsgID"] == first  # the gateway now knows bob is in it
 
         mongo.stop()
@@ -92,10 +78,10 @@ def test_messages_sent_while_mongodb_is_down_are_all_stored_once_it_is_back(
         time.sleep(7)  # longer than the driver's 5 s server selection: writes must fail and be retried
         mongo.start()
         want_warm = [first, *during]
-        assert eventually(lambda: [c for _, c in stored_seqs(mongo.url, warm)] == want_warm, timeout=120)
-        assert [s for s, _ in stored_seqs(mongo.url, warm)] == list(range(1, 42))
-        assert eventually(lambda: [c for _, c in stored_seqs(mongo.url, fresh)] == to_carol, timeout=120)
-        assert [s for s, _ in stored_seqs(mongo.url, fresh)] == list(range(1, 161))  # no gap, no duplicate
+        assert eventually(lambda: [c for _, c in stored_in_mongo(mongo.url, warm)] == want_warm, timeout=120)
+        assert [s for s, _ in stored_in_mongo(mongo.url, warm)] == list(range(1, 42))
+        assert eventually(lambda: [c for _, c in stored_in_mongo(mongo.url, fresh)] == to_carol, timeout=120)
+        assert [s for s, _ in stored_in_mongo(mongo.url, fresh)] == list(range(1, 161))  # no gap, no duplicate
         # counted once the write returned, a moment after it became visible
         assert eventually(lambda: stack.metric("persist", "msg_insert_mongo_success_total") >= 201)
         assert stack.metric("persist", "msg_insert_mongo_failed_total") >= 1  # the outage was felt, and retried

@@ -16,8 +16,7 @@ from app.pipeline.offline_providers.webhook import Webhook
 from app.store.redis import push_tokens
 from app.store.redis.client import get_redis
 from app.store.redis.keys import getui_token_key
-from tests.fake_provider import FakeProvider
-from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush
+from tests.fake_providers import FakeFcm, FakeGetui, FakeJPush, FakeProvider
 
 
 def msgs(conv_peer: str = "bob") -> list[dict[str, Any]]:
@@ -40,23 +39,20 @@ def msgs(conv_peer: str = "bob") -> list[dict[str, Any]]:
 
 @pytest.fixture
 def jpush() -> Iterator[FakeJPush]:
-    fake = FakeJPush("jp-key", "jp-secret")
-    yield fake
-    fake.close()
+    with FakeJPush("jp-key", "jp-secret") as fake:
+        yield fake
 
 
 @pytest.fixture
 def getui() -> Iterator[FakeGetui]:
-    fake = FakeGetui(f"app{uuid.uuid4().hex[:6]}", "gt-key", "gt-secret")
-    yield fake
-    fake.close()
+    with FakeGetui(f"app{uuid.uuid4().hex[:6]}", "gt-key", "gt-secret") as fake:
+        yield fake
 
 
 @pytest.fixture
 def fcm() -> Iterator[FakeFcm]:
-    fake = FakeFcm("proj-1", "access-1")
-    yield fake
-    fake.close()
+    with FakeFcm("proj-1", "access-1") as fake:
+        yield fake
 
 
 def jpush_client(fake: FakeJPush, secret: str = "jp-secret", timeout: float = 5.0) -> JPush:

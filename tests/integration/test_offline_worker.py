@@ -16,7 +16,8 @@ import pytest
 import requests
 from celery import Celery
 
-from app.core.conversation import SINGLE_CHAT, single_conversation_id
+from app.core.constants import SINGLE_CHAT
+from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.pipeline import dead_letters
 from app.services.auth import mint_token
@@ -87,27 +88,14 @@ def offline_dead_letters(conversation_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def jpush() -> Iterator[FakeJPush]:
-    fake = FakeJPush("jp-key", "jp-secret")
-    yield fake
-    fake.close()
+    with FakeJPush("jp-key", "jp-secret") as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
 def jpush_stack(infra: dict[str, str], broker: str, jpush: FakeJPush) -> Iterator[Stack]:
-    env = {
-        **infra,
-        "BROKER_URL": f"{broker}/1",
-        "OFFLINE_PUSH_PROVIDER": "jpush",
-        "JPUSH_URL": jpush.url,
-        "JPUSH_APP_KEY": "jp-key",
-        "JPUSH_MASTER_SECRET": "jp-secret",
-        **RETRY_ENV,
-    }
-    stack = Stack(WORK_DIR / "stack-jpush", env)
-    try:
+    with Stack(WORK_DIR / "stack-jpush", {**infra, "BROKER_URL": f"{broker}/1", **jpush.env(), **RETRY_ENV}) as stack:
         yield stack.start()
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
@@ -234,12 +222,9 @@ def test_out_of_retries_is_dead_lettered(jpush_stack: Stack, jpush: FakeJPush, j
 
 def offline_worker(name: str, env: dict[str, str]) -> Iterator[Stack]:
     """An offline worker alone, with the retry settings of these tests, stopped when the module ends."""
-    stack = Stack(WORK_DIR / name, {**env, **RETRY_ENV})
-    try:
+    with Stack(WORK_DIR / name, {**env, **RETRY_ENV}) as stack:
         stack.start_worker("offline", "offline")
         yield stack
-    finally:
-        stack.stop()
 
 
 # --- FCM, the device token registered through /third/fcm_update_token --------------------------
@@ -247,24 +232,13 @@ def offline_worker(name: str, env: dict[str, str]) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def fcm() -> Iterator[FakeFcm]:
-    fake = FakeFcm("proj-e2e", "access-e2e")
-    yield fake
-    fake.close()
+    with FakeFcm("proj-e2e", "access-e2e") as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
 def fcm_worker(infra: dict[str, str], broker: str, fcm: FakeFcm) -> Iterator[Stack]:
-    yield from offline_worker(
-        "worker-fcm",
-        {
-            **infra,
-            "BROKER_URL": f"{broker}/2",
-            "OFFLINE_PUSH_PROVIDER": "fcm",
-            "FCM_URL": fcm.url,
-            "FCM_PROJECT_ID": "proj-e2e",
-            "FCM_ACCESS_TOKEN": "access-e2e",
-        },
-    )
+    yield from offline_worker("worker-fcm", {**infra, "BROKER_URL": f"{broker}/2", **fcm.env()})
 
 
 def third(stack: Stack, body: dict[str, Any], token: str) -> dict[str, Any]:
@@ -312,25 +286,13 @@ def test_fcm_device_registered_through_the_gateway_gets_the_push(
 
 @pytest.fixture(scope="module")
 def getui() -> Iterator[FakeGetui]:
-    fake = FakeGetui(f"app-{int(time.time())}", "gt-key", "gt-secret")
-    yield fake
-    fake.close()
+    with FakeGetui(f"app-{int(time.time())}", "gt-key", "gt-secret") as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
 def getui_worker(infra: dict[str, str], broker: str, getui: FakeGetui) -> Iterator[Stack]:
-    yield from offline_worker(
-        "worker-getui",
-        {
-            **infra,
-            "BROKER_URL": f"{broker}/3",
-            "OFFLINE_PUSH_PROVIDER": "getui",
-            "GETUI_URL": getui.url,
-            "GETUI_APP_ID": getui.app_id,
-            "GETUI_APP_KEY": "gt-key",
-            "GETUI_MASTER_SECRET": "gt-secret",
-        },
-    )
+    yield from offline_worker("worker-getui", {**infra, "BROKER_URL": f"{broker}/3", **getui.env()})
 
 
 def test_getui_worker_single_and_list_pushes_share_one_token(

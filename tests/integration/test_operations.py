@@ -14,11 +14,12 @@ import requests
 import websocket
 
 from app.cli.client import ClientError, ImClient
+from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.services.auth import mint_token
 from app.store.redis.online import get_online
-from tests.integration.helpers import LINUX, eventually, login
+from tests.integration.helpers import eventually, login
 
 
 def test_readyz_reports_each_dependency(stack: Any) -> None:

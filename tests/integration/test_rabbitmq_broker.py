@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from kombu.connection import Connection
 
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.store.mongo import client as mongo
 from tests.conftest import AMQP_URL, WORK_DIR
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.rabbitmq
@@ -43,11 +44,8 @@ def amqp_stack(infra: dict[str, str], provider: Any) -> Iterator[Stack]:
         timeout=60,
         check=False,
     )
-    running = Stack(WORK_DIR / "stack-amqp", env)
-    try:
+    with Stack(WORK_DIR / "stack-amqp", env) as running:
         yield running.start()
-    finally:
-        running.stop()
 
 
 def test_messages_flow_in_order_over_rabbitmq(amqp_stack: Stack, provider: Any, uid: str) -> None:

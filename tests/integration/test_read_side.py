@@ -10,15 +10,16 @@ from typing import Any
 
 import redis
 
-from app.bench.stages import _synthetic
 from app.celery_app import celery_app
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.pipeline import dead_letters
 from app.store.mongo import client as mongo
 from app.store.mongo import messages
 from tests.conftest import REDIS_URL
-from tests.integration.helpers import WEB, eventually, login
+from tests.factories import stored_msg
+from tests.integration.helpers import eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
 from tests.stack import Stack
 
@@ -31,8 +32,7 @@ def doc_slots(conv: str, index: int) -> list[dict[str, Any] | None]:
 def test_250_messages_span_three_documents_and_pull_back_exactly(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         sent = [a.send_text(bob, f"m{i}")["clientMsgID"] for i in range(250)]
         assert eventually(lambda: a.newest_seqs().get(conv) == 250)
         by_range: list[dict[str, Any]] = []
@@ -65,16 +65,12 @@ def test_250_messages_span_three_documents_and_pull_back_exactly(stack: Any, uid
         full = mongo.get_db().msg.find_one({"doc_id": f"{conv}:2"})
         assert full is not None
         assert full["msgs"][60] == {"msg": None, "revoke": None, "del_list": [], "is_read": False}
-    finally:
-        a.close()
 
 
 def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    b = login(stack, bob, WEB)
-    try:
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
         for i in range(3):
             a.send_text(bob, f"read me {i}")
         assert eventually(lambda: b.read_state([conv]).get(conv, {}).get("maxSeq") == 3)
@@ -111,17 +107,12 @@ def test_read_receipts_move_forward_only(stack: Any, uid: str) -> None:
             },
         )
         assert bad["errCode"] == 1001
-    finally:
-        a.close()
-        b.close()
 
 
 def test_typing_and_unstored_messages_are_pushed_with_seq_zero(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    b = login(stack, bob, WEB)
-    try:
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
         a.send(bob, 113, json.dumps({"msgTips": "typing"}))
         a.send(bob, 101, json.dumps({"content": "ephemeral"}), options={"history": False})
         a.send_text(bob, "kept")
@@ -131,18 +122,15 @@ def test_typing_and_unstored_messages_are_pushed_with_seq_zero(stack: Any, uid: 
         assert [text_of(m) for m in b.pull_range(conv, 1, 10)["Msgs"]] == ["kept"]
         assert eventually(lambda: doc_slots(conv, 0) and doc_slots(conv, 0)[0] is not None)
         assert sum(1 for s in doc_slots(conv, 0) if s) == 1
-    finally:
-        a.close()
-        b.close()
 
 
 def test_same_persist_batch_twice_leaves_one_copy_and_broken_runs_are_refused(stack: Any, uid: str) -> None:
     conv = single_conversation_id(f"p{uid}", f"q{uid}")
     now = int(time.time() * 1000)
-    msgs = [_synthetic(f"p{uid}", f"q{uid}", i, now) | {"seq": 101 + i, "status": 2} for i in range(5)]
+    msgs = [stored_msg(f"p{uid}", f"q{uid}", i, now) | {"seq": 101 + i, "status": 2} for i in range(5)]
     for _ in range(2):
         celery_app.send_task("persist.batch", args=[[[conv, msgs]], []], queue="persist")
-    broken = [_synthetic(f"p{uid}", f"q{uid}", 9, now) | {"seq": s} for s in (1, 2, 4)]
+    broken = [stored_msg(f"p{uid}", f"q{uid}", 9, now) | {"seq": s} for s in (1, 2, 4)]
     celery_app.send_task("persist.batch", args=[[[conv, broken]], []], queue="persist")
 
     assert eventually(lambda: len([s for s in doc_slots(conv, 1) if s]) == 5)
@@ -185,8 +173,8 @@ def test_racing_writers_on_a_new_document_lose_no_slot(infra: dict[str, str], ui
     for round_ in range(5):
         conv = single_conversation_id(f"race{uid}", f"r{round_}")
         halves = [
-            [_synthetic("x", "y", i, now) | {"seq": i} for i in range(1, 101, 2)],
-            [_synthetic("x", "y", i, now) | {"seq": i} for i in range(2, 101, 2)],
+            [stored_msg("x", "y", i, now) | {"seq": i} for i in range(1, 101, 2)],
+            [stored_msg("x", "y", i, now) | {"seq": i} for i in range(2, 101, 2)],
         ]
         assert write_together(conv, halves) == []
         assert [s["seq"] if s is not None else None for s in doc_slots(conv, 0)] == list(range(1, 101))
@@ -196,8 +184,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
     stack = redis_broker_stack
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         sent = [a.send_text(bob, f"durable {i}")["clientMsgID"] for i in range(120)]
         b = login(stack, bob, WEB)
         try:
@@ -212,8 +199,6 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
                 == 100
             )
         )
-    finally:
-        a.close()
     redis.Redis.from_url(REDIS_URL).flushdb()  # the data Redis loses every key; nothing is cached now
 
     b = login(stack, bob, WEB)
@@ -231,9 +216,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
 def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
     alice, bob, eve = f"alice{uid}", f"bob{uid}", f"eve{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    e = login(stack, eve)
-    try:
+    with login(stack, alice) as a, login(stack, eve) as e:
         a.send_text(bob, "private")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
         for req, data in (
@@ -246,9 +229,6 @@ def test_permission_on_every_read_request(stack: Any, uid: str) -> None:
             assert (resp["errCode"], resp["data"]) == (1002, None), req
         assert conv not in e.read_state()
         assert e.request_raw(1005, {"userID": alice, "conversations": []})["errCode"] == 1002
-    finally:
-        a.close()
-        e.close()
 
 
 def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: str) -> None:
@@ -257,8 +237,7 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
 
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         a.send_text(bob, "one")
         assert eventually(lambda: a.newest_seqs().get(conv) == 1)
         seq_allocator().malloc(conv, 3)  # seqs 2..4, never committed
@@ -268,5 +247,3 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
         pulled = a.pull_range(conv, 1, 5)["Msgs"]
         assert [(int(m["seq"]), int(m["status"])) for m in pulled] == [(1, 2), (2, 4), (3, 4), (4, 4), (5, 2)]
         assert [text_of(m) for m in pulled if int(m["status"]) == 2] == ["one", "five"]
-    finally:
-        a.close()

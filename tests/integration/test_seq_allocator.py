@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -18,6 +19,19 @@ from app.store.redis.keys import malloc_seq_key
 def allocator(infra: dict[str, str]) -> SeqAllocator:
     mongo.ensure_indexes()
     return new_seq_allocator(lock_seconds=1)
+
+
+def interfered_once(interfere: Callable[[str], None]) -> SeqAllocator:
+    """An allocator whose first MongoDB block fetch runs `interfere(conversation id)` before taking its block."""
+    pending = [True]
+
+    def take_block(conv_id: str, size: int) -> int:
+        if pending:
+            pending.clear()
+            interfere(conv_id)
+        return seq_blocks.take_seq_block(conv_id, size)
+
+    return new_seq_allocator(take_block, lock_seconds=1)
 
 
 def seq_doc(conv: str) -> dict[str, int]:
@@ -98,16 +112,12 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
     conv = f"si_a{uid}_h{uid}"
     r = get_redis()
     other = new_seq_allocator(lock_seconds=1)
-    interfere = [True]
 
-    def take_block_with_redis_loss(conv_id: str, size: int) -> int:
-        if interfere[0]:
-            interfere[0] = False
-            r.delete(malloc_seq_key(conv_id))
-            other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5
-        return seq_blocks.take_seq_block(conv_id, size)  # ours: 55..110
+    def redis_loses_the_key(conv_id: str) -> None:
+        r.delete(malloc_seq_key(conv_id))
+        other.malloc(conv_id, 5)  # MongoDB block 0..55, cache CURR 5; ours then: 55..110
 
-    mine = new_seq_allocator(take_block_with_redis_loss, lock_seconds=1)
+    mine = interfered_once(redis_loses_the_key)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5
@@ -117,16 +127,12 @@ def test_lock_lost_mid_fetch_never_lowers_the_next_seq(infra: dict[str, str], ui
 def test_slow_mongodb_expiring_the_lock_never_lowers_the_next_seq(infra: dict[str, str], uid: str) -> None:
     conv = f"si_a{uid}_i{uid}"
     other = new_seq_allocator(lock_seconds=1)
-    interfere = [True]
 
-    def slow_take_block(conv_id: str, size: int) -> int:
-        if interfere[0]:
-            interfere[0] = False
-            time.sleep(1.2)  # longer than lock_seconds: our lock expires
-            other.malloc(conv_id, 5)
-        return seq_blocks.take_seq_block(conv_id, size)
+    def mongodb_is_slow(conv_id: str) -> None:
+        time.sleep(1.2)  # longer than lock_seconds: our lock expires
+        other.malloc(conv_id, 5)
 
-    mine = new_seq_allocator(slow_take_block, lock_seconds=1)
+    mine = interfered_once(mongodb_is_slow)
     first = mine.malloc(conv, 5)
     second = mine.malloc(conv, 5)
     assert second >= first + 5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,18 +15,17 @@ import websocket
 
 from app.cli.client import ClientError, ImClient, connect_url
 from app.core import protocol
+from app.core.constants import ANDROID, IOS, LINUX, WEB
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, WEB, eventually, login
+from tests.integration.helpers import eventually, login
 
-IOS = 1
-ANDROID = 2
 RATE = 20
 
 
 @pytest.fixture(scope="module")
-def nodes(stack: Any) -> Iterator[tuple[Any, Any]]:
+def nodes(gateways: Callable[..., Any]) -> tuple[Any, Any]:
     """Node A pings fast, has a short read deadline and a low rate limit; node B runs the defaults."""
-    node_a = stack.start_gateway(
+    node_a = gateways(
         "gateway-a",
         {
             "GATEWAY_PING_SECONDS": "0.5",
@@ -35,10 +34,7 @@ def nodes(stack: Any) -> Iterator[tuple[Any, Any]]:
             "GATEWAY_RATE_BURST": str(RATE),
         },
     )
-    node_b = stack.start_gateway("gateway-b")
-    yield node_a, node_b
-    stack.terminate("gateway-a")
-    stack.terminate("gateway-b")
+    return node_a, gateways("gateway-b")
 
 
 def connect(node: Any, user: str, platform: int, token: str | None = None) -> ImClient:
@@ -58,9 +54,7 @@ def test_newer_login_on_another_node_kicks_the_older_one(stack: Any, nodes: tupl
     node_a, node_b = nodes
     user = f"k{uid}"
     old_token, new_token = mint_token(user, IOS, ttl_seconds=3600), mint_token(user, IOS)
-    old = connect(node_a, user, IOS, old_token)
-    phone_b = connect(node_b, user, ANDROID)
-    try:
+    with connect(node_a, user, IOS, old_token) as old, connect(node_b, user, ANDROID) as phone_b:
         assert old.newest_seqs() == {}
         new = connect(node_b, user, IOS, new_token)
         kicked = old.next_notice(protocol.KICK_ONLINE_MSG, timeout=10)
@@ -74,26 +68,19 @@ def test_newer_login_on_another_node_kicks_the_older_one(stack: Any, nodes: tupl
         # the kicked token cannot come back; a fresh one can
         assert refusal(node_a, user, IOS, old_token)["errCode"] == 1506
         new.close()
-    finally:
-        old.close()
-        phone_b.close()
 
 
 def test_same_token_reconnecting_replaces_the_old_socket_without_a_kick(nodes: tuple[Any, Any], uid: str) -> None:
     node_a, node_b = nodes
     user = f"r{uid}"
     token = mint_token(user, LINUX)
-    first = connect(node_a, user, LINUX, token)
-    assert first.newest_seqs() == {}
-    second = connect(node_b, user, LINUX, token)
-    try:
-        assert first.closed.wait(10)
-        with pytest.raises(queue.Empty):
-            first.next_notice(protocol.KICK_ONLINE_MSG, timeout=0.2)
-        assert second.newest_seqs() == {}
-    finally:
-        first.close()
-        second.close()
+    with connect(node_a, user, LINUX, token) as first:
+        assert first.newest_seqs() == {}
+        with connect(node_b, user, LINUX, token) as second:
+            assert first.closed.wait(10)
+            with pytest.raises(queue.Empty):
+                first.next_notice(protocol.KICK_ONLINE_MSG, timeout=0.2)
+            assert second.newest_seqs() == {}
 
 
 def test_force_logout_closes_the_login_on_its_node_and_voids_its_tokens(
@@ -102,8 +89,7 @@ def test_force_logout_closes_the_login_on_its_node_and_voids_its_tokens(
     _, node_b = nodes
     user = f"f{uid}"
     token = mint_token(user, WEB)
-    client = connect(node_b, user, WEB, token)
-    try:
+    with connect(node_b, user, WEB, token) as client:
         admin = requests.post(
             f"http://127.0.0.1:{stack.gateway_port}/auth/get_admin_token",
             json={"secret": "test-admin-secret-0123456789abcdef0123", "userID": "imAdmin"},
@@ -127,15 +113,12 @@ def test_force_logout_closes_the_login_on_its_node_and_voids_its_tokens(
         client.next_notice(protocol.KICK_ONLINE_MSG, timeout=10)
         assert client.closed.wait(10)
         assert refusal(node_b, user, WEB, token)["errCode"] == 1506
-    finally:
-        client.close()
 
 
 def test_online_status_subscription_sees_a_user_come_and_go(nodes: tuple[Any, Any], uid: str) -> None:
     node_a, node_b = nodes
     watcher_id, watched = f"w{uid}", f"x{uid}"
-    watcher = connect(node_a, watcher_id, LINUX)
-    try:
+    with connect(node_a, watcher_id, LINUX) as watcher:
         assert watcher.subscribe_online([watched]) == {watched: []}
         phone = connect(node_b, watched, ANDROID)
         came = watcher.next_notice(protocol.SUB_USER_ONLINE_STATUS, timeout=10)
@@ -164,25 +147,18 @@ def test_online_status_subscription_sees_a_user_come_and_go(nodes: tuple[Any, An
             late.extend(watcher.notices.get()["data"]["subscribers"])
         assert all(not e.get("onlinePlatformIDs") for e in late), late
         again.close()
-    finally:
-        watcher.close()
 
 
 def test_logout_answers_then_closes(nodes: tuple[Any, Any], uid: str) -> None:
     _, node_b = nodes
-    client = connect(node_b, f"l{uid}", LINUX)
-    try:
+    with connect(node_b, f"l{uid}", LINUX) as client:
         assert client.logout() == {}
         assert client.closed.wait(10)
-    finally:
-        client.close()
 
 
 def test_ios_in_background_gets_offline_push_instead(stack: Any, provider: Any, uid: str) -> None:
     sender_id, phone_id = f"s{uid}", f"p{uid}"
-    sender = login(stack, sender_id)
-    phone = ImClient(stack.ws_url, phone_id, IOS, mint_token(phone_id, IOS))
-    try:
+    with login(stack, sender_id) as sender, ImClient(stack.ws_url, phone_id, IOS, mint_token(phone_id, IOS)) as phone:
         assert phone.set_background(True) == {}
         sender.send_text(phone_id, "while you were away")
         got = provider.wait_for_user(phone_id, 1)
@@ -193,9 +169,6 @@ def test_ios_in_background_gets_offline_push_instead(stack: Any, provider: Any, 
         pushed = phone.pushed_msgs(1, timeout=15)
         assert len(pushed) == 1
         assert len(provider.for_user(phone_id)) == len(got), "foreground iOS is not offline-pushed"
-    finally:
-        sender.close()
-        phone.close()
 
 
 def test_quiet_reader_is_kept_and_a_socket_that_never_answers_pings_is_dropped(
@@ -259,12 +232,9 @@ def test_a_flood_is_refused_with_an_error_and_other_connections_are_unharmed(
 def test_healthz_counts_connections(nodes: tuple[Any, Any], uid: str) -> None:
     _, node_b = nodes
     before = requests.get(f"{node_b.http_url}/healthz", timeout=5).json()["connections"]
-    client = connect(node_b, f"h{uid}", LINUX)
-    try:
+    with connect(node_b, f"h{uid}", LINUX) as client:
         assert client.newest_seqs() == {}  # answered: registered
         assert requests.get(f"{node_b.http_url}/healthz", timeout=5).json()["connections"] == before + 1
-    finally:
-        client.close()
     assert eventually(lambda: requests.get(f"{node_b.http_url}/healthz", timeout=5).json()["connections"] == before)
 
 

@@ -8,26 +8,19 @@ resumes in the middle of that batch; committing it would give its clientMsgIDs s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from app.bench.stages import _synthetic
 from app.core.conversation import single_conversation_id
 from app.pipeline.shard_lease import LeaseLost, ShardLease
 from app.store.redis import msg_cache
 from app.store.redis.client import get_broker_redis, get_redis
 from app.store.redis.keys import client_msg_key, lease_key
 from app.tasks.transfer import guard_commits, process_batch
+from tests.factories import stored_msg
 
 
-@pytest.fixture
-def guarded() -> Iterator[None]:
-    yield
-    guard_commits(None)
-
-
-def test_a_worker_stalled_past_its_lease_does_not_commit(infra: dict[str, str], uid: str, guarded: None) -> None:
+def test_a_worker_stalled_past_its_lease_does_not_commit(infra: dict[str, str], uid: str, commit_guard: None) -> None:
     broker = get_broker_redis()
     queue = f"transfer.lease-{uid}"
     stalled = ShardLease(broker, [queue], ttl_seconds=1)
@@ -39,7 +32,7 @@ def test_a_worker_stalled_past_its_lease_does_not_commit(infra: dict[str, str], 
 
     sender, receiver = f"stall{uid}", f"peer{uid}"
     conv = single_conversation_id(sender, receiver)
-    msgs = [_synthetic(sender, receiver, i, int(time.time() * 1000)) for i in range(3)]
+    msgs = [stored_msg(sender, receiver, i, int(time.time() * 1000)) for i in range(3)]
     with pytest.raises(LeaseLost, match=successor.owner):
         process_batch(msgs)
     # nothing of the batch became visible or recorded: the successor gives each message its one seq

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from app.cli.client import text_of
+from app.core.constants import WEB
 from app.core.conversation import single_conversation_id
 from app.store.mongo import client as mongo
-from tests.integration.helpers import WEB, eventually, login
+from tests.integration.helpers import eventually, login
 
 
 def slots_in_mongo(conv: str, index: int) -> list[dict[str, Any] | None]:
@@ -21,9 +22,7 @@ def slots_in_mongo(conv: str, index: int) -> list[dict[str, Any] | None]:
 def test_hundred_messages_reach_online_recipient_in_order(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    b = login(stack, bob, WEB)
-    try:
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
         sent = []
         for i in range(100):
             ack = a.send_text(bob, f"message {i}")
@@ -51,19 +50,13 @@ def test_hundred_messages_reach_online_recipient_in_order(stack: Any, uid: str) 
         assert [s["client_msg_id"] for s in slots] == sent
         assert all(s["send_id"] == alice and s["recv_id"] == bob and s["status"] == 2 for s in slots)
         assert json.loads(slots[0]["content"]) == {"content": "message 0"}
-    finally:
-        a.close()
-        b.close()
 
 
 def test_offline_recipient_gets_provider_push_and_pulls_later(stack: Any, provider: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         sent = [a.send_text(bob, f"while you were away {i}")["clientMsgID"] for i in range(5)]
-    finally:
-        a.close()
 
     posts = provider.wait_for_user(bob, 5)
     # the offline worker runs several requests at once: notifications may arrive in any order
@@ -89,11 +82,8 @@ def test_offline_push_is_retried_when_provider_fails(stack: Any, provider: Any, 
     alice, bob = f"alice{uid}", f"bob{uid}"
     attempts_before = provider.attempts
     provider.fail_next = 2
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         cid = a.send_text(bob, "retry me")["clientMsgID"]
-    finally:
-        a.close()
     posts = provider.wait_for_user(bob, 1, timeout=60)
     assert [m["clientMsgID"] for post in posts for m in post["msgs"]] == [cid]
     assert provider.attempts - attempts_before >= 3  # two 503s, then the accepted one
@@ -101,29 +91,21 @@ def test_offline_push_is_retried_when_provider_fails(stack: Any, provider: Any, 
 
 def test_sender_other_device_gets_the_push(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
-    a_desktop = login(stack, alice)
-    a_phone = login(stack, alice, 2)
-    try:
+    with login(stack, alice) as a_desktop, login(stack, alice, 2) as a_phone:
         cid = a_desktop.send_text(bob, "synced")["clientMsgID"]
         pushed = a_phone.pushed_msgs(1, timeout=30)
         assert [m["clientMsgID"] for m in pushed] == [cid]
         # the sending device gets its own message back too (OpenIM's SDKs learn its seq from it)
         assert [m["clientMsgID"] for m in a_desktop.pushed_msgs(1, timeout=30)] == [cid]
-    finally:
-        a_desktop.close()
-        a_phone.close()
 
 
 def test_resent_client_msg_id_keeps_one_seq(stack: Any, uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    a = login(stack, alice)
-    try:
+    with login(stack, alice) as a:
         a.send_text(bob, "once", client_msg_id=f"cid-{uid}")
         a.send_text(bob, "once", client_msg_id=f"cid-{uid}")
         a.send_text(bob, "twice", client_msg_id=f"cid2-{uid}")
         assert eventually(lambda: a.newest_seqs().get(conv) == 2)
         pulled = a.pull_range(conv, 1, 10)
         assert [m["clientMsgID"] for m in pulled["Msgs"]] == [f"cid-{uid}", f"cid2-{uid}"]
-    finally:
-        a.close()

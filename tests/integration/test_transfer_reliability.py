@@ -15,17 +15,18 @@ from typing import Any
 import pytest
 import redis
 
-from app.bench.stages import _synthetic
 from app.celery_app import celery_app
 from app.cli.client import ClientError, ImClient
 from app.config import settings
+from app.core.constants import WEB
 from app.core.conversation import shard_of, shards_of_part, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters, journal
 from app.store.mongo import client as mongo
 from app.store.mongo import messages
 from app.store.redis import msg_cache
 from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
-from tests.integration.helpers import WEB, eventually, login
+from tests.factories import stored_msg
+from tests.integration.helpers import eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.stack import Stack
 
@@ -131,11 +132,8 @@ def persisted_exactly(conv: str, acked: list[str]) -> bool:
 
 def stack_for(name: str, env: dict[str, str]) -> Callable[[], Iterator[Stack]]:
     def fixture() -> Iterator[Stack]:
-        running = Stack(WORK_DIR / name, env)
-        try:
+        with Stack(WORK_DIR / name, env) as running:
             yield running.start()
-        finally:
-            running.stop()
 
     return fixture
 
@@ -220,7 +218,7 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     conv = single_conversation_id(sender, receiver)
     queue = transfer_queue(shard_of(conv, settings.transfer_shards))
     now = int(time.time() * 1000)
-    m = [_synthetic(sender, receiver, i, now) for i in range(4)]
+    m = [stored_msg(sender, receiver, i, now) for i in range(4)]
     celery_app.send_task("transfer.batch", args=[m[:2]], queue=queue)
     assert eventually(lambda: msg_cache.get_visible_max_seqs([conv]).get(conv) == 2)
     celery_app.send_task("transfer.batch", args=[[m[1], m[2], m[3]]], queue=queue)
@@ -276,7 +274,7 @@ def test_a_batch_only_the_journal_holds_is_committed_once_the_consumer_reconnect
     sender, receiver = f"jr{uid}", f"jp{uid}"
     conv = single_conversation_id(sender, receiver)
     queue = transfer_queue(shard_of(conv, settings.transfer_shards))
-    msgs = [_synthetic(sender, receiver, i, int(time.time() * 1000)) for i in range(3)]
+    msgs = [stored_msg(sender, receiver, i, int(time.time() * 1000)) for i in range(3)]
     journal.append(queue, msgs)  # journaled and published, then lost in flight: only the journal has it
     time.sleep(2)
     assert msg_cache.get_visible_max_seqs([conv])[conv] is None, "nothing else runs a journaled batch this soon"

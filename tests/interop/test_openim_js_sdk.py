@@ -31,6 +31,7 @@ import requests
 import websocket
 
 from app.cli.client import ImClient, text_of
+from app.core.constants import GROUP_CREATED, LINUX, WEB
 from app.core.conversation import single_conversation_id
 from tests.integration.helpers import eventually
 from tests.stack import ROOT, Stack
@@ -38,8 +39,6 @@ from tests.stack import ROOT, Stack
 HERE = Path(__file__).resolve().parent
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
-WEB = 5
-LINUX = 7
 SCENARIO_TIMEOUT = 300
 
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed: the JS SDK interop test needs Node.js")
@@ -282,7 +281,6 @@ SINGLE_CHAT = [
     ("B", "b6"),
 ]
 # and of the group conversation: A's createGroup made its creation notification the first
-GROUP_CREATED = 1501
 GROUP_CHAT = [
     ("A", None),
     ("A", "g-a1"),

@@ -22,10 +22,11 @@ from hypothesis import strategies as st
 
 from app.cli.client import ImClient, connect_url
 from app.core import protocol
+from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.proto import sdkws_pb2 as pb
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, eventually
+from tests.integration.helpers import eventually
 
 USERS = {protocol.SDK_JSON: "msgfuzzjson", protocol.SDK_JS: "msgfuzzjs"}  # one user each: no kicks, no syncs
 USER, OTHER = USERS.values()

@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app.celery_app import celery_app
 from app.cli.client import ImClient
 from app.core import protocol
+from app.core.constants import MSG_FROM_USER, MSG_STATUS_SENDING
 from app.core.conversation import shard_of, single_conversation_id, transfer_queue
 from app.pipeline import dead_letters, journal
 from app.proto import sdkws_pb2 as pb
@@ -57,12 +58,12 @@ def gateway_doc(
         serverMsgID=uuid.uuid4().hex,
         senderPlatformID=7,
         sessionType=1,
-        msgFrom=protocol.MSG_FROM_USER,
+        msgFrom=MSG_FROM_USER,
         contentType=content_type,
         content=content.encode(),
         sendTime=now,
         createTime=now,
-        status=protocol.MSG_STATUS_SENDING,
+        status=MSG_STATUS_SENDING,
         options=options or {},
     )
     return protocol.msgdata_to_doc(msg)

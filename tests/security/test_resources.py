@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ import websocket
 from websockets.asyncio.client import connect as async_connect
 
 from app.cli.client import ImClient, connect_url
+from app.core.constants import LINUX
 from app.ops import embedded
 from app.services.auth import mint_token
 from app.store.redis import online
-from tests.fake_provider import FakeProvider
-from tests.integration.helpers import LINUX, eventually
+from tests.fake_providers import FakeProvider
+from tests.integration.helpers import eventually
 from tests.stack import ROOT, GatewayNode
 
 HANDSHAKE_SECONDS = 2.0
@@ -39,9 +40,9 @@ OUTBOX_MAX_BYTES = 256 * 1024
 
 
 @pytest.fixture(scope="module")
-def guarded(stack: Any) -> GatewayNode:
+def guarded(gateways: Callable[..., GatewayNode]) -> GatewayNode:
     """A gateway with a short handshake timeout, few pending sockets and a small outbox budget."""
-    node: GatewayNode = stack.start_gateway(
+    return gateways(
         "gw-guarded",
         env={
             "GATEWAY_HANDSHAKE_TIMEOUT": str(HANDSHAKE_SECONDS),
@@ -49,16 +50,12 @@ def guarded(stack: Any) -> GatewayNode:
             "GATEWAY_OUTBOX_MAX_BYTES": str(OUTBOX_MAX_BYTES),
         },
     )
-    return node
 
 
 @pytest.fixture(scope="module")
-def capped(stack: Any) -> GatewayNode:
+def capped(gateways: Callable[..., GatewayNode]) -> GatewayNode:
     """A gateway that holds at most 8 sockets, with a handshake timeout longer than the test."""
-    node: GatewayNode = stack.start_gateway(
-        "gw-capped", env={"GATEWAY_MAX_SOCKETS": "8", "GATEWAY_HANDSHAKE_TIMEOUT": "60"}
-    )
-    return node
+    return gateways("gw-capped", env={"GATEWAY_MAX_SOCKETS": "8", "GATEWAY_HANDSHAKE_TIMEOUT": "60"})
 
 
 @pytest.fixture

@@ -27,12 +27,13 @@ import websocket
 from app.cli.client import ImClient, connect_url
 from app.config import secrets
 from app.core import protocol
+from app.core.constants import LINUX, WEB
+from app.core.errors import TOKEN_KICKED as KICKED
 from app.ops import embedded
 from app.services.auth import ADMIN_PLATFORM, mint_token, parse_token
-from tests.integration.helpers import LINUX, WEB, admin_token, rest
+from tests.integration.helpers import admin_token, rest
 from tests.stack import ROOT
 
-KICKED = 1506
 SECRET_VARS = ("TOKEN_SECRET", "ADMIN_SECRET", "APP_ENV", "APP_DATA_DIR")
 
 

@@ -20,9 +20,10 @@ import websocket
 
 from app.cli.client import ImClient
 from app.core import protocol, validation
+from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.services.auth import mint_token
-from tests.integration.helpers import LINUX, admin_token, eventually, login, rest
+from tests.integration.helpers import admin_token, eventually, login, rest
 from tests.integration.test_bad_input import envelope, raw_connect, read_json
 from tests.integration.test_cli import run_app
 
@@ -185,13 +186,10 @@ def test_gzip_bomb_is_refused_without_stalling_the_node(stack: Any, uid: str) ->
 def test_a_pull_repeating_one_conversation_is_answered_once(stack: Any, uid: str) -> None:
     alice, bob = f"a{uid}", f"b{uid}"
     conv = single_conversation_id(alice, bob)
-    sender = login(stack, alice)
-    try:
+    with login(stack, alice) as sender:
         for i in range(3):
             sender.send_text(bob, f"m{i}")
         assert eventually(lambda: sender.newest_seqs().get(conv) == 3)
-    finally:
-        sender.close()
     # protobuf (sdkType js), gzip: 5000 ranges fit a frame and inflate under the limit
     client = ImClient(stack.ws_url, alice, LINUX, mint_token(alice, LINUX), sdk_type="js", gzip=True, timeout=30)
     try:

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from app.bench.e2e.run import E2EConfig, _percentiles, make_plan, name_bottleneck
+from app.bench.e2e.plan import E2EConfig, make_plan
+from app.bench.e2e.summary import _percentiles, name_bottleneck
 from app.bench.e2e.watch import classify
 
 

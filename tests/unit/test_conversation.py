@@ -2,10 +2,8 @@ import zlib
 
 import pytest
 
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 from app.core.conversation import (
-    GROUP_CHAT,
-    NOTIFICATION_CHAT,
-    SINGLE_CHAT,
     conversation_id_for,
     doc_id,
     doc_index,

@@ -3,7 +3,7 @@
 import gevent
 import pytest
 
-from app.core import protocol
+from app.core.constants import MSG_FROM_SYSTEM, MSG_FROM_USER, MSG_STATUS_SENDING
 from app.core.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
 from app.gateway import parse_conn_args, prepare_outgoing
 from app.proto import sdkws_pb2 as pb
@@ -62,7 +62,7 @@ def test_prepare_fills_server_fields() -> None:
     assert doc["sender_platform_id"] == 5
     assert doc["send_time"] == 1234 and doc["create_time"] == 1234
     assert doc["server_msg_id"] and doc["seq"] == 0
-    assert doc["status"] == protocol.MSG_STATUS_SENDING and doc["msg_from"] == protocol.MSG_FROM_USER
+    assert doc["status"] == MSG_STATUS_SENDING and doc["msg_from"] == MSG_FROM_USER
 
 
 def test_sender_profile_is_the_servers() -> None:
@@ -89,7 +89,7 @@ def test_own_read_receipt_passes() -> None:
         ({"content": b"x" * 1001}, ARGS_ERROR),
         ({"recvID": "b_c"}, ARGS_ERROR),
         ({"options": {"a\x00b": True}}, ARGS_ERROR),
-        ({"msgFrom": protocol.MSG_FROM_SYSTEM}, NO_PERMISSION),
+        ({"msgFrom": MSG_FROM_SYSTEM}, NO_PERMISSION),
         ({"contentType": 1508}, NO_PERMISSION),  # MemberKickedNotification
         ({"contentType": 2200, "content": b'{"hasReadSeq": 1, "markAsReadUserID": "bob"}'}, NO_PERMISSION),
         ({"contentType": 2200, "content": b'{"hasReadSeq": 1, "conversationID": "si_bob_carol"}'}, NO_PERMISSION),

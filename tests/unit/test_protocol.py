@@ -5,6 +5,7 @@ import json
 import pytest
 
 from app.core import protocol
+from app.core.constants import MSG_STATUS_DELETED
 from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
 
@@ -147,4 +148,4 @@ def test_gunzip_is_bounded() -> None:
 
 def test_placeholder_is_deleted_status() -> None:
     msg = protocol.placeholder_msg("si_a_b", 9)
-    assert (msg.seq, msg.status) == (9, protocol.MSG_STATUS_DELETED)
+    assert (msg.seq, msg.status) == (9, MSG_STATUS_DELETED)

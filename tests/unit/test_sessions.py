@@ -2,19 +2,12 @@
 
 import pytest
 
+from app.core.constants import ANDROID, ANDROID_PAD, IOS, IPAD, LINUX, OSX, WEB, WINDOWS
 from app.core.sessions import (
-    ANDROID,
-    ANDROID_PAD,
-    IOS,
-    IPAD,
     KICK_SAME_CLASS,
     KICK_SAME_PLATFORM,
-    LINUX,
     NO_KICK,
-    OSX,
     PC_AND_OTHER,
-    WEB,
-    WINDOWS,
     TokenBucket,
     counts_as_online,
     platform_class,

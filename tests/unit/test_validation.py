@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core import validation as v
-from app.core.conversation import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT, conversation_id_for
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
+from app.core.conversation import conversation_id_for
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.proto import sdkws_pb2 as pb
 from tests.factories import text_msgdata

@@ -26,14 +26,10 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
+from app.core.errors import RATE_LIMITED
+from app.core.protocol import PUSH_MSG, SEND_MSG
 from app.proto import sdkws_pb2 as pb
-
-SEND_MSG = 1003
-PUSH_MSG = 2001
-RATE_LIMITED = 1610
-TEXT = 101
-SINGLE_CHAT = 1
-GROUP_CHAT = 3
 
 # Progress counters, one row of the shared array per process.
 SENT, ACKED, REFUSED, DELIVERED, ECHOES, CONNECTED, OUTSTANDING, STATE = range(8)

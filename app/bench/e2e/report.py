@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from app.bench.e2e.run import E2EConfig, PhaseData, Sample
+from app.bench.e2e.plan import E2EConfig
+from app.bench.e2e.summary import PhaseData, Sample
 
 console = Console()
 if not console.is_terminal:  # a log file or a pipe: wide enough for the tables, not 80 columns

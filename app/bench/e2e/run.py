@@ -15,133 +15,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import random
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 
 from app.bench.e2e import load as bench_load
 from app.bench.e2e import report as bench_report
-from app.bench.e2e.load import FIELDS, ProcResult, ProcSpec, Target, UserSpec
+from app.bench.e2e.load import FIELDS, ProcResult, ProcSpec, UserSpec
+from app.bench.e2e.plan import E2EConfig, Plan, make_plan, smoke_config
+from app.bench.e2e.summary import PhaseData, Sample, summarise
 from app.bench.e2e.watch import ProcessWatch, QueueDepth, discover_stack
 from app.config import secrets, settings
-from app.core.conversation import MSGS_PER_DOC, group_conversation_id, single_conversation_id, transfer_queue
+from app.core.constants import LINUX
+from app.core.conversation import MSGS_PER_DOC, transfer_queue
 from app.ops import embedded
 from app.store.mongo import client as mongo
 from app.store.redis import msg_cache
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout
-LINUX = 7
-
-
-@dataclass(frozen=True)
-class E2EConfig:
-    users: int = 200
-    conversations: int = -1  # single chats; -1: users // 2 (each user in one)
-    groups: int = 0
-    group_size: int = 10
-    rate: float = 0.0  # total messages/s; 0 = as fast as acknowledged
-    inflight: int = 1
-    duration: float = 30.0
-    procs: int = 2
-    gateway: str = ""
-    api: str = ""
-    sdk_type: str = "json"
-    drain_timeout: float = 120.0
-    sample_interval: float = 0.5
-    seed: int = 1
-    baseline: bool = False
-    baseline_concurrency: int = 0  # 0: one prefork process per core
-    smoke: bool = False
-    progress: bool = True
-    json_path: str = ""
-    plot_path: str = ""
-
-    @property
-    def single_chats(self) -> int:
-        return self.users // 2 if self.conversations < 0 else self.conversations
-
-    def describe(self) -> str:
-        mode = f"{self.rate:,.0f} msg/s" if self.rate > 0 else f"as fast as acknowledged (inflight {self.inflight})"
-        groups = f" + {self.groups} groups of {self.group_size}" if self.groups else ""
-        return (
-            f"{self.users} users, {self.single_chats} single chats{groups}, {mode}, {self.duration:g} s, "
-            f"{self.procs} load processes, sdkType {self.sdk_type}"
-        )
-
-
-SMOKE = {"users": 20, "conversations": 10, "groups": 2, "group_size": 5, "duration": 3.0, "procs": 2}
-
-
-def smoke_config(cfg: E2EConfig) -> E2EConfig:
-    return replace(cfg, sample_interval=0.25, drain_timeout=60.0, **SMOKE)  # type: ignore[arg-type]
-
-
-# --- the load plan -------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    tag: str
-    users: list[str]
-    pairs: list[tuple[int, int]]
-    groups: list[tuple[str, list[int]]]
-
-    def conversations(self) -> list[str]:
-        singles = [single_conversation_id(self.users[a], self.users[b]) for a, b in self.pairs]
-        return singles + [group_conversation_id(gid) for gid, _ in self.groups]
-
-    def targets(self) -> dict[int, list[Target]]:
-        out: dict[int, list[Target]] = {i: [] for i in range(len(self.users))}
-        for a, b in self.pairs:
-            conv = single_conversation_id(self.users[a], self.users[b])
-            out[a].append(Target(conv, self.users[b], "", 1))
-            out[b].append(Target(conv, self.users[a], "", 1))
-        for gid, members in self.groups:
-            for m in members:
-                out[m].append(Target(group_conversation_id(gid), "", gid, len(members) - 1))
-        return out
-
-
-def make_plan(cfg: E2EConfig, tag: str) -> Plan:
-    """Single chats: a random perfect matching first (every user in one), then random extra pairs;
-    groups: random members. Deterministic for a seed."""
-    rng = random.Random(cfg.seed)
-    n = cfg.users
-    if n < 2:
-        raise SystemExit("--users must be at least 2")
-    wanted = min(cfg.single_chats, n * (n - 1) // 2)
-    order = list(range(n))
-    rng.shuffle(order)
-    pairs: list[tuple[int, int]] = []
-    seen: set[tuple[int, int]] = set()
-    for i in range(0, n - 1, 2):
-        if len(pairs) >= wanted:
-            break
-        pair = (min(order[i], order[i + 1]), max(order[i], order[i + 1]))
-        seen.add(pair)
-        pairs.append(pair)
-    while len(pairs) < wanted:
-        a, b = rng.sample(range(n), 2)
-        pair = (min(a, b), max(a, b))
-        if pair not in seen:
-            seen.add(pair)
-            pairs.append(pair)
-    groups = [(f"{tag}g{g}", rng.sample(range(n), min(cfg.group_size, n))) for g in range(cfg.groups)]
-    return Plan(tag, [f"{tag}u{i}" for i in range(n)], pairs, groups)
 
 
 # --- REST setup through the gateway --------------------------------------------------------------
@@ -212,50 +114,6 @@ def stored_client_msg_ids(conversations: list[str], tag: str) -> dict[str, int]:
                 break  # the last document asked for is missing: none beyond it either
             first = last = last + 1  # the visible max may lag what was written: look one further
     return counts
-
-
-def _percentiles(values: np.ndarray[Any, Any]) -> dict[str, float | int]:
-    if values.size == 0:
-        return {"count": 0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        "count": int(values.size),
-        "p50": round(float(p50), 2),
-        "p95": round(float(p95), 2),
-        "p99": round(float(p99), 2),
-        "max": round(float(values.max()), 2),
-        "mean": round(float(values.mean()), 2),
-    }
-
-
-@dataclass
-class Sample:
-    t: float
-    sent: int
-    acked: int
-    delivered: int
-    queues: dict[str, int]
-    in_flight: int
-    cpu: dict[str, float]
-
-
-@dataclass
-class PhaseData:
-    """Everything one phase measured, before it is summarised."""
-
-    label: str
-    cfg: E2EConfig
-    plan: Plan
-    results: list[ProcResult]
-    samples: list[Sample]
-    watch: ProcessWatch
-    drained: bool
-    drain_s: float
-    stored: dict[str, int]
-    queue_names: list[str]
-    setup_s: float
-    connect_errors: int
-    series: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
 
 
 # --- running one phase ---------------------------------------------------------------------------
@@ -437,161 +295,6 @@ def _raise_child_error(out: Any) -> None:
             if kind == "error":
                 raise SystemExit(f"load process {index} failed: {payload}")
     raise SystemExit("a load process exited early")
-
-
-# --- summarising a phase -------------------------------------------------------------------------
-
-
-def summarise(data: PhaseData) -> dict[str, Any]:
-    cfg, results = data.cfg, data.results
-
-    def cat(name: str) -> np.ndarray[Any, Any]:
-        parts = [np.frombuffer(getattr(r, name), dtype=np.float32) for r in results]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
-
-    ack_at, ack_ms, push_at, push_ms = cat("ack_at"), cat("ack_ms"), cat("push_at"), cat("push_ms")
-    data.series = {"ack_at": ack_at, "ack_ms": ack_ms, "push_at": push_at, "push_ms": push_ms}
-    acked_ids = {cmid for r in results for cmid in r.acked_ids}
-    stored_ids = set(data.stored)
-    sent = sum(r.sent for r in results)
-    acked = sum(r.acked for r in results)
-    delivered = sum(r.delivered for r in results)
-    refused: dict[str, int] = {}
-    for r in results:
-        for code, n in r.refused.items():
-            refused[str(code)] = refused.get(str(code), 0) + n
-    dup_push = sum(r.duplicate_pushes for r in results)
-    dup_stored = sum(n - 1 for n in data.stored.values())
-    not_persisted = len(acked_ids - stored_ids)
-    # End to end: from the first send to the last delivery (the drain tail counts against us).
-    received = push_at + push_ms / 1000.0
-    last_delivery = float(received.max()) if received.size else cfg.duration
-    span = max(cfg.duration, last_delivery)
-    queues_max = {q: max((s.queues.get(q, 0) for s in data.samples), default=0) for q in data.queue_names}
-    sending = [s for s in data.samples if s.t <= cfg.duration]
-    queues_at_end = sending[-1].queues if sending else {}
-    processes = data.watch.summary()
-    summary: dict[str, Any] = {
-        "label": data.label,
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "progress")},
-        "description": cfg.describe(),
-        "tag": data.plan.tag,
-        "users": cfg.users,
-        "conversations": {"single": len(data.plan.pairs), "groups": len(data.plan.groups)},
-        "connect_errors": data.connect_errors,
-        "connect_retries": sum(r.connect_retries for r in results),
-        "connect_error_samples": [e for r in results for e in r.connect_errors][:5],
-        "setup_s": round(data.setup_s, 2),
-        "drained": data.drained,
-        "drain_s": round(data.drain_s, 2),
-        "messages": {
-            "sent": sent,
-            "acknowledged": acked,
-            "refused": sum(refused.values()),
-            "refused_by_code": refused,
-            "unanswered": sum(r.unanswered for r in results),
-            "persisted": len(stored_ids),
-            "persisted_unacknowledged": len(stored_ids - acked_ids),
-            # final only once the pipeline drained; otherwise some may still be on their way
-            "lost": not_persisted if data.drained else None,
-            "not_persisted_at_end": not_persisted,
-            "duplicated": dup_push + dup_stored,
-            "duplicated_pushes": dup_push,
-            "duplicated_stored": dup_stored,
-            "deliveries": delivered,
-            "expected_deliveries": sum(r.expected_deliveries for r in results),
-            "echoes_to_sender": sum(r.echoes for r in results),
-            "other_pushes": sum(r.foreign_pushes for r in results),
-            "connections_closed_early": sum(r.closed_early for r in results),
-        },
-        "throughput": {
-            "sent_msgs_per_s": round(sent / cfg.duration, 1),
-            "accepted_msgs_per_s": round(acked / cfg.duration, 1),
-            "deliveries_per_s": round(delivered / span, 1),
-            "deliveries_per_s_while_sending": round(int((received <= cfg.duration).sum()) / cfg.duration, 1),
-            "end_to_end_span_s": round(span, 2),
-        },
-        "latency_ms": {"ack": _percentiles(ack_ms), "push": _percentiles(push_ms)},
-        "processes": processes,
-        "machine_cpu_pct": data.watch.machine_cpu_pct(),
-        "queues": {q: {"max": queues_max[q], "at_end_of_sending": queues_at_end.get(q, 0)} for q in data.queue_names},
-        "timeline": timeline(data),
-    }
-    summary["bottleneck"] = name_bottleneck(summary)
-    return summary
-
-
-def timeline(data: PhaseData) -> list[dict[str, Any]]:
-    """Per-second figures: messages acknowledged and delivered, latency percentiles, queue depths."""
-    s = data.series
-    horizon = max(data.cfg.duration, max((x.t for x in data.samples), default=0.0))
-    step = 1.0 if data.cfg.duration >= 10 else 0.5
-    buckets = max(1, math.ceil(horizon / step))
-    out = []
-    recv = s["push_at"] + s["push_ms"] / 1000.0
-    for b in range(buckets):
-        lo, hi = b * step, (b + 1) * step
-        acks = s["ack_ms"][(s["ack_at"] >= lo) & (s["ack_at"] < hi)]
-        pushes = s["push_ms"][(s["push_at"] >= lo) & (s["push_at"] < hi)]
-        in_bucket = [x for x in data.samples if lo <= x.t < hi]
-        row: dict[str, Any] = {
-            "t": round(lo, 2),
-            "acked_per_s": round(acks.size / step, 1),
-            "delivered_per_s": round(int(((recv >= lo) & (recv < hi)).sum()) / step, 1),
-            "ack_p50_ms": round(float(np.percentile(acks, 50)), 2) if acks.size else None,
-            "ack_p99_ms": round(float(np.percentile(acks, 99)), 2) if acks.size else None,
-            "push_p50_ms": round(float(np.percentile(pushes, 50)), 2) if pushes.size else None,
-            "push_p99_ms": round(float(np.percentile(pushes, 99)), 2) if pushes.size else None,
-            "queues": {q: max(x.queues.get(q, 0) for x in in_bucket) for q in data.queue_names} if in_bucket else {},
-            "cpu_pct": {k: round(max(x.cpu.get(k, 0.0) for x in in_bucket), 1) for k in in_bucket[0].cpu}
-            if in_bucket
-            else {},
-        }
-        out.append(row)
-    return out
-
-
-def _stage_of(queue: str) -> str:
-    return "transfer" if queue.startswith("transfer.") else queue
-
-
-def name_bottleneck(summary: dict[str, Any]) -> str:
-    """The queue that grew most names its stage; with no queue grown, the busiest process does."""
-    grown: dict[str, int] = {}
-    for q, depth in summary["queues"].items():
-        stage = _stage_of(q)
-        grown[stage] = grown.get(stage, 0) + int(depth["max"])
-    cpu = {p["name"]: p["cpu_pct_while_sending"] for p in summary["processes"]}
-    stage, depth = max(grown.items(), key=lambda kv: kv[1], default=("", 0))
-    if depth >= 20:
-        worker = {"transfer": "worker transfer", "persist": "worker persist", "push": "worker push"}.get(
-            stage, "baseline worker" if stage == "baseline" else f"worker {stage}"
-        )
-        busy = cpu.get(worker, 0.0)
-        stores = {k: v for k, v in cpu.items() if k in ("secantusdb", "redis-server", "mongod")}
-        store, store_busy = max(stores.items(), key=lambda kv: kv[1], default=("", 0.0))
-        peak = {p["name"]: p["peak_cpu_pct"] for p in summary["processes"]}.get(store, 0.0)
-        grew = f"the {stage} queue grew (up to {depth} broker messages)"
-        if busy < 60 and (store_busy >= 60 or peak >= 95):
-            return (
-                f"{grew} while its worker computed only {busy:.0f}% of a core: it waits on {store} "
-                f"({store_busy:.0f}% of a core while sending, peaks {peak:.0f}%): {store} is the bottleneck"
-            )
-        return f"{grew}, its worker at {busy:.0f}% of a core: {stage} is the bottleneck"
-    stack = {k: v for k, v in cpu.items() if k != "bench clients"}
-    name, busy = max(stack.items(), key=lambda kv: kv[1], default=("", 0.0))
-    machine = summary["machine_cpu_pct"]
-    if busy >= 80:
-        extra = f"; the machine was {machine:.0f}% busy (the load clients take their share)" if machine >= 85 else ""
-        return f"no queue grew; {name} is CPU-bound at {busy:.0f}% of one core while sending{extra}"
-    if machine >= 85:
-        return f"no queue grew; the machine's 2 cores were {machine:.0f}% busy (stack and load clients together)"
-    if summary["config"]["rate"] > 0:
-        return f"nothing saturated: the offered {summary['config']['rate']:,.0f} msg/s were carried"
-    return (
-        f"nothing saturated (busiest: {name} at {busy:.0f}% of a core): senders wait for acknowledgements; "
-        "raise --inflight or --users"
-    )
 
 
 # --- the baseline's processes --------------------------------------------------------------------

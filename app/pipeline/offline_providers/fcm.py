@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from app.core.constants import ANDROID, IOS, WEB
 from app.pipeline.offline_providers.base import (
     ProviderMisconfigured,
     PushResult,
@@ -27,8 +28,8 @@ from app.pipeline.offline_providers.base import (
 from app.pipeline.offline_providers.http import answer_json, post_json, raise_for_status
 from app.store.redis import push_tokens
 
-# The platforms OpenIM registers FCM tokens for: iOS, Android, Web.
-FCM_PLATFORMS = (1, 2, 5)
+# The platforms OpenIM registers FCM tokens for.
+FCM_PLATFORMS = (IOS, ANDROID, WEB)
 STALE_TOKEN_ERRORS = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 
 TokenSource = Callable[[], str]
