@@ -1,0 +1,3 @@
+module gobgolden
+
+go 1.19
