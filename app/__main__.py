@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument("--procs", type=int, default=2, help="load processes holding the connections (2)")
     e2e.add_argument("--gateway", default=None, help="websocket URL (default ws://GATEWAY_HOST:GATEWAY_PORT)")
     e2e.add_argument("--api", default=None, help="admin REST base URL (default: the gateway's, over http)")
-    e2e.add_argument("--sdk-type", choices=["json", "js"], default="json", help="the clients' data encoding (json)")
+    e2e.add_argument(
+        "--sdk-type", choices=["json", "js", "go"], default="json", help="the clients' envelope encoding (json)"
+    )
     e2e.add_argument("--drain-timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain")
     e2e.add_argument("--seed", type=int, default=1, help="seed of the conversation and group plan")
     e2e.add_argument("--baseline", action="store_true", help="also run the same load through app/bench/baseline.py")

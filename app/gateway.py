@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 import gevent
-from flask import Flask, request
+from flask import Flask, Response, g, jsonify, request
 from flask_sock import Sock
 from google.protobuf.message import Message
 
@@ -131,7 +131,7 @@ def _checked_conn_args(args: ConnArgs) -> ConnArgs:
         raise ImError(CONN_ARGS_ERROR, "platformID must be one of OpenIM's platforms (1-10)")
     sdk_type = protocol.SDK_ALIASES.get(args.sdk_type, args.sdk_type)
     if sdk_type not in protocol.SDK_TYPES:
-        raise ImError(CONN_ARGS_ERROR, f"sdkType must be one of {', '.join(protocol.SDK_ALIASES)}")
+        raise ImError(CONN_ARGS_ERROR, f"sdkType must be one of {', '.join(protocol.SDK_TYPES)} (none: go)")
     if args.compression not in ("", "gzip"):
         raise ImError(CONN_ARGS_ERROR, "compression must be gzip or empty")
     return replace(args, sdk_type=sdk_type)
@@ -214,12 +214,16 @@ class Gateway:
 
     # --- sessions ---
 
-    def login(self, conn: Conn) -> None:
-        """Register a new connection after applying the multi-terminal policy on every node."""
+    def check_admission(self) -> None:
+        """Whether this node takes a new connection now (also asked before the upgrade)."""
         if self.draining:
             raise ImError(SERVER_INTERNAL, "this gateway is shutting down; connect to another node")
         if self.hub.connection_count() >= settings.gateway_max_conns:
             raise ImError(CONN_OVER_MAX_NUM, "this gateway holds its maximum number of connections")
+
+    def login(self, conn: Conn) -> None:
+        """Register a new connection after applying the multi-terminal policy on every node."""
+        self.check_admission()
         self.kick_older_logins(conn.user_id, conn.platform_id, conn.conn_id, conn.token)
         self.hub.add(conn)
         self._close_at_expiry(conn)
@@ -256,15 +260,16 @@ class Gateway:
             conn.rate_limited = False
             log.info("%s/%d is under the request rate limit again", conn.user_id, conn.platform_id)
         if isinstance(frame, str):
-            if _is_ping(frame):
-                conn.send_text(json.dumps({"type": "pong"}))
+            ping = _text_ping(frame)
+            if ping is not None:
+                conn.pong(ping.get("body"))
                 return
             frame = frame.encode("utf-8")
         req: protocol.Request | None = None
         try:
             if conn.gzip:
                 frame = protocol.gunzip_frame(frame)
-            req = protocol.parse_request(frame)
+            req = protocol.parse_request(frame, conn.sdk_type)
             if req.send_id != conn.user_id:
                 raise ImError(NO_PERMISSION, "sendID is not the connection's user")
             handler = self.handlers.get(req.req_identifier)
@@ -300,7 +305,7 @@ class Gateway:
         if req is not None:
             conn.respond(req.req_identifier, req.msg_incr, req.operation_id, err=err)
             return
-        known = protocol.best_effort_envelope(frame)
+        known = protocol.best_effort_envelope(frame, conn.sdk_type)
         conn.respond(
             known.get("reqIdentifier", protocol.DATA_ERROR),
             known.get("msgIncr", ""),
@@ -419,15 +424,35 @@ class Gateway:
                 log.warning("renewing online state failed", exc_info=True)
 
 
-def _is_ping(text: str) -> bool:
+def _text_ping(text: str) -> dict[str, Any] | None:
+    """OpenIM's text ping `{"type":"ping","body":...}` (the web SDKs cannot send PING control frames)."""
     try:
         body = json.loads(text)
     except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("type") == "ping"
+        return None
+    return body if isinstance(body, dict) and body.get("type") == "ping" else None
 
 
 # --- Flask app -------------------------------------------------------------------------------
+
+
+def refused_over_http(query: dict[str, str]) -> bool:
+    """Where a refused connection hears why. OpenIM's gateway (ws_server.go handlerError) answers in a
+    text frame after the upgrade only when the client asked for a connection answer (isMsgResp);
+    otherwise in the HTTP answer to the upgrade: 200 and {errCode, errMsg, errDlt}, which
+    openim-sdk-core reads when its dial fails (a text frame would stop its reader for good). We do so
+    for gob connections (no sdkType, or go); JSON clients keep their text-frame refusal."""
+    if query.get("v"):
+        try:
+            info = json.loads(base64.urlsafe_b64decode(query["v"] + "=" * (-len(query["v"]) % 4)))
+        except (ValueError, binascii.Error):
+            return False
+        if not isinstance(info, dict):
+            return False
+        sdk_type, msg_resp = info.get("sdkType", ""), info.get("sendResponse") is True
+    else:
+        sdk_type, msg_resp = query.get("sdkType", ""), query.get("isMsgResp", "") == "true"
+    return protocol.SDK_ALIASES.get(str(sdk_type)) == protocol.SDK_GO and not msg_resp
 
 
 def serve_connection(gateway: Gateway, conn: Conn) -> None:
@@ -451,12 +476,41 @@ def create_app(gateway: Gateway) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": protocol.MAX_FRAME_BYTES}
     sock = Sock(app)
 
+    @app.before_request
+    def admit_before_upgrade() -> Response | None:
+        """The connection's parameters, token and this node's room are checked before the upgrade, so a
+        refusal can be the HTTP answer where OpenIM gives it there (refused_over_http)."""
+        if request.path != "/" or request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        query = request.args.to_dict()
+        try:
+            args = parse_conn_args(query, request.headers.get("compression", ""))
+            g.admitted = (args, authenticate(args))
+            gateway.check_admission()
+        except Exception as exc:
+            g.admitted = exc  # the websocket route refuses it in a text frame, unless answered here
+            if not refused_over_http(query):
+                return None
+            if isinstance(exc, ImError):
+                log.info("connection refused (%d): %s", exc.code, exc.message)
+                err = exc
+            else:
+                log.exception("login failed")
+                err = ImError(SERVER_INTERNAL, "login failed, retry")
+            return jsonify({"errCode": err.code, "errMsg": err.message, "errDlt": ""})
+        return None
+
     @sock.route("/")
     def websocket(ws: Any) -> None:
         ws.sock = WholeWrites(ws.sock)  # before anything is written: whole frames, one writer at a time
         try:
-            args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
-            claims = authenticate(args)
+            admitted = g.get("admitted")
+            if isinstance(admitted, Exception):
+                raise admitted
+            if admitted is None:  # not through the hook (e.g. a test app): the same checks here
+                args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
+                admitted = (args, authenticate(args))
+            args, claims = admitted
             conn = Conn(
                 ws,
                 args,
@@ -488,8 +542,11 @@ def create_app(gateway: Gateway) -> Flask:
         )
         try:
             if args.is_msg_resp:
-                conn.send_text(json.dumps({"errCode": 0, "errMsg": "", "errDlt": ""}))
+                conn.answer_connection()  # OpenIM's connection answer: a text frame, in every encoding
             serve_connection(gateway, conn)
+        except Exception:
+            # never out to Flask: its error answer would be HTTP bytes written into the websocket stream
+            log.exception("session of %s/%d failed", conn.user_id, conn.platform_id)
         finally:
             gateway.hub.remove(conn)
             conn.finish()

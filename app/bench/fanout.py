@@ -121,7 +121,7 @@ def open_one(i):
     user = f"bench-conn-{{i}}"
     try:
         socks.append(websocket.create_connection(
-            f"{{url}}/?sendID={{user}}&platformID=7&token={{mint_token(user, 7)}}", timeout=30))
+            f"{{url}}/?sendID={{user}}&platformID=7&sdkType=json&token={{mint_token(user, 7)}}", timeout=30))
     except Exception:
         failed += 1
 pool = Pool(200)

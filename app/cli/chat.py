@@ -8,13 +8,14 @@ import threading
 
 from app.cli.client import ClientError, ImClient, text_of
 from app.config import settings
+from app.core import protocol
 from app.core.conversation import single_conversation_id
 from app.services.auth import mint_token
 
 
 def run_chat(user_id: str, peer_id: str, platform_id: int, url: str | None, one_shot: str | None) -> int:
     base = url or f"ws://{settings.gateway_host}:{settings.gateway_port}"
-    client = ImClient(base, user_id, platform_id, mint_token(user_id, platform_id))
+    client = ImClient(base, user_id, platform_id, mint_token(user_id, platform_id), sdk_type=protocol.SDK_JSON)
     conv = single_conversation_id(user_id, peer_id)
     try:
         if one_shot is not None:

@@ -1,4 +1,7 @@
-"""A small OpenIM-protocol client (sdkType=json) over websocket-client, for the CLI and the tests."""
+"""A small OpenIM-protocol client over websocket-client, for the CLI and the tests.
+
+It names its sdkType on every connection (json unless told: go for gob, js for base64 protobuf):
+without one, the gateway speaks gob, as OpenIM's does."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from urllib.parse import urlencode
 import websocket
 from google.protobuf import json_format
 
-from app.core import protocol
+from app.core import gob, protocol
 from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
 from app.core.conversation import single_conversation_id
 from app.core.errors import ImError
@@ -44,8 +47,8 @@ def connect_url(base: str, user_id: str, platform_id: int, token: str, **extra: 
 class ImClient:
     """One connection: requests matched to responses by msgIncr, pushes collected on a queue.
 
-    Whatever the connection's encoding (sdk_type json or js, gzip or not), requests are given and
-    answers returned as protobuf's canonical JSON dicts, so both encodings read the same."""
+    Whatever the connection's encoding (sdk_type json, js or go, gzip or not), requests are given and
+    answers returned as protobuf's canonical JSON dicts, so every encoding reads the same."""
 
     def __init__(
         self,
@@ -87,7 +90,10 @@ class ImClient:
                     continue
                 if opcode == websocket.ABNF.OPCODE_BINARY and self.gzip:
                     data = protocol.gunzip_frame(data, max_bytes=1 << 30)  # the server's answers: trusted
-                body = json.loads(data)
+                if opcode == websocket.ABNF.OPCODE_BINARY and self.sdk_type == protocol.SDK_GO:
+                    body = _gob_body(gob.decode_response(data))
+                else:  # text (the connection answer, pongs), or a JSON envelope
+                    body = json.loads(data)
                 body["data"] = self._decode(body.get("reqIdentifier"), body.get("data"))
                 if body.get("reqIdentifier") == protocol.PUSH_MSG:
                     self.pushes.put(body)
@@ -97,7 +103,7 @@ class ImClient:
                     waiter.put(body)
                 elif not body.get("msgIncr"):
                     self.notices.put(body)
-        except (websocket.WebSocketException, OSError, ValueError, ImError):
+        except (websocket.WebSocketException, OSError, ValueError, ImError):  # GobError is a ValueError
             pass
         finally:
             self.closed.set()
@@ -136,7 +142,19 @@ class ImClient:
             "msgIncr": incr,
             "data": self._encode(req_identifier, data),
         }
-        frame = json.dumps(envelope).encode()
+        if self.sdk_type == protocol.SDK_GO:
+            frame = gob.encode_request(
+                gob.GeneralWsReq(
+                    req_identifier=req_identifier,
+                    token=envelope["token"],
+                    send_id=envelope["sendID"],
+                    operation_id=envelope["operationID"],
+                    msg_incr=incr,
+                    data=envelope["data"] or b"",
+                )
+            )
+        else:
+            frame = json.dumps(envelope).encode()
         with self._lock:
             self.ws.send_binary(protocol.gzip_frame(frame) if self.gzip else frame)
         try:
@@ -267,6 +285,18 @@ class ImClient:
             pass
         self.closed.wait(timeout=3)
         self.ws.shutdown()
+
+
+def _gob_body(resp: gob.GeneralWsResp) -> dict[str, Any]:
+    """A gob GeneralWsResp as the JSON envelope's dict (data still raw protobuf: _decode reads it)."""
+    return {
+        "reqIdentifier": resp.req_identifier,
+        "errCode": resp.err_code,
+        "errMsg": resp.err_msg,
+        "msgIncr": resp.msg_incr,
+        "operationID": resp.operation_id,
+        "data": resp.data,
+    }
 
 
 def _b64(text: str) -> str:

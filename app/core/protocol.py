@@ -1,9 +1,13 @@
 """OpenIM's websocket protocol: request codes, envelopes, data codecs, MsgData <-> stored message.
 
-One schema (app/proto/sdkws.proto), two encodings of an envelope's `data`:
-  sdkType=json  protobuf's canonical JSON mapping of the message (ours, for humans and scripts)
-  sdkType=js    base64 of the protobuf binary encoding (OpenIM's JS SDK)
-Everything here is pure: bytes and dicts in, bytes and dicts out.
+One schema (app/proto/sdkws.proto), three envelope encodings, chosen by the connection's `sdkType`
+as OpenIM's gateway chooses them (internal/msggateway: context.go GetSDKType, client.go ResetClient):
+  no sdkType, or go  Go gob (app/core/gob.py): GeneralWsReq in, GeneralWsResp out, `Data` the raw
+                     protobuf (openim-sdk-core, the core of every official OpenIM app)
+  sdkType=js         JSON envelope, `data` base64 of the protobuf (OpenIM's JS SDK)
+  sdkType=json       JSON envelope, `data` protobuf's canonical JSON mapping (ours, for humans and scripts)
+parse_request / encode_response / best_effort_envelope dispatch on it: the one place that knows the
+three. Everything here is pure: bytes and dicts in, bytes and dicts out.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from app.core import gob
 from app.core.constants import MSG_STATUS_DELETED
 from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
@@ -37,12 +42,15 @@ SET_BACKGROUND_STATUS = 2004
 SUB_USER_ONLINE_STATUS = 2005
 DATA_ERROR = 3001
 
-SDK_JSON = "json"
+SDK_GO = "go"
 SDK_JS = "js"
-SDK_TYPES = (SDK_JSON, SDK_JS)
-# What clients may name in `sdkType`: OpenIM's Go SDK ("go", its default) marshals `data` as Go
-# []byte, i.e. base64 protobuf, like the JS SDK. Without sdkType we speak JSON.
-SDK_ALIASES = {"": SDK_JSON, SDK_JSON: SDK_JSON, SDK_JS: SDK_JS, "go": SDK_JS}
+SDK_JSON = "json"
+SDK_TYPES = (SDK_GO, SDK_JS, SDK_JSON)
+# What clients may name in `sdkType`: as in OpenIM's gateway, none means "go" (gob), the core SDK's.
+SDK_ALIASES = {"": SDK_GO, SDK_GO: SDK_GO, SDK_JS: SDK_JS, SDK_JSON: SDK_JSON}
+
+# OpenIM's gateway decodes ReqIdentifier into an int32 (msggateway Req and Resp)
+GO_REQ_IDENTIFIERS = range(-(2**31), 2**31)
 
 MAX_FRAME_BYTES = 51_200
 # What a compressed request may inflate to; what the server sends is never inflated by it.
@@ -84,8 +92,25 @@ class Request:
     data: Any
 
 
-def parse_request(frame: bytes | str) -> Request:
-    """Decode one request envelope; anything malformed is an ARGS_ERROR, never an exception leak."""
+def parse_request(frame: bytes | str, sdk_type: str) -> Request:
+    """Decode one request envelope in the connection's encoding (after gunzip); anything malformed
+    is an ARGS_ERROR, never an exception leak. For gob, `data` is the raw protobuf bytes."""
+    if sdk_type == SDK_GO:
+        raw_frame = frame.encode("utf-8") if isinstance(frame, str) else frame
+        try:
+            req = gob.decode_request(raw_frame)
+        except Exception as exc:  # GobError, or anything a hostile frame makes of the decoder: 3001/1001
+            raise ImError(ARGS_ERROR, f"request is not a gob GeneralWsReq: {str(exc)[:200]}") from exc
+        if req.req_identifier not in GO_REQ_IDENTIFIERS:  # Go's gob refuses it too: OpenIM's is an int32
+            raise ImError(ARGS_ERROR, "reqIdentifier out of int32 range")
+        return Request(
+            req_identifier=req.req_identifier,
+            send_id=req.send_id,
+            operation_id=req.operation_id,
+            msg_incr=req.msg_incr,
+            token=req.token,
+            data=req.data,
+        )
     try:
         raw = json.loads(frame)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -113,8 +138,17 @@ def parse_request(frame: bytes | str) -> Request:
     )
 
 
-def best_effort_envelope(frame: bytes | str) -> dict[str, Any]:
-    """reqIdentifier/msgIncr/operationID from a frame that failed to parse, so the error can be correlated."""
+def best_effort_envelope(frame: bytes | str, sdk_type: str) -> dict[str, Any]:
+    """reqIdentifier/msgIncr/operationID from a frame that failed, so the error can be correlated."""
+    if sdk_type == SDK_GO:
+        try:
+            req = gob.decode_request(frame.encode("utf-8") if isinstance(frame, str) else frame)
+        except Exception:  # whatever a hostile frame makes of the decoder: no correlation, still an answer
+            return {}
+        known: dict[str, Any] = {"msgIncr": req.msg_incr, "operationID": req.operation_id}
+        if req.req_identifier in GO_REQ_IDENTIFIERS:
+            known["reqIdentifier"] = req.req_identifier
+        return known
     try:
         raw = json.loads(frame)
     except (ValueError, UnicodeDecodeError):
@@ -134,17 +168,31 @@ def encode_response(
     req_identifier: int,
     msg_incr: str,
     operation_id: str,
-    data: Any = None,
+    message: Message | None = None,
+    *,
+    sdk_type: str,
     err_code: int = 0,
     err_msg: str = "",
 ) -> bytes:
+    """One answer or push in the connection's encoding (before gzip): gob GeneralWsResp, or JSON."""
+    if sdk_type == SDK_GO:
+        return gob.encode_response(
+            gob.GeneralWsResp(
+                req_identifier=req_identifier,
+                err_code=err_code,
+                err_msg=err_msg,
+                msg_incr=msg_incr,
+                operation_id=operation_id,
+                data=message.SerializeToString() if message is not None else b"",
+            )
+        )
     body = {
         "reqIdentifier": req_identifier,
         "msgIncr": msg_incr,
         "operationID": operation_id,
         "errCode": err_code,
         "errMsg": err_msg,
-        "data": data,
+        "data": encode_data(sdk_type, message) if message is not None else None,
     }
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
@@ -155,7 +203,11 @@ def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:
     if data is None or data == "":
         return message
     try:
-        if sdk_type == SDK_JS:
+        if sdk_type == SDK_GO:
+            if not isinstance(data, bytes):
+                raise ImError(ARGS_ERROR, "data must be protobuf bytes for sdkType=go")
+            message.ParseFromString(data)
+        elif sdk_type == SDK_JS:
             if not isinstance(data, str):
                 raise ImError(ARGS_ERROR, "data must be base64 protobuf for sdkType=js")
             message.ParseFromString(base64.b64decode(data, validate=True))
@@ -169,6 +221,9 @@ def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:
 
 
 def encode_data(sdk_type: str, message: Message) -> Any:
+    """A message as an envelope's `data`: raw protobuf (go), base64 protobuf (js), a JSON dict (json)."""
+    if sdk_type == SDK_GO:
+        return message.SerializeToString()
     if sdk_type == SDK_JS:
         return base64.b64encode(message.SerializeToString()).decode("ascii")
     # Zero values too: a JSON client should see "hasReadSeq": 0, not a missing key.

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from wsproto.events import Ping
 
 from app.core import protocol, push_frames
-from app.core.errors import ImError
+from app.core.errors import ARGS_ERROR, ImError
 from app.core.sessions import TokenBucket, counts_as_online
 from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
@@ -98,10 +98,18 @@ class Conn:
         return counts_as_online(self.platform_id, self.background)
 
     def send_frame(self, frame: bytes) -> None:
+        """One envelope, already in the connection's encoding (protocol.encode_response): binary."""
         self._enqueue(protocol.gzip_frame(frame) if self.gzip else frame)
 
-    def send_text(self, text: str) -> None:
-        self._enqueue(text)
+    # The only text frames a connection ever gets: OpenIM's connection answer (isMsgResp, before any
+    # envelope) and the pong to a text ping. Any other text frame ends openim-sdk-core's read loop.
+    def answer_connection(self) -> None:
+        self._enqueue(json.dumps({"errCode": 0, "errMsg": "", "errDlt": ""}))
+
+    def pong(self, body: Any = None) -> None:
+        """The ping's body comes back, as OpenIM's gateway echoes it: openim-sdk-core's web build reads
+        the pong's `body` as a JSON string (null when the ping had none) and stops on anything else."""
+        self._enqueue(json.dumps({"type": "pong", "body": body}))
 
     def _enqueue(self, item: bytes | str | _Control) -> None:
         if self.aborted:
@@ -191,23 +199,35 @@ class Conn:
 
     def kick(self) -> None:
         """OpenIM's 2002: tell the client another login replaced it, then close."""
-        self.send_frame(protocol.encode_response(protocol.KICK_ONLINE_MSG, "", "", None))
+        self.send_frame(protocol.encode_response(protocol.KICK_ONLINE_MSG, "", "", sdk_type=self.sdk_type))
         self.close()
 
     def respond(
         self, req_id: int, msg_incr: str, operation_id: str, data: Message | None = None, err: ImError | None = None
     ) -> None:
-        encoded = protocol.encode_data(self.sdk_type, data) if data is not None else None
-        self.send_frame(
-            protocol.encode_response(
+        try:
+            frame = protocol.encode_response(
                 req_id,
                 msg_incr,
                 operation_id,
-                encoded,
+                data,
+                sdk_type=self.sdk_type,
                 err_code=err.code if err else 0,
                 err_msg=err.message if err else "",
             )
-        )
+        except Exception:
+            # a request whose own fields cannot go back in its envelope (e.g. a reqIdentifier gob cannot
+            # carry): still one answer, a 3001 without them, and the connection goes on
+            log.info("answer to %s/%d not encodable: 3001", self.user_id, self.platform_id, exc_info=True)
+            frame = protocol.encode_response(
+                protocol.DATA_ERROR,
+                "",
+                "",
+                sdk_type=self.sdk_type,
+                err_code=ARGS_ERROR,
+                err_msg="the request's envelope fields cannot be answered",
+            )
+        self.send_frame(frame)
 
 
 class Hub:
@@ -302,9 +322,14 @@ class Hub:
         tips = pb.SubUserOnlineStatusTips(
             subscribers=[pb.SubUserOnlineStatusElem(userID=event["userID"], onlinePlatformIDs=event["platformIDs"])]
         )
+        frames: dict[str, bytes] = {}
         for conn in list(watchers):
-            data = protocol.encode_data(conn.sdk_type, tips)
-            conn.send_frame(protocol.encode_response(protocol.SUB_USER_ONLINE_STATUS, "", "", data))
+            frame = frames.get(conn.sdk_type)
+            if frame is None:
+                frame = frames[conn.sdk_type] = protocol.encode_response(
+                    protocol.SUB_USER_ONLINE_STATUS, "", "", tips, sdk_type=conn.sdk_type
+                )
+            conn.send_frame(frame)
         return len(watchers)
 
     # --- pushes routed to this node ---
@@ -325,7 +350,7 @@ class Hub:
                         frame = frames.get((i, conn.sdk_type))
                         if frame is None:
                             frame = frames[(i, conn.sdk_type)] = protocol.encode_response(
-                                protocol.PUSH_MSG, "", operation_id, protocol.encode_data(conn.sdk_type, push)
+                                protocol.PUSH_MSG, "", operation_id, push, sdk_type=conn.sdk_type
                             )
                         conn.send_frame(frame)
                     sent += 1

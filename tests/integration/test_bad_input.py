@@ -170,7 +170,10 @@ def test_ping_text_frame_gets_pong(stack: Any, uid: str) -> None:
         ws.send(json.dumps({"type": "ping"}))
         opcode, data = ws.recv_data()
         assert opcode == websocket.ABNF.OPCODE_TEXT
-        assert json.loads(data) == {"type": "pong"}
+        assert json.loads(data) == {"type": "pong", "body": None}
+        # the body comes back, as OpenIM's gateway echoes it (the core SDK's web build reads it)
+        ws.send(json.dumps({"type": "ping", "body": "hb-1"}))
+        assert json.loads(ws.recv()) == {"type": "pong", "body": "hb-1"}
     finally:
         ws.close()
 

@@ -88,7 +88,8 @@ def test_sigterm_answers_what_was_taken_then_closes_sockets_going_away(stack: An
     sender_id, peer_id = f"s{uid}", f"p{uid}"
     sender = ImClient(node.ws_url, sender_id, LINUX, mint_token(sender_id, LINUX))
     watcher = websocket.create_connection(
-        f"{node.ws_url}/?sendID=w{uid}&platformID={LINUX}&token={mint_token(f'w{uid}', LINUX)}", timeout=10
+        f"{node.ws_url}/?sendID=w{uid}&platformID={LINUX}&sdkType=json&token={mint_token(f'w{uid}', LINUX)}",
+        timeout=10,
     )
     acked: list[str] = []
     refused: list[str] = []

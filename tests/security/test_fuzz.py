@@ -154,7 +154,7 @@ def open_socket(node: Any, sdk_type: str) -> websocket.WebSocket:
 
 @pytest.fixture(scope="module")
 def sockets(fuzz_node: Any) -> Iterator[dict[str, websocket.WebSocket]]:
-    opened = {sdk: open_socket(fuzz_node, sdk) for sdk in protocol.SDK_TYPES}
+    opened = {sdk: open_socket(fuzz_node, sdk) for sdk in USERS}  # the JSON envelopes (gob: test_gob_clients)
     yield opened
     for ws in opened.values():
         ws.close()

@@ -256,7 +256,7 @@ def test_a_clients_close_is_answered_at_once_and_the_user_goes_offline(stack: An
     async def connect_and_close() -> float:
         async with async_connect(connect_url(stack.ws_url, async_user, LINUX, mint_token(async_user, LINUX))) as ws:
             await ws.send(json.dumps({"type": "ping"}))
-            assert json.loads(await ws.recv()) == {"type": "pong"}
+            assert json.loads(await ws.recv()) == {"type": "pong", "body": None}
             assert _online_platforms(async_user) == [LINUX]
             started = time.monotonic()
             await ws.close()

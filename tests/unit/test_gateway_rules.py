@@ -3,6 +3,7 @@
 import gevent
 import pytest
 
+from app.core import gob, protocol
 from app.core.constants import MSG_FROM_SYSTEM, MSG_FROM_USER, MSG_STATUS_SENDING
 from app.core.errors import ARGS_ERROR, CONN_ARGS_ERROR, NO_PERMISSION, ImError
 from app.gateway import parse_conn_args, prepare_outgoing
@@ -11,14 +12,14 @@ from app.ws.connections import OUTBOX_LIMIT, Conn, ConnArgs
 from tests.factories import text_msgdata
 
 
-def conn_for(user: str = "alice", platform: int = 5) -> Conn:
+def conn_for(user: str = "alice", platform: int = 5, sdk_type: str = "json", compression: str = "") -> Conn:
     args = ConnArgs(
         token="",
         send_id=user,
         platform_id=platform,
         operation_id="",
-        sdk_type="json",
-        compression="",
+        sdk_type=sdk_type,
+        compression=compression,
         is_background=False,
         is_msg_resp=False,
     )
@@ -27,7 +28,7 @@ def conn_for(user: str = "alice", platform: int = 5) -> Conn:
 
 def test_conn_args() -> None:
     args = parse_conn_args({"sendID": "alice", "platformID": "5", "token": "t", "isMsgResp": "true"})
-    assert (args.send_id, args.platform_id, args.sdk_type, args.is_msg_resp) == ("alice", 5, "json", True)
+    assert (args.send_id, args.platform_id, args.sdk_type, args.is_msg_resp) == ("alice", 5, "go", True)
 
 
 @pytest.mark.parametrize(
@@ -131,9 +132,9 @@ def test_conn_writes_in_order_through_one_writer() -> None:
     conn.ws = ws
     for i in range(50):
         conn.send_frame(f"frame {i}".encode())
-    conn.send_text("pong")
+    conn.pong("hb")
     conn.finish()
-    assert ws.sent == [f"frame {i}".encode() for i in range(50)] + ["pong"]
+    assert ws.sent == [f"frame {i}".encode() for i in range(50)] + ['{"type": "pong", "body": "hb"}']
 
 
 def test_slow_client_is_closed_instead_of_queueing_forever() -> None:
@@ -188,9 +189,11 @@ def test_conn_args_in_openims_v_form() -> None:
     )
 
 
-def test_go_sdk_type_means_base64_protobuf() -> None:
-    assert parse_conn_args({"sendID": "a", "platformID": "1", "sdkType": "go"}).sdk_type == "js"
-    assert parse_conn_args({"sendID": "a", "platformID": "1"}).sdk_type == "json"
+def test_no_sdk_type_or_go_means_gob_as_in_openim() -> None:
+    assert parse_conn_args({"sendID": "a", "platformID": "1", "sdkType": "go"}).sdk_type == "go"
+    assert parse_conn_args({"sendID": "a", "platformID": "1"}).sdk_type == "go"
+    assert parse_conn_args({"sendID": "a", "platformID": "1", "sdkType": "js"}).sdk_type == "js"
+    assert parse_conn_args({"sendID": "a", "platformID": "1", "sdkType": "json"}).sdk_type == "json"
 
 
 @pytest.mark.parametrize(
@@ -207,3 +210,28 @@ def test_bad_v_form(v: str) -> None:
     with pytest.raises(ImError) as err:
         parse_conn_args({"v": v})
     assert err.value.code == CONN_ARGS_ERROR
+
+
+def test_gob_conn_writes_only_gob_frames_but_its_two_texts() -> None:
+    """A gob connection: answers, kicks and an answer that cannot be encoded are binary gob frames
+    (gzipped); the only text frames are the connection answer and the pong."""
+    ws = RecordingSocket()
+    conn = conn_for(sdk_type="go", compression="gzip")
+    conn.ws = ws
+    conn.answer_connection()
+    conn.respond(1001, "1", "op", pb.GetMaxSeqResp(maxSeqs={"si_a_b": 2}))
+    conn.respond(1003, "2", "op", err=ImError(ARGS_ERROR, "bad"))
+    conn.respond(2**40, "3", "op", err=ImError(ARGS_ERROR, "unknown"))  # gob cannot carry it back: a 3001
+    conn.pong("hb")
+    conn.kick()
+    conn.finish()
+    texts = [f for f in ws.sent if isinstance(f, str)]
+    assert texts == ['{"errCode": 0, "errMsg": "", "errDlt": ""}', '{"type": "pong", "body": "hb"}']
+    answers = [gob.decode_response(protocol.gunzip_frame(f)) for f in ws.sent if isinstance(f, bytes)]
+    assert [(a.req_identifier, a.msg_incr, a.err_code) for a in answers] == [
+        (1001, "1", 0),
+        (1003, "2", ARGS_ERROR),
+        (3001, "", ARGS_ERROR),
+        (2002, "", 0),
+    ]
+    assert pb.GetMaxSeqResp.FromString(answers[0].data).maxSeqs == {"si_a_b": 2}

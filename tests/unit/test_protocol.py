@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app.core import protocol
+from app.core import gob, protocol
 from app.core.constants import MSG_STATUS_DELETED
 from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
@@ -38,7 +38,7 @@ def test_parse_request_fields() -> None:
     frame = json.dumps(
         {"reqIdentifier": 1003, "sendID": "alice", "operationID": "op", "msgIncr": 5, "token": "t", "data": {"a": 1}}
     )
-    req = protocol.parse_request(frame.encode())
+    req = protocol.parse_request(frame.encode(), protocol.SDK_JSON)
     assert req.req_identifier == 1003
     assert req.msg_incr == "5"
     assert req.data == {"a": 1}
@@ -56,17 +56,51 @@ def test_parse_request_fields() -> None:
     ],
 )
 def test_parse_request_rejects(frame: bytes) -> None:
-    with pytest.raises(ImError) as err:
-        protocol.parse_request(frame)
-    assert err.value.code == ARGS_ERROR
+    for sdk_type in protocol.SDK_TYPES:  # JSON's refusals, and gob's: none of these is a gob frame either
+        with pytest.raises(ImError) as err:
+            protocol.parse_request(frame, sdk_type)
+        assert err.value.code == ARGS_ERROR
 
 
 def test_best_effort_envelope() -> None:
-    assert protocol.best_effort_envelope(b'{"reqIdentifier": 1003, "msgIncr": "9", "sendID": 5}') == {
+    frame = b'{"reqIdentifier": 1003, "msgIncr": "9", "sendID": 5}'
+    assert protocol.best_effort_envelope(frame, protocol.SDK_JSON) == {"reqIdentifier": 1003, "msgIncr": "9"}
+    assert protocol.best_effort_envelope(b"garbage", protocol.SDK_JS) == {}
+    assert protocol.best_effort_envelope(frame, protocol.SDK_GO) == {}
+    assert protocol.best_effort_envelope(b"\x03\xff\x81", protocol.SDK_GO) == {}
+
+
+def test_gob_envelope_round_trip() -> None:
+    """sdkType=go: a gob GeneralWsReq in, `data` the raw protobuf; a gob GeneralWsResp out."""
+    msg = sample_msg()
+    frame = gob.encode_request(gob.GeneralWsReq(1003, "t", "alice", "op", "7", msg.SerializeToString()))
+    req = protocol.parse_request(frame, protocol.SDK_GO)
+    assert (req.req_identifier, req.token, req.send_id) == (1003, "t", "alice")
+    assert (req.operation_id, req.msg_incr) == ("op", "7")
+    assert protocol.decode_data(protocol.SDK_GO, req.data, pb.MsgData) == msg
+    assert protocol.best_effort_envelope(frame, protocol.SDK_GO) == {
         "reqIdentifier": 1003,
-        "msgIncr": "9",
+        "msgIncr": "7",
+        "operationID": "op",
     }
-    assert protocol.best_effort_envelope(b"garbage") == {}
+    answer = pb.UserSendMsgResp(serverMsgID="s", clientMsgID="c", sendTime=5)
+    resp = gob.decode_response(protocol.encode_response(1003, "7", "op", answer, sdk_type=protocol.SDK_GO))
+    assert resp == gob.GeneralWsResp(1003, 0, "", "7", "op", answer.SerializeToString())
+    refused = protocol.encode_response(3001, "", "", sdk_type=protocol.SDK_GO, err_code=1001, err_msg="bad")
+    assert gob.decode_response(refused) == gob.GeneralWsResp(3001, 1001, "bad", "", "", b"")
+
+
+def test_gob_req_identifier_is_an_int32_as_in_openim() -> None:
+    frame = gob.encode_request(gob.GeneralWsReq(2**31, "", "alice", "op", "7", b""))
+    with pytest.raises(ImError) as err:
+        protocol.parse_request(frame, protocol.SDK_GO)
+    assert err.value.code == ARGS_ERROR
+    assert protocol.best_effort_envelope(frame, protocol.SDK_GO) == {"msgIncr": "7", "operationID": "op"}
+
+
+def test_no_sdk_type_is_gob() -> None:
+    assert protocol.SDK_ALIASES[""] == protocol.SDK_GO
+    assert protocol.SDK_ALIASES["go"] == protocol.SDK_GO
 
 
 def test_json_and_js_codecs_carry_the_same_message() -> None:
@@ -85,6 +119,8 @@ def test_json_and_js_codecs_carry_the_same_message() -> None:
 @pytest.mark.parametrize(
     ("sdk", "data"),
     [
+        ("go", "a string"),
+        ("go", b"\xff\xff\xff"),
         ("json", "a string"),
         ("json", {"seq": "not a number"}),
         ("json", {"content": "***not base64***"}),
@@ -116,7 +152,8 @@ def test_non_utf8_content_is_refused() -> None:
 
 
 def test_response_envelope_and_gzip() -> None:
-    frame = protocol.encode_response(1001, "7", "op", {"x": 1}, err_code=0)
+    answer = pb.GetMaxSeqResp(maxSeqs={"si_a_b": 3})
+    frame = protocol.encode_response(1001, "7", "op", answer, sdk_type=protocol.SDK_JSON)
     body = json.loads(frame)
     assert body == {
         "reqIdentifier": 1001,
@@ -124,8 +161,10 @@ def test_response_envelope_and_gzip() -> None:
         "operationID": "op",
         "errCode": 0,
         "errMsg": "",
-        "data": {"x": 1},
+        "data": protocol.encode_data(protocol.SDK_JSON, answer),
     }
+    as_js = json.loads(protocol.encode_response(1001, "7", "op", answer, sdk_type=protocol.SDK_JS))
+    assert base64.b64decode(as_js["data"]) == answer.SerializeToString()
     assert protocol.gunzip_frame(protocol.gzip_frame(frame)) == frame
     with pytest.raises(ImError):
         protocol.gunzip_frame(b"plain")

@@ -1,6 +1,6 @@
 """Load clients of `python -m app bench e2e`: one process holds many websocket users on asyncio.
 
-Each user is one websocket connection speaking our protocol (sdkType json or js). A user sends
+Each user is one websocket connection speaking our protocol (sdkType json, js or go). A user sends
 SendMsg requests to its targets (single-chat peers and groups) in turn, either as fast as they are
 acknowledged (`inflight` outstanding per user) or at the process's share of a fixed total rate.
 Every message's content carries its send time (`time.monotonic()`, one clock for every process of
@@ -26,9 +26,10 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from app.core import gob
 from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
 from app.core.errors import RATE_LIMITED
-from app.core.protocol import PUSH_MSG, SEND_MSG
+from app.core.protocol import PUSH_MSG, SDK_GO, SDK_JS, SEND_MSG
 from app.proto import sdkws_pb2 as pb
 
 # Progress counters, one row of the shared array per process.
@@ -118,7 +119,8 @@ class User:
         self.pending: dict[str, tuple[float, int]] = {}  # msgIncr -> (send time, fan-out)
         self.waiters: dict[str, asyncio.Future[int]] = {}
         self.seen: set[str] = set()
-        self.js = proc.spec.sdk_type == "js"
+        self.sdk_type = proc.spec.sdk_type
+        self.protobuf = self.sdk_type in (SDK_GO, SDK_JS)  # data as protobuf (raw for gob, base64 for js)
 
     def url(self) -> str:
         query = {
@@ -137,7 +139,7 @@ class User:
         cmid = f"{self.prefix}{self.count}"
         self.count += 1
         content = json.dumps({"content": f"bench {now:.6f}"})
-        if self.js:
+        if self.protobuf:
             msg = pb.MsgData(
                 sendID=self.spec.user_id,
                 recvID=target.recv_id,
@@ -148,6 +150,11 @@ class User:
                 content=content.encode(),
                 createTime=int(time.time() * 1000),
             )
+            if self.sdk_type == SDK_GO:
+                req = gob.GeneralWsReq(
+                    SEND_MSG, self.spec.token, self.spec.user_id, cmid, cmid, msg.SerializeToString()
+                )
+                return cmid, gob.encode_request(req)
             data: Any = base64.b64encode(msg.SerializeToString()).decode()
         else:
             data = {
@@ -193,12 +200,17 @@ class User:
                 now = time.monotonic()
                 if isinstance(raw, str):
                     continue  # text frames are pings/pongs of the protocol
-                body = json.loads(raw)
-                req = body.get("reqIdentifier")
+                if self.sdk_type == SDK_GO:
+                    resp = gob.decode_response(raw)
+                    req, incr, code, data = resp.req_identifier, resp.msg_incr, resp.err_code, resp.data
+                else:
+                    body = json.loads(raw)
+                    req, incr = body.get("reqIdentifier"), str(body.get("msgIncr", ""))
+                    code, data = int(body.get("errCode") or 0), body.get("data")
                 if req == PUSH_MSG:
-                    self.on_push(body.get("data"), now)
+                    self.on_push(data, now)
                 elif req == SEND_MSG:
-                    self.on_ack(str(body.get("msgIncr", "")), int(body.get("errCode") or 0), now)
+                    self.on_ack(incr, code, now)
         except ConnectionClosed:
             pass
         finally:
@@ -226,8 +238,9 @@ class User:
             waiter.set_result(code)
 
     def on_push(self, data: Any, now: float) -> None:
-        if self.js:
-            push = pb.PushMessages.FromString(base64.b64decode(data or ""))
+        if self.protobuf:
+            raw = data if isinstance(data, bytes) else base64.b64decode(data or "")
+            push = pb.PushMessages.FromString(raw)
             for pulled in push.msgs.values():
                 for m in pulled.Msgs:
                     self.on_msg(m.clientMsgID, m.sendID, m.content, now)
