@@ -124,8 +124,14 @@ def test_online_status_subscription_sees_a_user_come_and_go(nodes: tuple[Any, An
         came = watcher.next_notice(protocol.SUB_USER_ONLINE_STATUS, timeout=10)
         assert came["data"]["subscribers"] == [{"userID": watched, "onlinePlatformIDs": [ANDROID]}]
         web = connect(node_a, watched, WEB)
-        both = watcher.next_notice(protocol.SUB_USER_ONLINE_STATUS, timeout=10)
-        assert both["data"]["subscribers"][0]["onlinePlatformIDs"] == [ANDROID, WEB]
+        # the web login's notice; a repeat of the phone's state may come first (node b renewing it)
+        seen: list[list[int]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and seen[-1:] != [[ANDROID, WEB]]:
+            notice = watcher.next_notice(protocol.SUB_USER_ONLINE_STATUS, timeout=10)
+            seen.append(notice["data"]["subscribers"][0]["onlinePlatformIDs"])
+        assert seen[-1] == [ANDROID, WEB], seen
+        assert all(platforms in ([ANDROID], [ANDROID, WEB]) for platforms in seen), seen
         assert watcher.subscribe_online([watched]) == {watched: [ANDROID, WEB]}
         phone.close()
         web.close()
