@@ -64,6 +64,8 @@ class Settings:
     gateway_host: str = env("GATEWAY_HOST", "127.0.0.1")
     gateway_port: int = env("GATEWAY_PORT", 10001)
     gateway_node_id: str = env("GATEWAY_NODE_ID", "")
+    # Origins whose pages may call the REST API (CORS), comma-separated; "*" = any, as OpenIM's api answers.
+    cors_allow_origins: str = env("CORS_ALLOW_ORIGINS", "*")
     # development: secrets generated into the data folder when unset, short ones only warned about;
     # production (the default): unset or short secrets stop every process that signs or checks tokens.
     app_env: str = env("APP_ENV", "production")

@@ -7,9 +7,11 @@ the small `Node` interface, so this layer does not import the gateway.
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, jsonify
+from flask_cors import CORS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.admin import admin_api
@@ -17,6 +19,7 @@ from app.api.envelope import register_error_handlers
 from app.api.groups import group_api
 from app.api.openim import openim_api
 from app.api.third import third_api
+from app.config import settings
 from app.ops import metrics
 from app.store.mongo import client as mongo
 from app.store.redis.client import get_redis
@@ -27,6 +30,28 @@ if TYPE_CHECKING:
     from app.ws.sockets import SocketGuard
 
 log = logging.getLogger(__name__)
+
+# OpenIM's api service (openimsdk/tools mw.CorsHandler) answers every origin, method and header and
+# exposes these; browsers running a web SDK on another origin need the preflight answered.
+CORS_EXPOSE_HEADERS = [
+    "Content-Length",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Headers",
+    "Cache-Control",
+    "Content-Language",
+    "Content-Type",
+    "Expires",
+    "Last-Modified",
+    "Pragma",
+]
+CORS_MAX_AGE = 172800  # seconds, as OpenIM's
+
+
+def cors_origins() -> str | list[str]:
+    """CORS_ALLOW_ORIGINS: "*" (default) or a comma-separated list of origins."""
+    raw = settings.cors_allow_origins.strip()
+    origins = [o.strip() for o in raw.split(",") if o.strip()]
+    return "*" if not origins or "*" in origins else origins
 
 
 class Node(Protocol):
@@ -43,6 +68,16 @@ def create_app(node: Node) -> Flask:
     register_error_handlers(app)
     for blueprint in (admin_api, openim_api, group_api, third_api):
         app.register_blueprint(blueprint)
+    # Every path but "/" (the websocket route).
+    CORS(
+        app,
+        resources={re.compile(r"/.+"): {"origins": cors_origins()}},
+        methods=["GET", "POST", "OPTIONS"],
+        allow_headers="*",
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=CORS_MAX_AGE,
+        supports_credentials=False,
+    )
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, request
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from app.api.envelope import (
@@ -140,6 +141,20 @@ def get_designated_friends() -> Response:
     return api_response({"friendsInfo": []})
 
 
+@openim_api.post("/friend/get_friend_list")
+def get_friend_list() -> Response:
+    """openim-sdk-core pages through it at login (relation.go's syncer): no friends kept yet."""
+    acting_user(caller(), json_body())
+    return api_response({"total": 0, "friendsInfo": []})
+
+
+@openim_api.post("/friend/get_black_list")
+def get_black_list() -> Response:
+    """openim-sdk-core pages through it at login: no blacklists kept yet."""
+    acting_user(caller(), json_body())
+    return api_response({"total": 0, "blacks": []})
+
+
 # --- conversations ------------------------------------------------------------------------------
 
 
@@ -246,6 +261,81 @@ def get_incremental_conversations() -> Response:
     """The JS SDK reads conversations through /jssdk/*; this answers its version check (no version log)."""
     acting_user(caller(), json_body())
     return api_response(empty_version())
+
+
+INT64_TYPES = {FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64}
+
+
+def go_json(message: Message) -> dict[str, Any]:
+    """A flat message as OpenIM's api writes it (Go encoding/json): every field, 64-bit ints as numbers
+    (protobuf's JSON mapping quotes them, which the core SDK's encoding/json cannot read into an int64)."""
+    data = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    for field in message.DESCRIPTOR.fields:
+        if field.cpp_type in INT64_TYPES and field.json_name in data:
+            data[field.json_name] = int(data[field.json_name])
+    return data
+
+
+def conversation_dicts(owner: str, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenIM's `conversation.Conversation` objects (JSON) for these records, sorted by id."""
+    convs = sorted(records)
+    if not convs:
+        return []
+    highs = history.user_max_seqs(owner, convs)
+    lows = history.min_seqs(owner, convs)
+    return [go_json(conversation_pb(records[c], owner, highs[c], lows[c] if highs[c] else 0)) for c in convs]
+
+
+def pagination_arg(body: dict[str, Any]) -> tuple[int, int | None]:
+    """OpenIM's `pagination {pageNumber, showNumber}` (pages from 1) as (offset, limit); none = all."""
+    page = body.get("pagination")
+    if page is None:
+        return 0, None
+    if not isinstance(page, dict):
+        raise ImError(ARGS_ERROR, "pagination must be an object")
+    number = int_arg(page, "pageNumber", 1)
+    show = int_arg(page, "showNumber")
+    if number < 1 or show < 1:
+        raise ImError(ARGS_ERROR, "pagination.pageNumber and showNumber must be positive")
+    return (number - 1) * show, show
+
+
+@openim_api.post("/conversation/get_owner_conversation")
+def get_owner_conversation() -> Response:
+    """openim-sdk-core's conversation sync at login (conversation_msg.go): the owner's conversations, paged."""
+    body = json_body()
+    owner = acting_user(caller(), body)
+    offset, limit = pagination_arg(body)
+    records = conversations.records_of(owner)
+    ordered = sorted(records.items())
+    page = dict(ordered[offset:] if limit is None else ordered[offset : offset + limit])
+    return api_response({"total": len(records), "conversations": conversation_dicts(owner, page)})
+
+
+@openim_api.post("/conversation/get_all_conversations")
+def get_all_conversations() -> Response:
+    owner = acting_user(caller(), json_body(), "ownerUserID")
+    return api_response({"conversations": conversation_dicts(owner, conversations.records_of(owner))})
+
+
+@openim_api.post("/conversation/get_conversations")
+def get_conversations_json() -> Response:
+    """OpenIM's GetConversations (JSON; the JS SDK's protobuf one is /jssdk/get_conversations)."""
+    body = json_body()
+    owner = acting_user(caller(), body, "ownerUserID")
+    asked = body.get("conversationIDs")
+    if not isinstance(asked, list):
+        raise ImError(ARGS_ERROR, "conversationIDs must be a list")
+    wanted = validation.check_conversation_ids(asked, MAX_IDS)
+    return api_response({"conversations": conversation_dicts(owner, conversations.records_of(owner, wanted))})
+
+
+@openim_api.post("/conversation/get_full_conversation_ids")
+def get_full_conversation_ids() -> Response:
+    """The owner's conversation ids; version 0 (no version log kept), so the SDK always takes the list."""
+    owner = acting_user(caller(), json_body())
+    ids = sorted(conversations.records_of(owner))
+    return api_response({"version": 0, "versionID": "", "equal": False, "conversationIDs": ids})
 
 
 @openim_api.post("/conversation/get_not_notify_conversation_ids")
