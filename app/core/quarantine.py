@@ -16,6 +16,7 @@ from bson.errors import InvalidDocument
 from app.core import classify
 from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
 from app.core.conversation import conversation_id_for
+from app.core.validation import is_int, mongo_key_problem
 
 # MongoDB documents hold 100 slots and may not exceed 16 MiB: a message over a hundredth of that
 # (less the slots' own fields) could make its whole document unwritable.
@@ -34,10 +35,6 @@ class Refused(ValueError):
     """Why a stage cannot handle this message; the text goes into its dead letter."""
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_fields(doc: Any) -> None:
     """The fields every stage reads, with the types they read them as."""
     if not isinstance(doc, dict):
@@ -49,10 +46,10 @@ def check_fields(doc: Any) -> None:
         if doc.get(name) is not None and not isinstance(doc[name], str):
             raise Refused(f"field {name} must be a string")
     for name in INT_FIELDS:
-        if not _is_int(doc.get(name)):
+        if not is_int(doc.get(name)):
             raise Refused(f"field {name} must be an integer")
     for name in OPTIONAL_INT_FIELDS:
-        if doc.get(name) is not None and not _is_int(doc[name]):
+        if doc.get(name) is not None and not is_int(doc[name]):
             raise Refused(f"field {name} must be an integer")
     if not doc["client_msg_id"] or not doc["send_id"]:
         raise Refused("client_msg_id and send_id must not be empty")
@@ -87,10 +84,9 @@ def _check_keys_and_depth(doc: dict[str, Any]) -> None:
                 if not isinstance(key, str):
                     raise Refused(f"key {key!r} under {path or 'the message'} is not a string")
                 where = f"{path}.{key}" if path else key
-                if "\x00" in key:
-                    raise Refused(f"key {key!r} under {path or 'the message'} contains a NUL character")
-                if key.startswith("$") or "." in key:
-                    raise Refused(f"key {key!r} under {path or 'the message'} starts with $ or contains a dot")
+                problem = mongo_key_problem(key)
+                if problem:
+                    raise Refused(f"key {key!r} under {path or 'the message'} {problem}")
                 stack.append((item, where, depth + 1))
         elif isinstance(value, list):
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))

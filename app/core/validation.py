@@ -135,12 +135,22 @@ def _bounded_text(value: str, limit: int, what: str) -> None:
         raise ImError(ARGS_ERROR, f"{what} is larger than {limit} bytes")
 
 
+def mongo_key_problem(key: str) -> str | None:
+    """Why MongoDB would refuse `key` as a field name (NUL; a leading `$` or a `.`, which its
+    update paths read as operators and nesting), or None: the one rule for the edge and the pipeline."""
+    if "\x00" in key:
+        return "contains a NUL character"
+    if key.startswith("$") or "." in key:
+        return "starts with $ or contains a dot"
+    return None
+
+
 def check_option_key(key: str) -> str:
     """MongoDB stores options as a sub-document: its keys are field names (no NUL, no `.`, no
     leading `$`), and never controls or a length that bloats every stored slot."""
     if not key or len(key) > MAX_OPTION_KEY_CHARS:
         raise ImError(ARGS_ERROR, f"options keys must be 1 to {MAX_OPTION_KEY_CHARS} characters")
-    if key.startswith("$") or "." in key or _CONTROL.search(key):
+    if mongo_key_problem(key) or _CONTROL.search(key):
         raise ImError(ARGS_ERROR, "options keys may not start with '$' or contain '.' or control characters")
     return key
 
@@ -209,7 +219,7 @@ def check_read_receipt(content: bytes, sender: str, conversation_id: str) -> int
         raise ImError(ARGS_ERROR, "read receipt content must be a JSON object")
     for key, value in body.items():
         flat = value is None or isinstance(value, str | int | float | bool)
-        if not flat and not (isinstance(value, list) and all(_is_int(v) for v in value)):
+        if not flat and not (isinstance(value, list) and all(is_int(v) for v in value)):
             raise ImError(ARGS_ERROR, f"read receipt field {key[:40]!r} must be a string, a number or a list of seqs")
     named_user = body.get("markAsReadUserID")
     if named_user not in (None, "", sender):
@@ -225,7 +235,8 @@ def check_read_receipt(content: bytes, sender: str, conversation_id: str) -> int
     return seq
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (JSON true is an int to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
