@@ -94,7 +94,10 @@ class Settings:
     getui_channel_name: str = env("GETUI_CHANNEL_NAME", "")
     fcm_url: str = env("FCM_URL", "https://fcm.googleapis.com")
     fcm_project_id: str = env("FCM_PROJECT_ID", "")
-    # An OAuth2 access token for FCM, or "module:function" returning one (e.g. from service-account credentials).
+    # A service-account key file (JSON) for FCM: OAuth2 tokens minted and refreshed with google-auth; its
+    # project_id serves when FCM_PROJECT_ID is empty. Without it: FCM_TOKEN_PROVIDER, then FCM_ACCESS_TOKEN.
+    fcm_credentials_file: str = env("FCM_CREDENTIALS_FILE", "")
+    # An OAuth2 access token for FCM, or "module:function" returning one.
     fcm_access_token: str = env("FCM_ACCESS_TOKEN", "")
     fcm_token_provider: str = env("FCM_TOKEN_PROVIDER", "")
     # The gateway groups SendMsg requests per shard for this long before one broker publish.

@@ -47,7 +47,7 @@ from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
 from app.services.auth import TokenClaims, verify_token
 from app.store.mongo import client as mongo
-from app.store.redis import tokens
+from app.store.redis import push_tokens, tokens
 from app.store.redis.client import get_redis
 from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, push_channel
 from app.store.redis.online import get_online, publish_to_node
@@ -325,6 +325,8 @@ class Gateway:
         answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
         try:
             ack: Ack = answered.get(timeout=settings.gateway_publish_timeout_seconds)
+        except ImError:  # refused for this message alone (the receiver's options)
+            raise
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout, the deadline, is a BaseException
             raise ImError(SERVER_INTERNAL, "message was not accepted, send it again") from exc
         metrics.MSGS_ACCEPTED.inc()
@@ -341,8 +343,9 @@ class Gateway:
 
     def logout(self, conn: Conn, req: protocol.Request) -> None:
         """2003: answered, then the connection is closed; its token is revoked, on REST too (the client
-        logs in again with a new token to come back)."""
+        logs in again with a new token to come back), and the device's push token is forgotten."""
         tokens.mark_token_kicked(conn.token, conn.token_expires_at - int(time.time()))
+        push_tokens.forget_device(conn.user_id, conn.platform_id)  # a logged-out phone is not notified
         log.info("user %s logged out on platform %d", conn.user_id, conn.platform_id)
         gevent.spawn_later(0, self._end_session, conn)
 

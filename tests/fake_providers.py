@@ -16,8 +16,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+from urllib.parse import parse_qs
 
 
 class Answer(Exception):
@@ -87,7 +89,7 @@ class FakeServer:
         if failing:
             return self.fail_status, self.error_body(self.fail_status, "failure on demand")
         try:
-            body = json.loads(raw or b"null")
+            body = self.decode_body(raw)
         except ValueError:
             return self.violation(f"{path}: body is not JSON")
         try:
@@ -95,6 +97,9 @@ class FakeServer:
                 return self.handle(path, {k.lower(): v for k, v in headers.items()}, body)
         except Answer as answer:
             return answer.status, answer.body
+
+    def decode_body(self, raw: bytes) -> Any:
+        return json.loads(raw or b"null")
 
     def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
         raise NotImplementedError
@@ -390,3 +395,48 @@ def labelled_metric(port: int, name: str, **labels: str) -> float:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(want)}\}} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
+
+
+class FakeGoogleOAuth(FakeServer):
+    """Google's OAuth2 token endpoint for service accounts (RFC 7523): a form POST with
+    grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer and an RS256-signed `assertion` (iss, scope,
+    aud = Google's token endpoint whatever token_uri the key names, iat, exp), answered
+    {access_token, expires_in, token_type}. `on_issue` hears every token handed out (so the fake FCM
+    can accept it)."""
+
+    GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    AUDIENCE = "https://oauth2.googleapis.com/token"
+
+    def __init__(self, public_key_pem: bytes, client_email: str, expires_in: int = 3600) -> None:
+        super().__init__()
+        self.public_key_pem = public_key_pem
+        self.client_email = client_email
+        self.expires_in = expires_in
+        self.token_uri = f"{self.base_url}/token"
+        self.issued: list[str] = []
+        self.scopes: list[str] = []
+        self.on_issue: Callable[[str], None] = lambda token: None
+
+    def decode_body(self, raw: bytes) -> Any:
+        return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"error": "invalid_grant" if status == 400 else "temporarily_unavailable", "error_description": message}
+
+    def handle(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict[str, Any]]:
+        import jwt
+
+        self.require(path == "/token", f"unknown path {path}")
+        self.require(body.get("grant_type") == self.GRANT, "grant_type must be jwt-bearer")
+        try:
+            claims = jwt.decode(
+                body.get("assertion", ""), self.public_key_pem, algorithms=["RS256"], audience=self.AUDIENCE
+            )
+        except jwt.PyJWTError as exc:
+            return self.violation(f"bad assertion: {exc}")
+        self.require(claims.get("iss") == self.client_email, "iss must be the service account")
+        self.scopes.append(str(claims.get("scope")))
+        token = f"ya29.fake-{len(self.issued) + 1}"
+        self.issued.append(token)
+        self.on_issue(token)
+        return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}

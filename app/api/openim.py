@@ -33,7 +33,7 @@ from app.api.envelope import (
     json_body,
 )
 from app.api.infos import group_infos, users_info
-from app.core import validation
+from app.core import recv_opts, validation
 from app.core.constants import GROUP_CHAT, MSG_STATUS_DELETED, SINGLE_CHAT
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, ImError
 from app.proto import jssdk_pb2 as js
@@ -41,6 +41,7 @@ from app.proto import sdkws_pb2 as pb
 from app.services import history, profiles, read_state
 from app.store.mongo import conversations
 from app.store.mongo import users as user_store
+from app.store.redis import recv_opts as recv_opts_cache
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,22 @@ def user_register() -> Response:
     user_store.register_users(registered, now)
     for user in users:
         profiles.forget(user["userID"])  # senders' nicknames on this node: the new ones at once
+    return api_response({})
+
+
+@openim_api.post("/user/set_global_msg_recv_opt")
+def set_global_msg_recv_opt() -> Response:
+    """OpenIM's SetGlobalRecvMessageOpt: 0 receive, 1 refuse single-chat messages, 2 receive them
+    without offline push (app/core/recv_opts.py); a user sets their own, an admin anyone's."""
+    claims, body = caller(), json_body()
+    user_id = acting_user(claims, body)
+    opt = body.get("globalRecvMsgOpt")
+    if opt not in recv_opts.RECV_MSG_OPTS or isinstance(opt, bool):
+        raise ImError(ARGS_ERROR, f"globalRecvMsgOpt must be one of {recv_opts.RECV_MSG_OPTS}")
+    if not user_store.set_global_recv_msg_opt(user_id, int(opt)):
+        raise ImError(RECORD_NOT_FOUND, f"no user {user_id}")
+    recv_opts_cache.forget([user_id])
+    log.info("user %s set the global receive option %d", user_id, opt)
     return api_response({})
 
 
@@ -350,7 +367,7 @@ def get_not_notify_conversation_ids() -> Response:
 @openim_api.post("/conversation/set_conversations")
 def set_conversations() -> Response:
     """OpenIM's SetConversations, for the setting we keep: `conversation.recvMsgOpt.value` (0 receive
-    and notify, 1 do not receive offline pushes, 2 receive without notification) for each of `userIDs`."""
+    and notify, 1 do not receive, 2 receive without notification) for each of `userIDs`."""
     claims, body = caller(), json_body()
     user_ids = ids_arg(body, "userIDs")
     if any(u != claims.user_id for u in user_ids) and not claims.admin:
@@ -362,9 +379,10 @@ def set_conversations() -> Response:
     opt = conversation.get("recvMsgOpt")
     if isinstance(opt, dict):
         value = opt.get("value", 0)
-        if value not in conversations.RECV_MSG_OPTS or isinstance(value, bool):
-            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {conversations.RECV_MSG_OPTS}")
+        if value not in recv_opts.RECV_MSG_OPTS or isinstance(value, bool):
+            raise ImError(ARGS_ERROR, f"recvMsgOpt.value must be one of {recv_opts.RECV_MSG_OPTS}")
         missing = [u for u in user_ids if not conversations.set_recv_msg_opt(u, conv, int(value))]
+        recv_opts_cache.forget(user_ids)
         if missing:
             raise ImError(RECORD_NOT_FOUND, f"no conversation {conv} for {missing[0]}")
     return api_response({})

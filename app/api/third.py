@@ -3,17 +3,20 @@
 POST /third/fcm_update_token {platformID, fcmToken, account, expireTime} with the user's own token
 in the `token` header: remember the device's FCM registration token for offline push. expireTime
 is the token's lifetime in seconds (0: until replaced), as in OpenIM.
+
+POST /third/set_app_badge {userID, appUnreadCount}: the app's own unread count becomes the user's
+badge (app/store/redis/badges.py); later notifications count on from it.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.api.envelope import api_response, int_arg, json_body, token_claims
+from app.api.envelope import acting_user, api_response, int_arg, json_body, token_claims
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.core.validation import check_user_id
 from app.pipeline.offline_providers.fcm import FCM_PLATFORMS
-from app.store.redis import push_tokens
+from app.store.redis import badges, push_tokens
 
 third_api = Blueprint("third_api", __name__)
 
@@ -38,4 +41,19 @@ def fcm_update_token() -> Response:
     if not 0 <= expire <= MAX_EXPIRE_SECONDS:
         raise ImError(ARGS_ERROR, "expireTime must be seconds between 0 (no expiry) and 2^31")
     push_tokens.set_fcm_token(account, platform_id, fcm_token.strip(), expire)
+    return api_response({})
+
+
+MAX_BADGE = 2**31 - 1
+
+
+@third_api.post("/third/set_app_badge")
+def set_app_badge() -> Response:
+    claims = token_claims()
+    body = json_body()
+    user_id = acting_user(claims, body)
+    count = int_arg(body, "appUnreadCount")
+    if not 0 <= count <= MAX_BADGE:
+        raise ImError(ARGS_ERROR, "appUnreadCount must be between 0 and 2^31-1")
+    badges.set_total(user_id, count)
     return api_response({})

@@ -45,3 +45,5 @@ MINI_WEB = 6
 LINUX = 7
 ANDROID_PAD = 8
 IPAD = 9
+# The platforms whose live socket makes an offline push needless (OpenIM's gateway pushTerminal).
+PUSH_TERMINALS = frozenset({IOS, ANDROID})

@@ -18,7 +18,7 @@ from app.core.constants import HAS_READ_RECEIPT, MSG_FROM_SYSTEM, MSG_STATUS_SEN
 from app.pipeline import journal
 from app.services import history
 from app.store.mongo import seq_users
-from app.store.redis import msg_cache
+from app.store.redis import badges, msg_cache
 
 PUSH_TASK = "push.batch"
 
@@ -29,6 +29,7 @@ def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, i
     before = history.read_seqs(user_id, [conversation_id])[conversation_id]
     after = int(msg_cache.raise_read_seq(conversation_id, user_id, min(seq, max_seq)))
     seq_users.raise_read_seqs([(conversation_id, user_id, after)])
+    badges.read(user_id, conversation_id)
     return min(before, after), after
 
 

@@ -22,12 +22,13 @@ from celery import Task
 
 from app.celery_app import celery_app
 from app.config import settings
-from app.core import classify
+from app.core import classify, recv_opts
 from app.ops import metrics
 from app.pipeline import dead_letters, offline_providers
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.offline_providers import Provider, ProviderError, ProviderMisconfigured
 from app.store.mongo import conversations
+from app.store.redis import badges as badge_store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def notification_text(msg: dict[str, Any]) -> tuple[str, str]:
 def receivers_to_notify(conversation_id: str, user_ids: list[str]) -> list[str]:
     """OpenIM's recvMsgOpt: 1 (do not receive) and 2 (receive without notification) get no push."""
     opts = conversations.recv_msg_opts(conversation_id, user_ids)
-    return [u for u in user_ids if opts.get(u, conversations.RECV_AND_NOTIFY) == conversations.RECV_AND_NOTIFY]
+    return [u for u in user_ids if opts.get(u, recv_opts.RECEIVE) == recv_opts.RECEIVE]
 
 
 def retry_delay(retries: int, first: float, cap: float, asked: float | None = None) -> float:
@@ -132,7 +133,12 @@ def offline_pushable(provider_name: str, conversation_id: str, user_ids: list[st
 
 
 def send_one_by_one(
-    chosen: Provider, conversation_id: str, users: list[str], pushable: list[dict[str, Any]], first: BaseException
+    chosen: Provider,
+    conversation_id: str,
+    users: list[str],
+    pushable: list[dict[str, Any]],
+    badges: dict[str, int],
+    first: BaseException,
 ) -> int:
     """The provider raised something other than its own errors for the batch: send each message
     alone, so only a message that fails by itself is dead-lettered (no retries for those)."""
@@ -145,7 +151,7 @@ def send_one_by_one(
     for msg in pushable:
         try:
             title, desc = notification_text(msg)
-            result = chosen.send(conversation_id, users, title, desc, [msg])
+            result = chosen.send(conversation_id, users, title, desc, [msg], badges)
         except Exception as exc:
             metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(users))
             dead_letter(chosen.name, "error", conversation_id, users, [msg], f"cannot send it: {exc!r}", exc)
@@ -156,8 +162,15 @@ def send_one_by_one(
 
 
 @celery_app.task(name="offline.push", bind=True, acks_late=True, max_retries=None)
-def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: list[dict[str, Any]]) -> int:
-    """Returns how many users the provider accepted the notification for."""
+def offline_push(
+    self: Task,
+    conversation_id: str,
+    user_ids: list[str],
+    msgs: list[dict[str, Any]],
+    badges: dict[str, int] | None = None,
+) -> int:
+    """Returns how many users the provider accepted the notification for. `badges` is given on a
+    retry: the users' unread counts were already raised by the first attempt."""
     if not user_ids:
         return 0
     pushable = offline_pushable(settings.offline_push_provider, conversation_id, user_ids, msgs)
@@ -190,7 +203,9 @@ def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: li
         return 0
     title, desc = notification_text(pushable[-1])  # offline_pushable tried it already
     try:
-        result = chosen.send(conversation_id, users, title, desc, pushable)
+        if badges is None:
+            badges = badge_store.add(users, conversation_id, len(pushable)) if chosen.counts_badges else {}
+        result = chosen.send(conversation_id, users, title, desc, pushable, badges)
     except ProviderError as exc:
         metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(exc.delivered))
         delivered = set(exc.delivered)
@@ -205,15 +220,20 @@ def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: li
                 len(remaining),
                 delay,
             )
-            raise self.retry(args=[conversation_id, remaining, pushable], countdown=delay, exc=exc) from exc
+            raise self.retry(
+                args=[conversation_id, remaining, pushable], kwargs={"badges": badges}, countdown=delay, exc=exc
+            ) from exc
         metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(remaining))
         why = exc.reason if not exc.retryable else f"{exc.reason} (after {retries + 1} attempts)"
         dead_letter(chosen.name, exc.status, conversation_id, remaining, pushable, why, exc)
         return len(exc.delivered)
-    except TRANSIENT_ERRORS as exc:  # our own Redis (provider tokens) unreachable: as a 5xx
+    except TRANSIENT_ERRORS as exc:  # our own Redis (provider tokens, badges) unreachable: as a 5xx
         if retries < settings.offline_push_max_retries:
             raise self.retry(
-                args=[conversation_id, user_ids, pushable], countdown=next_delay(retries), exc=exc
+                args=[conversation_id, user_ids, pushable],
+                kwargs={"badges": badges},
+                countdown=next_delay(retries),
+                exc=exc,
             ) from exc
         metrics.OFFLINE_PUSH_FAILED.labels(chosen.name).inc(len(users))
         dead_letter(
@@ -221,7 +241,7 @@ def offline_push(self: Task, conversation_id: str, user_ids: list[str], msgs: li
         )
         return 0
     except Exception as exc:
-        return send_one_by_one(chosen, conversation_id, users, pushable, exc)
+        return send_one_by_one(chosen, conversation_id, users, pushable, badges or {}, exc)
     metrics.OFFLINE_PUSH_SUCCESS.labels(chosen.name).inc(len(result.delivered))
     if result.skipped:
         log.info("offline push via %s: no device for %s", chosen.name, result.skipped)

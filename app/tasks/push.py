@@ -1,7 +1,7 @@
 """Push stage: find where each recipient is online and send the messages only to those gateway nodes.
 
 OpenIM broadcasts every push to every gateway; here one Redis publish per gateway node carries that
-node's recipients (P6). Recipients with no live connection go to the offline push task. A message
+node's recipients (P6). Recipients with no live phone connection go to the offline push task. A message
 whose push cannot be built or routed is dead-lettered alone; the rest of its batch is pushed (P7).
 """
 
@@ -13,9 +13,10 @@ from functools import partial
 from typing import Any
 
 from app.celery_app import celery_app
+from app.config import settings
 from app.core import classify
-from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, SINGLE_CHAT
-from app.pipeline import dead_letters
+from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, PUSH_TERMINALS, SINGLE_CHAT
+from app.pipeline import dead_letters, offline_providers
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.services import groups
@@ -55,7 +56,7 @@ def plan_deliveries(
     group_members: dict[str, set[str]] | None = None,
 ) -> Plan:
     """Pure routing. Consecutive messages of a conversation with the same recipients travel together;
-    recipients with no pushable connection go to offline push (never the sender itself)."""
+    recipients with no live iOS or Android connection also go to offline push (never the sender)."""
     plan = Plan()
     for conv, msgs in committed.items():
         members = (group_members or {}).get(msgs[0].get("group_id", "")) if msgs else None
@@ -64,8 +65,11 @@ def plan_deliveries(
             offline_users: list[str] = []
             for user_id in targets:
                 # an entry marked background is an iOS app that cannot take socket pushes
-                nodes = {e.node_id for e in online.get(user_id, []) if not e.background}
-                if not nodes and user_id != run[0]["send_id"]:
+                live = [e for e in online.get(user_id, []) if not e.background]
+                nodes = {e.node_id for e in live}
+                # OpenIM: only a phone's socket makes a phone notification needless (web and desktop
+                # users still get one)
+                if user_id != run[0]["send_id"] and not any(e.platform_id in PUSH_TERMINALS for e in live):
                     offline_users.append(user_id)
                 for node in nodes:
                     by_node.setdefault(node, []).append(user_id)
@@ -152,7 +156,7 @@ def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | 
             continue
         if receivers == 0:
             log.warning("gateway node %s has no push subscriber; its users will catch up by pulling", node)
-    if plan.offline:
+    if plan.offline and offline_providers.enabled(settings):
         from app.tasks.offline import offline_push
 
         for conv, user_ids, msgs in plan.offline:

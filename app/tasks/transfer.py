@@ -35,7 +35,7 @@ from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import seq_allocator
 from app.store.mongo import conversations, seq_users
-from app.store.redis import msg_cache
+from app.store.redis import badges, msg_cache
 from app.store.redis.client import get_redis
 from app.store.redis.keys import (
     CLIENT_MSG_TTL_SECONDS,
@@ -207,7 +207,10 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
     pipe = get_redis().pipeline(transaction=False)
     for (conv, user_id), seq in wanted.items():
         msg_cache.raise_read_seq(conv, user_id, seq, pipe)
-    return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, pipe.execute(), strict=True)]
+    for conv, user_id in wanted:
+        badges.read(user_id, conv, pipe)  # the reader's unread badge loses this conversation's part
+    raised = pipe.execute()[: len(wanted)]
+    return [(conv, user, int(seq)) for (conv, user), seq in zip(wanted, raised, strict=True)]
 
 
 def dead_letter(msg: Any, reason: str, error: BaseException | None = None) -> None:

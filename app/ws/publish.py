@@ -14,6 +14,7 @@ from app.core.conversation import shard_of, transfer_queue
 from app.pipeline import journal
 from app.pipeline.journal import JOURNALING
 from app.store.redis.client import get_broker_redis
+from app.ws import recv_rules
 from app.ws.acceptance import Ack, Pending, accept_batch
 
 
@@ -28,8 +29,12 @@ def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
 
 
 def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
+    """Messages a receiver's options refuse are answered with the refusal; the rest are published."""
     queue = transfer_queue(shard)
-    return accept_batch(batch, lambda docs: publish_docs(queue, docs))
+    refusals = recv_rules.apply(batch)
+    kept = [p for p, refusal in zip(batch, refusals, strict=True) if refusal is None]
+    answers = iter(accept_batch(kept, lambda docs: publish_docs(queue, docs)) if kept else [])
+    return [refusal if refusal is not None else next(answers) for refusal in refusals]
 
 
 def queue_depths() -> dict[str, int]:

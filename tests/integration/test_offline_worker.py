@@ -16,6 +16,7 @@ import pytest
 import requests
 from celery import Celery
 
+from app.core import recv_opts
 from app.core.constants import SINGLE_CHAT
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
@@ -149,8 +150,8 @@ def test_only_receivers_with_recv_msg_opt_0_are_notified(
     conv = f"sg_team{uid}"
     normal, muted, silent, unknown = (f"{name}{uid}" for name in ("normal", "muted", "silent", "unknown"))
     conversations.create_conversations_many({conv: ([normal, muted, silent], 3)})
-    assert conversations.set_recv_msg_opt(muted, conv, conversations.NOT_RECEIVE)
-    assert conversations.set_recv_msg_opt(silent, conv, conversations.RECEIVE_WITHOUT_NOTIFY)
+    assert conversations.set_recv_msg_opt(muted, conv, recv_opts.NOT_RECEIVE)
+    assert conversations.set_recv_msg_opt(silent, conv, recv_opts.RECEIVE_NOT_NOTIFY)
     assert not conversations.set_recv_msg_opt(unknown, conv, 1)  # no record: nothing is created
     publish(jpush_pub, conv, [normal, muted, silent, unknown], [message("alice", "", "team news")])
     [push] = eventually(lambda: jpush.pushes_for(conv))

@@ -121,20 +121,22 @@ def test_getui_sign_is_sha256_hex_of_key_timestamp_secret() -> None:
 
 
 def test_fcm_message_and_error_code() -> None:
-    message = build_message("device-1", "alice", "hi", {"conversationID": "si_a_b"}, "ding")["message"]
+    message = build_message("device-1", "alice", "hi", {"conversationID": "si_a_b"}, "ding", 4)["message"]
     assert message["token"] == "device-1"
     assert message["notification"] == {"title": "alice", "body": "hi"}
     assert message["data"] == {"conversationID": "si_a_b"}
-    assert message["apns"]["payload"]["aps"]["sound"] == "ding"
+    assert message["apns"]["payload"]["aps"] == {"sound": "ding", "badge": 4}
+    assert message["android"]["notification"] == {"notification_count": 4}
     answer = {"error": {"status": "NOT_FOUND", "details": [{"errorCode": "UNREGISTERED"}]}}
     assert fcm_error_code(answer) == "UNREGISTERED"
     assert fcm_error_code({"error": {"status": "UNAVAILABLE"}}) == "UNAVAILABLE"
 
 
 def test_webhook_body_keeps_its_shape() -> None:
-    body = build_payload("si_alice_bob", ["bob"], "alice", "hi bob", [msg()])
+    body = build_payload("si_alice_bob", ["bob"], "alice", "hi bob", [msg()], {"bob": 2, "eve": 9})
     assert body == {
         "userIDs": ["bob"],
+        "badges": {"bob": 2},
         "conversationID": "si_alice_bob",
         "title": "alice",
         "desc": "hi bob",

@@ -76,9 +76,20 @@ def test_ios_in_background_is_not_online_for_push() -> None:
     plan = plan_deliveries(committed, {"b": [OnlineEntry(1, "node1", True)]})
     assert plan.by_node == {}
     assert [users for _, users, _ in plan.offline] == [["b"]]
-    plan = plan_deliveries(committed, {"b": [OnlineEntry(1, "node1", True), OnlineEntry(5, "node2", False)]})
+    plan = plan_deliveries(committed, {"b": [OnlineEntry(1, "node1", True), OnlineEntry(2, "node2", False)]})
     assert set(plan.by_node) == {"node2"}
     assert plan.offline == []
+
+
+def test_only_a_phone_socket_spares_the_offline_push() -> None:
+    committed = {"si_a_b": [msg("a", "b", 7)]}
+    for platforms, offline in [((5,), True), ((3, 4, 7), True), ((5, 1), False), ((2,), False), ((8, 9), True)]:
+        plan = plan_deliveries(committed, {"b": on(*((p, "n1") for p in platforms))})
+        assert set(plan.by_node) == {"n1"}, platforms  # pushed online on every live platform
+        assert [users for _, users, _ in plan.offline] == ([["b"]] if offline else []), platforms
+    # web and iOS in the background: the web socket gets it, and so does the phone, by offline push
+    plan = plan_deliveries(committed, {"b": [OnlineEntry(5, "n1", False), OnlineEntry(1, "n2", True)]})
+    assert set(plan.by_node) == {"n1"} and [users for _, users, _ in plan.offline] == [["b"]]
 
 
 def test_group_fan_out_once_per_node_with_that_nodes_members() -> None:
@@ -90,7 +101,8 @@ def test_group_fan_out_once_per_node_with_that_nodes_members() -> None:
         "n2": [["u2", "u3"]],
     }
     ((conv, offline_users, _),) = plan.offline
-    assert conv == "sg_g" and sorted(offline_users) == sorted(members - {"u0", "u1", "u2", "u3"})
+    # u1 is on web only: pushed online and notified on its phone
+    assert conv == "sg_g" and sorted(offline_users) == sorted(members - {"u0", "u2", "u3"})
 
 
 def test_a_leaving_member_gets_the_notification_and_nothing_after_it() -> None:

@@ -25,6 +25,11 @@ __all__ = [
 NAMES = ("webhook", "jpush", "getui", "fcm")
 
 
+def enabled(settings: Settings) -> bool:
+    """False when offline push is off: the push stage then hands nothing to the offline stage."""
+    return not (settings.offline_push_provider.strip().lower() == "webhook" and not settings.offline_push_url)
+
+
 def create(settings: Settings) -> Provider | None:
     """The configured provider; None when offline push is off (webhook without OFFLINE_PUSH_URL).
 
@@ -59,8 +64,14 @@ def create(settings: Settings) -> Provider | None:
             settings.getui_channel_name,
         )
     if name == "fcm":
-        from app.pipeline.offline_providers.fcm import Fcm, token_source
+        from app.pipeline.offline_providers.fcm import Fcm, ServiceAccountTokens, TokenSource, token_source
 
-        tokens = token_source(settings.fcm_access_token, settings.fcm_token_provider)
-        return Fcm(settings.fcm_url, settings.fcm_project_id, tokens, timeout)
+        project_id = settings.fcm_project_id
+        tokens: TokenSource
+        if settings.fcm_credentials_file:
+            account = ServiceAccountTokens(settings.fcm_credentials_file, timeout)
+            tokens, project_id = account, project_id or account.project_id
+        else:
+            tokens = token_source(settings.fcm_access_token, settings.fcm_token_provider)
+        return Fcm(settings.fcm_url, project_id, tokens, timeout)
     raise ProviderMisconfigured(f"OFFLINE_PUSH_PROVIDER must be one of {', '.join(NAMES)}, not {name!r}")

@@ -8,7 +8,7 @@ the users already delivered before the failure, so a retry pushes only the other
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,9 +50,18 @@ class PushResult:
 
 class Provider(Protocol):
     name: str
+    # True: the provider shows our per-user unread badge (app/store/redis/badges.py), which the
+    # offline task then counts; JPush and Getui count badges themselves ("+1"), as in OpenIM.
+    counts_badges: bool
 
     def send(
-        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+        self,
+        conversation_id: str,
+        user_ids: list[str],
+        title: str,
+        desc: str,
+        msgs: list[dict[str, Any]],
+        badges: Mapping[str, int],
     ) -> PushResult: ...
 
 

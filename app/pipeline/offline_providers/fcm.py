@@ -3,24 +3,28 @@ per device registration token, `Authorization: Bearer <OAuth2 access token>`.
 
 Clients register their tokens through /third/fcm_update_token (app/api/third.py), kept in Redis per
 user and platform. A token FCM no longer knows (404 UNREGISTERED, 403 SENDER_ID_MISMATCH) is
-forgotten and that device skipped. The access token comes from an injectable source: a static
-token (FCM_ACCESS_TOKEN) or a function named by FCM_TOKEN_PROVIDER ("module:function") that may
-return a fresh one each call, e.g. from service-account credentials; a 401 asks it once more.
+forgotten and that device skipped. The access token comes from a service-account key file
+(FCM_CREDENTIALS_FILE: Google's own auth library mints and refreshes OAuth2 tokens from it, at the
+token_uri the file names), else a function named by FCM_TOKEN_PROVIDER ("module:function"), else a
+static token (FCM_ACCESS_TOKEN); a 401 asks the source once more for a fresh one.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import requests
+from google.auth import exceptions as google_exceptions
 
 from app.core.constants import ANDROID, IOS, WEB
 from app.pipeline.offline_providers.base import (
     ProviderMisconfigured,
     PushResult,
     RejectedError,
+    RetryableError,
     deliver_in_parts,
     ios_sound,
     push_extras,
@@ -32,7 +36,46 @@ from app.store.redis import push_tokens
 FCM_PLATFORMS = (IOS, ANDROID, WEB)
 STALE_TOKEN_ERRORS = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 
-TokenSource = Callable[[], str]
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+
+class TokenSource(Protocol):
+    def __call__(self, refresh: bool = False) -> str:
+        """An access token; `refresh` after FCM refused the last one."""
+        ...
+
+
+class ServiceAccountTokens:
+    """OAuth2 access tokens minted from a service-account key by google-auth, refreshed shortly before
+    they expire (or when FCM refused one), shared by the worker's threads."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        from google.auth.transport.requests import Request
+        from google.oauth2 import service_account
+
+        try:
+            self.credentials = service_account.Credentials.from_service_account_file(path, scopes=[FCM_SCOPE])
+        except (OSError, ValueError) as exc:
+            raise ProviderMisconfigured(f"FCM_CREDENTIALS_FILE {path!r} is not a service-account key: {exc}") from exc
+        self.project_id = str(self.credentials.project_id or "")
+        session = requests.Session()
+        self._request = Request(session)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def __call__(self, refresh: bool = False) -> str:
+        with self._lock:
+            if refresh or not self.credentials.valid:
+                try:
+                    self.credentials.refresh(self._request)
+                except google_exceptions.TransportError as exc:  # the token endpoint is unreachable
+                    raise RetryableError(f"cannot reach Google's token endpoint: {exc}", "oauth") from exc
+                except google_exceptions.RefreshError as exc:
+                    # google-auth already retried a 5xx/429 a few times; it marks those retryable
+                    if getattr(exc, "retryable", False):
+                        raise RetryableError(f"Google's token endpoint failed: {exc}", "oauth") from exc
+                    raise RejectedError(f"Google refused the service-account key: {exc}", "oauth") from exc
+            return str(self.credentials.token)
 
 
 def token_source(static_token: str, provider_path: str) -> TokenSource:
@@ -44,20 +87,23 @@ def token_source(static_token: str, provider_path: str) -> TokenSource:
         func = getattr(importlib.import_module(module_name), attr, None)
         if not callable(func):
             raise ProviderMisconfigured(f"FCM_TOKEN_PROVIDER {provider_path!r} is not a function")
-        return lambda: str(func())
+        return lambda refresh=False: str(func())
     if static_token:
-        return lambda: static_token
+        return lambda refresh=False: static_token
     raise ProviderMisconfigured("FCM needs FCM_ACCESS_TOKEN or FCM_TOKEN_PROVIDER")
 
 
-def build_message(device_token: str, title: str, desc: str, extras: dict[str, str], sound: str) -> dict[str, Any]:
+def build_message(
+    device_token: str, title: str, desc: str, extras: dict[str, str], sound: str, badge: int
+) -> dict[str, Any]:
+    """`badge`: the user's unread count (app/store/redis/badges.py), shown on iOS and Android icons."""
     return {
         "message": {
             "token": device_token,
             "notification": {"title": title, "body": desc},
             "data": extras,
-            "android": {"priority": "high"},
-            "apns": {"payload": {"aps": {"sound": sound, "badge": 1}}},
+            "android": {"priority": "high", "notification": {"notification_count": badge}},
+            "apns": {"payload": {"aps": {"sound": sound, "badge": badge}}},
         }
     }
 
@@ -73,6 +119,7 @@ def fcm_error_code(answer: dict[str, Any]) -> str:
 
 class Fcm:
     name = "fcm"
+    counts_badges = True
 
     def __init__(self, base_url: str, project_id: str, access_token: TokenSource, timeout: float) -> None:
         if not (base_url and project_id):
@@ -88,7 +135,7 @@ class Fcm:
         """True when FCM took it; False when the device token is stale (and now forgotten)."""
         resp = self._post(body, self.access_token())
         if resp.status_code == 401:
-            resp = self._post(body, self.access_token())  # the source may hand out a refreshed token
+            resp = self._post(body, self.access_token(refresh=True))
         if resp.status_code in (403, 404) and fcm_error_code(answer_json(resp)) in STALE_TOKEN_ERRORS:
             push_tokens.delete_fcm_token(user_id, platform_id, device_token)
             return False
@@ -98,7 +145,13 @@ class Fcm:
         return True
 
     def send(
-        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+        self,
+        conversation_id: str,
+        user_ids: list[str],
+        title: str,
+        desc: str,
+        msgs: list[dict[str, Any]],
+        badges: Mapping[str, int],
     ) -> PushResult:
         extras = push_extras(conversation_id, msgs)
         sound = ios_sound(msgs)
@@ -109,7 +162,7 @@ class Fcm:
         def push_user(users: list[str]) -> None:
             for user_id in users:
                 for platform_id, device_token in sorted(devices[user_id].items()):
-                    body = build_message(device_token, title, desc, extras, sound)
+                    body = build_message(device_token, title, desc, extras, sound, badges.get(user_id, 1))
                     if self._send_one(user_id, platform_id, device_token, body):
                         reached.add(user_id)
 

@@ -14,6 +14,7 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -78,6 +79,7 @@ def request_id() -> str:
 
 class Getui:
     name = "getui"
+    counts_badges = False
 
     def __init__(
         self,
@@ -163,7 +165,13 @@ class Getui:
         return data if isinstance(data, dict) else {}
 
     def send(
-        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+        self,
+        conversation_id: str,
+        user_ids: list[str],
+        title: str,
+        desc: str,
+        msgs: list[dict[str, Any]],
+        badges: Mapping[str, int],
     ) -> PushResult:
         content = push_content(
             title, desc, push_extras(conversation_id, msgs), ios_sound(msgs), self.channel_id, self.channel_name

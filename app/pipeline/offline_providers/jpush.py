@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from app.pipeline.offline_providers.base import (
@@ -67,6 +68,7 @@ def build_body(
 
 class JPush:
     name = "jpush"
+    counts_badges = False
 
     def __init__(self, url: str, app_key: str, master_secret: str, apns_production: bool, timeout: float) -> None:
         if not (url and app_key and master_secret):
@@ -77,7 +79,13 @@ class JPush:
         self.timeout = timeout
 
     def send(
-        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+        self,
+        conversation_id: str,
+        user_ids: list[str],
+        title: str,
+        desc: str,
+        msgs: list[dict[str, Any]],
+        badges: Mapping[str, int],
     ) -> PushResult:
         extras = push_extras(conversation_id, msgs)
         sound = ios_sound(msgs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from app.pipeline.offline_providers.base import PushResult
@@ -9,10 +10,16 @@ from app.pipeline.offline_providers.http import post_json, raise_for_status
 
 
 def build_payload(
-    conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+    conversation_id: str,
+    user_ids: list[str],
+    title: str,
+    desc: str,
+    msgs: list[dict[str, Any]],
+    badges: Mapping[str, int],
 ) -> dict[str, Any]:
     return {
         "userIDs": user_ids,
+        "badges": {u: badges[u] for u in user_ids if u in badges},  # each user's unread count
         "conversationID": conversation_id,
         "title": title,
         "desc": desc,
@@ -34,14 +41,21 @@ def build_payload(
 
 class Webhook:
     name = "webhook"
+    counts_badges = True
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
 
     def send(
-        self, conversation_id: str, user_ids: list[str], title: str, desc: str, msgs: list[dict[str, Any]]
+        self,
+        conversation_id: str,
+        user_ids: list[str],
+        title: str,
+        desc: str,
+        msgs: list[dict[str, Any]],
+        badges: Mapping[str, int],
     ) -> PushResult:
-        body = build_payload(conversation_id, user_ids, title, desc, msgs)
+        body = build_payload(conversation_id, user_ids, title, desc, msgs, badges)
         raise_for_status(post_json(self.url, body, self.timeout), "webhook")
         return PushResult(delivered=list(user_ids))

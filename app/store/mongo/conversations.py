@@ -7,13 +7,10 @@ from typing import Any
 
 from pymongo import UpdateOne
 
+from app.core.recv_opts import RECEIVE as RECV_AND_NOTIFY
+from app.core.recv_opts import RECV_MSG_OPTS
 from app.store.mongo.bulk import create_once
-from app.store.mongo.client import get_db
-
-RECV_AND_NOTIFY = 0
-NOT_RECEIVE = 1
-RECEIVE_WITHOUT_NOTIFY = 2
-RECV_MSG_OPTS = (RECV_AND_NOTIFY, NOT_RECEIVE, RECEIVE_WITHOUT_NOTIFY)
+from app.store.mongo.client import get_db, get_quick_db
 
 
 def create_conversations_many(wanted: dict[str, tuple[list[str], int]]) -> None:
@@ -64,6 +61,16 @@ def not_notify_conversation_ids(owner_user_id: str) -> list[str]:
         {"owner_user_id": owner_user_id, "recv_msg_opt": {"$ne": RECV_AND_NOTIFY}}, {"_id": 0}
     )
     return sorted(d["conversation_id"] for d in docs)
+
+
+def recv_msg_opts_of(owner_user_id: str) -> dict[str, int]:
+    """conversation -> the owner's recvMsgOpt, for the conversations where it is not 0 (a hot-path
+    lookup: through the client that gives up fast while MongoDB is out)."""
+    docs = get_quick_db().conversation.find(
+        {"owner_user_id": owner_user_id, "recv_msg_opt": {"$ne": RECV_AND_NOTIFY}},
+        {"_id": 0, "conversation_id": 1, "recv_msg_opt": 1},
+    )
+    return {d["conversation_id"]: int(d.get("recv_msg_opt") or RECV_AND_NOTIFY) for d in docs}
 
 
 def set_recv_msg_opt(owner_user_id: str, conversation_id: str, opt: int) -> bool:

@@ -33,3 +33,17 @@ def register_users(profiles: Iterable[tuple[str, dict[str, str]]], now_ms: int) 
 def sender_profile(user_id: str) -> dict[str, Any] | None:
     """The user's nickname and face URL, through the client that gives up fast while MongoDB is out."""
     return get_quick_db().user.find_one({"user_id": user_id}, {"_id": 0, "nickname": 1, "face_url": 1})
+
+
+def global_recv_msg_opts(user_ids: list[str]) -> dict[str, int]:
+    """user -> their global receive option (0 for users without a record); a hot-path lookup."""
+    opts = dict.fromkeys(user_ids, 0)
+    fields = {"_id": 0, "user_id": 1, "global_recv_msg_opt": 1}
+    for d in get_quick_db().user.find({"user_id": {"$in": user_ids}}, fields):
+        opts[d["user_id"]] = int(d.get("global_recv_msg_opt") or 0)
+    return opts
+
+
+def set_global_recv_msg_opt(user_id: str, opt: int) -> bool:
+    """False when the user has no record (OpenIM answers RecordNotFound then)."""
+    return get_db().user.update_one({"user_id": user_id}, {"$set": {"global_recv_msg_opt": opt}}).matched_count == 1

@@ -15,6 +15,10 @@ CLIENT_MSG_TTL_SECONDS = 7 * 24 * 3600
 ONLINE_TTL_SECONDS = 90
 # A conversation's cached seq block outlives any pause in its traffic; losing it only costs a jump.
 MALLOC_SEQ_TTL_SECONDS = 365 * 24 * 3600
+# An unread badge no notification touched for this long starts again from 0.
+BADGE_TTL_SECONDS = 30 * 24 * 3600
+# Receivers' receive options are cached this long (a change elsewhere deletes them at once).
+RECV_OPTS_TTL_SECONDS = 600
 # Getui's auth token is kept this long at most (less when Getui announces an earlier expiry).
 GETUI_TOKEN_TTL_SECONDS = 23 * 3600
 
@@ -90,6 +94,18 @@ def getui_token_key(app_id: str) -> str:
 def fcm_token_key(user_id: str, platform_id: int) -> str:
     """A device's FCM registration token (OpenIM's FCM_TOKEN:account:platform), hash-tagged by user."""
     return f"FCM_TOKEN:{{{user_id}}}:{platform_id}"
+
+
+def badge_key(user_id: str) -> str:
+    """A user's unread badge: a hash conversation -> messages notified since the last read (OpenIM keeps
+    one sum, USER_BADGE_UNREAD_COUNT_SUM:user; per conversation lets a read take its part away)."""
+    return f"USER_BADGE_UNREAD_COUNT:{{{user_id}}}"
+
+
+def recv_opts_key(user_id: str) -> str:
+    """A cache of a user's receive options: `g` the global one, and each conversation whose option is
+    not 0; the field `loaded` says the hash is complete (MongoDB holds the truth)."""
+    return f"RECV_OPTS:{{{user_id}}}"
 
 
 def dead_letters_key(stage: str) -> str:

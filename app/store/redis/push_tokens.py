@@ -31,3 +31,8 @@ def get_fcm_tokens(user_ids: list[str], platform_ids: Iterable[int]) -> dict[str
 def delete_fcm_token(user_id: str, platform_id: int, token: str) -> None:
     """Forget a token FCM no longer knows, unless the client registered a new one meanwhile."""
     scripts.load("delete_if_equal", get_redis())(keys=[fcm_token_key(user_id, platform_id)], args=[token])
+
+
+def forget_device(user_id: str, platform_id: int) -> None:
+    """A logout: the device gets no more notifications (OpenIM's DelFcmToken)."""
+    get_redis().delete(fcm_token_key(user_id, platform_id))

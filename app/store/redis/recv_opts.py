@@ -1,0 +1,51 @@
+"""A cache of users' receive options (MongoDB holds them: `user.global_recv_msg_opt` and each
+`conversation.recv_msg_opt`), read by the gateway for every single-chat batch in one round trip.
+
+A user's hash is complete or absent: `loaded` marks a complete one. A change of an option deletes
+the hash, so the next batch reloads it from MongoDB; the TTL bounds how long a reload that raced a
+change can keep the old value.
+"""
+
+from __future__ import annotations
+
+from redis.typing import EncodableT, FieldT
+
+from app.store.redis.client import get_redis
+from app.store.redis.keys import RECV_OPTS_TTL_SECONDS, recv_opts_key
+
+LOADED = "loaded"
+GLOBAL = "g"
+
+
+def cached(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int] | None]:
+    """(user, conversation) -> (global option, conversation option), or None where the user's hash
+    is not cached."""
+    pipe = get_redis().pipeline(transaction=False)
+    for user_id, conversation_id in pairs:
+        pipe.hmget(recv_opts_key(user_id), [LOADED, GLOBAL, conversation_id])
+    out: dict[tuple[str, str], tuple[int, int] | None] = {}
+    for pair, (loaded, global_opt, conv_opt) in zip(pairs, pipe.execute(), strict=True):
+        out[pair] = (int(global_opt or 0), int(conv_opt or 0)) if loaded else None
+    return out
+
+
+def fill(user_id: str, global_opt: int, conversation_opts: dict[str, int]) -> None:
+    """Cache a user's complete options (only the conversations whose option is not 0)."""
+    mapping: dict[FieldT, EncodableT] = {c: o for c, o in conversation_opts.items() if o}
+    mapping[GLOBAL] = global_opt
+    mapping[LOADED] = 1
+    key = recv_opts_key(user_id)
+    pipe = get_redis().pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(key, mapping=mapping)
+    pipe.expire(key, RECV_OPTS_TTL_SECONDS)
+    pipe.execute()
+
+
+def forget(user_ids: list[str]) -> None:
+    """After a change in MongoDB: the next read reloads."""
+    if user_ids:
+        pipe = get_redis().pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.delete(recv_opts_key(user_id))
+        pipe.execute()
