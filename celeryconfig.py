@@ -17,6 +17,7 @@ task_queues = [
     Queue("persist", durable=True),
     Queue("push", durable=True),
     Queue("offline", durable=True),
+    Queue("webhooks", durable=True),
 ]
 task_default_queue = "push"
 task_create_missing_queues = False
@@ -24,6 +25,7 @@ task_routes = {
     "persist.batch": {"queue": "persist"},
     "push.batch": {"queue": "push"},
     "offline.push": {"queue": "offline"},
+    "webhooks.after": {"queue": "webhooks"},
 }
 
 task_serializer = "json"

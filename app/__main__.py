@@ -58,7 +58,7 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
         queues = ",".join(transfer_queues or [transfer_queue(k) for k in settings.transfer_worker_shards])
         pool = ["-P", "solo"]
     elif kind == "offline":
-        queues, pool = "offline", ["-P", "threads", "-c", "8"]
+        queues, pool = "offline,webhooks", ["-P", "threads", "-c", "8"]  # both wait on slow HTTP
     elif kind == "persist" and settings.persist_concurrency > 1:
         # slot writes are idempotent and runs independent: threads overlap MongoDB round trips
         queues, pool = "persist", ["-P", "threads", "-c", str(settings.persist_concurrency)]
@@ -84,8 +84,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.celery_app import celery_app
     from app.config import settings
     from app.ops.metrics import serve_metrics, watch_tasks
+    from app.pipeline.webhooks import check_webhooks
     from app.store.mongo import client as mongo
 
+    check_webhooks()
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()
     if args.kind in ("transfer", "persist"):
@@ -327,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dead-letters", help="list, show, redrive or drop what a stage dead-lettered")
     actions = p.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="one line per entry: id, stage, conversation, time, reason")
-    listing.add_argument("--stage", choices=["transfer", "persist", "push", "offline", "journal"], default=None)
+    listing.add_argument(
+        "--stage", choices=["transfer", "persist", "push", "offline", "webhooks", "journal"], default=None
+    )
     listing.add_argument("--limit", type=int, default=50, help="newest entries shown (50)")
     for action, text in (
         ("show", "the whole entry as JSON"),

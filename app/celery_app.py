@@ -6,4 +6,10 @@ from celery import Celery
 
 celery_app = Celery("openim")
 celery_app.config_from_object("celeryconfig")
-celery_app.conf.include = ["app.tasks.transfer", "app.tasks.persist", "app.tasks.push", "app.tasks.offline"]
+celery_app.conf.include = [
+    "app.tasks.transfer",
+    "app.tasks.persist",
+    "app.tasks.push",
+    "app.tasks.offline",
+    "app.tasks.webhooks",
+]

@@ -100,6 +100,16 @@ class Settings:
     # An OAuth2 access token for FCM, or "module:function" returning one.
     fcm_access_token: str = env("FCM_ACCESS_TOKEN", "")
     fcm_token_provider: str = env("FCM_TOKEN_PROVIDER", "")
+    # OpenIM's webhooks (callbacks): the base URL each callback is POSTed under (<url>/<callbackCommand>),
+    # then either OpenIM's webhooks.yml (WEBHOOKS_CONFIG, a path; its `url` is used when WEBHOOK_URL is
+    # empty) or a comma-separated list of callbacks to enable, all with WEBHOOK_TIMEOUT seconds and
+    # WEBHOOK_FAILED_CONTINUE. After-callbacks are Celery tasks retried WEBHOOK_MAX_RETRIES times.
+    webhook_url: str = env("WEBHOOK_URL", "")
+    webhooks_config_file: str = env("WEBHOOKS_CONFIG", "")
+    webhooks_enabled: str = env("WEBHOOKS_ENABLED", "")
+    webhook_timeout: float = env("WEBHOOK_TIMEOUT", 5.0)
+    webhook_failed_continue: bool = env("WEBHOOK_FAILED_CONTINUE", True)
+    webhook_max_retries: int = env("WEBHOOK_MAX_RETRIES", 5)
     # The gateway groups SendMsg requests per shard for this long before one broker publish.
     batch_linger_ms: float = env("BATCH_LINGER_MS", 3.0)
     batch_linger_max_ms: float = env("BATCH_LINGER_MAX_MS", 20.0)

@@ -43,6 +43,7 @@ from app.core.errors import (
 )
 from app.core.sessions import LOGIN_POLICIES, platforms_to_kick
 from app.ops import metrics
+from app.pipeline.webhooks import check_webhooks
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
 from app.services.auth import TokenClaims, verify_token
@@ -51,6 +52,7 @@ from app.store.redis import push_tokens, tokens
 from app.store.redis.client import get_redis
 from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, push_channel
 from app.store.redis.online import get_online, publish_to_node
+from app.ws import send_hooks
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
@@ -321,6 +323,7 @@ class Gateway:
         doc[push_frames.OPERATION_ID] = req.operation_id  # its push carries it back (OpenIM SDKs need it)
         if msg.sessionType == GROUP_CHAT and not groups.is_member(msg.groupID, conn.user_id):
             raise ImError(NOT_IN_GROUP, f"{conn.user_id} is not in group {msg.groupID}")
+        doc = send_hooks.before_send(doc, req.operation_id)  # OpenIM's before-send webhooks, when enabled
         pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
         answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
         try:
@@ -585,6 +588,7 @@ def serve() -> None:
 
     if settings.multi_login_policy not in LOGIN_POLICIES:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
+    check_webhooks()
     mongo.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
         accept_shard_batch,

@@ -440,3 +440,48 @@ class FakeGoogleOAuth(FakeServer):
         self.issued.append(token)
         self.on_issue(token)
         return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+
+
+class FakeWebhooks(FakeServer):
+    """An integrator's endpoint for OpenIM's webhooks: POST <url>/<callbackCommand>. Records each call by
+    command; `answers[command]` decides the answer from the body (default: go on), and `stall` /
+    `fail` make the calls a function picks hang past the caller's timeout or answer 500."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.url = f"{self.base_url}/im"
+        self.calls: dict[str, list[dict[str, Any]]] = {}
+        self.answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self.stall_if: Callable[[str, dict[str, Any]], bool] = lambda command, body: False
+        self.fail_if: Callable[[str, dict[str, Any]], bool] = lambda command, body: False
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"errCode": status, "errMsg": message}
+
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any]]:
+        command = path.rsplit("/", 1)[-1]
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            return self.violation(f"{path}: body is not JSON")
+        with self.lock:
+            self.attempts += 1
+            self.calls.setdefault(command, []).append(body)
+            if not path.startswith("/im/"):
+                self.violations.append(f"unknown path {path}")
+            if body.get("callbackCommand") != command:
+                self.violations.append(f"{path}: callbackCommand {body.get('callbackCommand')!r}")
+            if not headers.get("operationID"):
+                self.violations.append(f"{path}: no operationID header")
+            stall, fail = self.stall_if(command, body), self.fail_if(command, body)
+            answer = self.answers.get(command)
+        if stall:
+            time.sleep(self.stall_seconds)
+            return 200, {"actionCode": 0, "nextCode": 0}
+        if fail:
+            return 500, {"errCode": 500, "errMsg": "failure on demand"}
+        return 200, answer(body) if answer else {"actionCode": 0, "errCode": 0, "errMsg": "", "nextCode": 0}
+
+    def of(self, command: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.calls.get(command, []))

@@ -18,6 +18,7 @@ TOKEN_UNKNOWN = 1505
 TOKEN_KICKED = 1506
 CONN_OVER_MAX_NUM = 1601
 CONN_ARGS_ERROR = 1602
+CALLBACK_ERROR = 80000  # a webhook failed and its failedContinue is false (OpenIM's ErrCallback)
 # Not one of OpenIM's codes (it has no per-connection rate limit): the gateway's own, in its range.
 RATE_LIMITED = 1610
 

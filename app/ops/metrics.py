@@ -75,6 +75,18 @@ OFFLINE_PUSH_FAILED = Counter(
 )
 
 # Units a stage could not handle, kept in app/pipeline/dead_letters.py (exported as dead_letters_total).
+WEBHOOK_CALLS = Counter(
+    "webhook_calls",
+    "webhook (callback) calls by outcome: ok, refused (the answer stopped it), failed (the endpoint did not answer"
+    " usably), skipped (failedContinue let it go on)",
+    ["callback", "outcome"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "webhook_seconds",
+    "time each webhook call took",
+    ["callback"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 DEAD_LETTERS = Counter("dead_letters", "messages or hand-offs a stage dead-lettered, with their reason", ["stage"])
 
 # Sockets the gateway closed to protect itself (app/ws/sockets.py; slow readers in app/ws/connections.py).

@@ -13,6 +13,7 @@ from app.pipeline import dead_letters, journal
 from app.tasks.offline import offline_push
 from app.tasks.persist import persist_batch
 from app.tasks.push import push_batch
+from app.tasks.webhooks import after as webhook_after
 from app.ws.publish import publish_docs
 
 log = logging.getLogger(__name__)
@@ -64,5 +65,7 @@ def _resend_task(queue: str, args: Any) -> None:
         journal.send(push_batch, args, "push")
     elif queue == "offline":
         offline_push.apply_async(args=args, queue="offline")
+    elif queue == "webhooks":
+        webhook_after.apply_async(args=args, queue="webhooks")
     else:
         raise ValueError(f"cannot redrive to queue {queue!r}")

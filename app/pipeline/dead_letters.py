@@ -26,7 +26,7 @@ from app.store.redis.keys import dead_letters_key
 
 log = logging.getLogger(__name__)
 
-STAGES = ("transfer", "persist", "push", "offline", "journal")
+STAGES = ("transfer", "persist", "push", "offline", "webhooks", "journal")
 # Newest entries kept per stage; older ones are trimmed as new ones arrive.
 MAX_ENTRIES = settings.dead_letters_max
 # A payload larger than this is kept as its first bytes only (shown, not redrivable): the bound in
@@ -208,5 +208,6 @@ def transfer_payload(msgs: list[Any]) -> dict[str, Any]:
 
 
 def task_payload(queue: str, args: list[Any]) -> dict[str, Any]:
-    """A task to send again: persist.batch on `persist`, push.batch on `push`, offline.push on `offline`."""
+    """A task to send again: persist.batch on `persist`, push.batch on `push`, offline.push on `offline`,
+    webhooks.after on `webhooks`."""
     return {"queue": queue, "args": args}

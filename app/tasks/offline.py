@@ -29,6 +29,7 @@ from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.offline_providers import Provider, ProviderError, ProviderMisconfigured
 from app.store.mongo import conversations
 from app.store.redis import badges as badge_store
+from app.tasks import webhooks as webhook_tasks
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,8 @@ def offline_push(
         reason = f"cannot read recvMsgOpt: {exc!r}"
         dead_letter(chosen.name, "recv_msg_opt", conversation_id, user_ids, pushable, reason, exc)
         return 0
+    if badges is None:  # a retry already asked the webhook
+        users, pushable = webhook_tasks.before_offline_push(conversation_id, users, pushable)
     if not users:
         return 0
     title, desc = notification_text(pushable[-1])  # offline_pushable tried it already

@@ -26,6 +26,7 @@ from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import until_done
 from app.store.mongo import messages, seq_users
+from app.tasks import webhooks as webhook_tasks
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,13 @@ def persist_batch(
     good = split_runs(runs)
     written, stored = write_isolated(good)
     metrics.MSG_INSERT_MONGO_SUCCESS.inc(stored)
+    saved = [m for _, msgs in good for m in msgs]
+    if stored == len(saved):
+        webhook_tasks.after_saved(saved)
+    else:  # which ones MongoDB refused is in the dead letters; say it rather than guess
+        log.warning(
+            "afterMsgSaveDB not called for a batch MongoDB refused part of (%d of %d stored)", stored, len(saved)
+        )
     if read_seqs:
         triples: list[tuple[str, str, int]] = []
         for triple in read_seqs:

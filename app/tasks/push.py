@@ -15,12 +15,14 @@ from typing import Any
 from app.celery_app import celery_app
 from app.config import settings
 from app.core import classify
+from app.core import webhooks as webhook_rules
 from app.core.constants import GROUP_CHAT, NOTIFICATION_CHAT, PUSH_TERMINALS, SINGLE_CHAT
 from app.pipeline import dead_letters, offline_providers
 from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.services import groups
 from app.store.redis.online import OnlineEntry, get_online, publish_to_node
+from app.tasks import webhooks as webhook_tasks
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ def recipients(msg: dict[str, Any], group_members: set[str] | None = None) -> li
     if msg["session_type"] in (SINGLE_CHAT, NOTIFICATION_CHAT):
         others = {msg["recv_id"]}
     elif msg["session_type"] == GROUP_CHAT:
-        others = set(group_members or ()) | set(classify.leaving_users(msg))
+        # a beforeGroupOnlinePush webhook may have named the recipients itself
+        chosen = msg.get(webhook_rules.PUSH_TO_FIELD)
+        others = set(chosen) if chosen else set(group_members or ()) | set(classify.leaving_users(msg))
     else:
         return []
     out = sorted(others - {sender})
@@ -144,7 +148,7 @@ def plan_isolated(committed: dict[str, list[dict[str, Any]]]) -> Plan:
 
 @celery_app.task(name="push.batch", acks_late=True)
 def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | None = None) -> int:
-    plan = plan_isolated(committed)
+    plan = plan_isolated(webhook_tasks.before_push(committed))
     for node, deliveries in plan.by_node.items():
         try:
             receivers = publish_to_node(node, {"deliveries": deliveries})
@@ -166,5 +170,6 @@ def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | 
                 raise
             except Exception as exc:
                 dead_letter(conv, msgs, f"cannot hand it to offline push: {exc!r}"[:300], exc)
+    webhook_tasks.after_send(committed)
     hand_offs.done(journal)
     return len(plan.by_node)

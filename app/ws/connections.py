@@ -25,6 +25,7 @@ from app.core import protocol, push_frames
 from app.core.errors import ARGS_ERROR, ImError
 from app.core.sessions import TokenBucket, counts_as_online
 from app.ops import metrics
+from app.pipeline import webhooks
 from app.proto import sdkws_pb2 as pb
 from app.store.redis import tokens
 from app.store.redis.online import clear_online, publish_online_change, set_online
@@ -245,6 +246,9 @@ class Hub:
         self.refresh_online(conn.user_id, conn.platform_id)
         if new_platform:
             publish_online_change(conn.user_id)
+            webhooks.user_status_changed(
+                "afterUserOnline", conn.user_id, conn.platform_id, conn.conn_id, not conn.pushable
+            )
 
     def remove(self, conn: Conn) -> None:
         """Idempotent: the session's end and a kick may both remove the same connection."""
@@ -259,6 +263,7 @@ class Hub:
             del self._by_user[conn.user_id]
         if any(c.platform_id == conn.platform_id for c in conns):
             return
+        webhooks.user_status_changed("afterUserOffline", conn.user_id, conn.platform_id, conn.conn_id, False)
         try:
             clear_online(conn.user_id, conn.platform_id, self.node_id)
             publish_online_change(conn.user_id)

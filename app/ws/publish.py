@@ -39,7 +39,7 @@ def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception
 
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each pipeline queue: LLEN on a Redis broker, a passive declare on RabbitMQ."""
-    queues = [transfer_queue(k) for k in range(settings.transfer_shards)] + ["persist", "push", "offline"]
+    queues = [transfer_queue(k) for k in range(settings.transfer_shards)] + ["persist", "push", "offline", "webhooks"]
     if JOURNALING:  # a Redis broker
         pipe = get_broker_redis().pipeline(transaction=False)
         for queue in queues:
