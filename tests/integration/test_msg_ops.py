@@ -156,8 +156,9 @@ def test_group_owner_revokes_a_members_message_and_a_member_may_not(stack: Any, 
         body = {"conversationID": conv, "seq": 2}
         assert call(stack, "/msg/revoke_msg", {**body, "userID": m2}, token(m2))["errCode"] == 1002
         assert call(stack, "/msg/revoke_msg", {**body, "userID": owner}, token(owner))["errCode"] == 0
-        tips = pushes_of_type(c1, REVOKE_TIPS)
-        assert [detail(t)["revokerUserID"] for t in tips] == [owner]
+        tips = pushes_of_type(c1, REVOKE_TIPS, count=2)
+        # once in the group's conversation (its seq), once as a notification the SDKs act on
+        assert [(detail(t)["revokerUserID"], int(t["seq"])) for t in tips] == [(owner, 3), (owner, 3)]
         assert c1.pull_range(conv, 2, 2)["Msgs"][0]["contentType"] == REVOKE_TIPS
         # a notification is not a member's to revoke
         assert call(stack, "/msg/revoke_msg", {**body, "seq": 1, "userID": owner}, token(owner))["errCode"] == 1002
@@ -222,6 +223,37 @@ def test_clear_then_pull_returns_nothing_below_the_new_min_seq(stack: Any, uid: 
         assert call(stack, "/msg/user_clear_all_msg", {"userID": alice}, token(alice))["errCode"] == 0
         assert a.pull_range(conv, 1, 4)["Msgs"] == []
         assert call(stack, "/msg/user_clear_all_msg", {"userID": bob}, token(alice))["errCode"] == 1002
+
+
+def test_admin_physical_deletes_are_gone_for_everyone(stack: Any, admin: str, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    counted = 'msg_operations_total{operation="delete_physical_by_seq",outcome="ok"}'
+    before = stack.metric("gateway", counted)
+    with login(stack, alice) as a, login(stack, bob) as b:
+        a.newest_seqs()
+        for i in range(4):
+            a.send_text(bob, f"gone {i}")
+        assert eventually(lambda: b.newest_seqs().get(conv) == 4)
+        answer = call(stack, "/msg/delete_msg_phsical_by_seq", {"conversationID": conv, "seqs": [2]}, admin)
+        assert answer["errCode"] == 0, answer
+        assert stack.metric("gateway", counted) == before + 1
+        for client in (a, b):
+            second = client.pull_range(conv, 2, 2)["Msgs"][0]
+            assert (int(second["seq"]), second.get("status"), raw_content(second)) == (2, 4, "")
+        assert eventually(lambda: persisted(conv, 4), timeout=60)
+        assert b.pull_range(conv, 2, 2)["Msgs"][0].get("status") == 4  # also once persist is done
+
+        everything = {"conversationIDs": [conv], "timestamp": 0}  # sent more than 0 s ago: all of it
+        assert call(stack, "/msg/delete_msg_physical", everything, admin)["errCode"] == 0
+        for client in (a, b):
+            assert client.pull_range(conv, 1, 4)["Msgs"] == []
+        emptied = slot(conv, 1)
+        assert emptied is not None and emptied["msg"] is None
+        b.send_text(alice, "after")
+        assert eventually(lambda: a.newest_seqs().get(conv) == 5)
+        assert [text_of(m) for m in a.pull_range(conv, 1, 5)["Msgs"]] == ["after"]
+        assert call(stack, "/msg/delete_msg_physical", everything, token(alice))["errCode"] == 1002
 
 
 def test_revoke_delete_and_clear_survive_the_data_redis_losing_everything(
