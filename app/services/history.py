@@ -54,7 +54,7 @@ def seq_bounds(user_id: str, conversation_ids: list[str]) -> dict[str, tuple[int
     user = seq_users.get_user_seqs(user_id, groups + unknown) if groups or unknown else {}
     if unknown:
         refill = {c: user.get(c, {}).get("min_seq", 0) for c in unknown}
-        msg_cache.raise_user_min_seqs(user_id, refill)
+        msg_cache.fill_user_min_seqs(user_id, refill)
         own_min.update(refill)
     out: dict[str, tuple[int, int]] = {}
     for c in conversation_ids:

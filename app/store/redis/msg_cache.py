@@ -135,6 +135,17 @@ def get_user_min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, in
     return _get_ints(conversation_ids, [user_min_seq_key(c, user_id) for c in conversation_ids])
 
 
+def fill_user_min_seqs(user_id: str, seqs: dict[str, int]) -> None:
+    """Put back min seqs Redis lost (read from MongoDB), 0 included, without lowering one a clear
+    raised meanwhile (SET NX)."""
+    if not seqs:
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    for conv, seq in seqs.items():
+        pipe.set(user_min_seq_key(conv, user_id), seq, nx=True, ex=USER_MIN_SEQ_TTL_SECONDS)
+    pipe.execute()
+
+
 def raise_user_min_seqs(user_id: str, seqs: dict[str, int]) -> None:
     """Raise (never lower) the user's min seq per conversation, and keep each key a while."""
     if not seqs:
