@@ -170,13 +170,15 @@ def system_msg(
     now_ms: int,
     operation_id: str,
     sender: tuple[str, str] = ("", ""),
+    client_msg_id: str = "",
 ) -> dict[str, Any]:
-    """A message the server sends (msgFrom 200), in the stored shape transfer takes."""
+    """A message the server sends (msgFrom 200), in the stored shape transfer takes. A fixed
+    `client_msg_id` makes sending it again a no-op (the pipeline keeps one seq per clientMsgID)."""
     return {
         "send_id": send_id,
         "recv_id": recv_id if session_type != GROUP_CHAT else "",
         "group_id": group_id if session_type == GROUP_CHAT else "",
-        "client_msg_id": new_msg_id(send_id, now_ms),
+        "client_msg_id": client_msg_id or new_msg_id(send_id, now_ms),
         "server_msg_id": new_msg_id(f"s-{send_id}", now_ms),
         "sender_platform_id": 0,
         "sender_nickname": sender[0],
@@ -210,6 +212,12 @@ def revoke_tips(revoker: str, msg: dict[str, Any], conversation_id: str, now_ms:
         "conversationID": conversation_id,
         "isAdminRevoke": admin,
     }
+
+
+def revoke_tips_id(conversation_id: str, seq: int) -> str:
+    """The revoke tips' clientMsgID: one per revoked message, so a repeated revoke (or the retry of
+    one whose answer was lost) sends it at most once."""
+    return hashlib.md5(f"revoke:{conversation_id}:{seq}".encode()).hexdigest()
 
 
 def peer_of(conversation_id: str, owner: str) -> str:

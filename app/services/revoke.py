@@ -19,7 +19,6 @@ from app.core.constants import (
     MSG_FROM_SYSTEM,
     MSG_REVOKE_NOTIFICATION,
     NOTIFICATION_BEGIN,
-    SINGLE_CHAT,
 )
 from app.core.errors import NO_PERMISSION, RECORD_NOT_FOUND, ImError
 from app.services import dispatch, history, profiles
@@ -51,6 +50,9 @@ def revoke(revoker: str, admin: bool, conversation_id: str, seq: int, operation_
     if msg is None:
         raise ImError(RECORD_NOT_FOUND, f"no message {seq} in {conversation_id}")
     if msg.get(msg_ops.REVOKE_FIELD):
+        # Revoked already: its tips again, under the same clientMsgID, so a revoke whose tips was
+        # never accepted (its caller got an error) gets it now, and one that was sends nothing more.
+        send_tips(msg[msg_ops.REVOKE_FIELD], admin, conversation_id, msg, operation_id)
         return False
     content_type = int(msg.get("content_type", 0))
     if not admin and (content_type >= NOTIFICATION_BEGIN or int(msg.get("msg_from", 0)) == MSG_FROM_SYSTEM):
@@ -61,30 +63,32 @@ def revoke(revoker: str, admin: bool, conversation_id: str, seq: int, operation_
         roles = group_store.member_roles(msg.get("group_id", ""), sorted({revoker, msg.get("send_id", "")}))
     role = msg_ops.check_may_revoke(msg, revoker, admin, roles, now_ms, settings.revoke_window_seconds)
     record = msg_ops.revoke_record(revoker, role, profiles.sender(revoker)[0], now_ms)
-    if not messages.set_revoke(conversation_id, seq, record):
-        return False  # another call revoked it meanwhile: its notification is on its way
+    first = messages.set_revoke(conversation_id, seq, record)
+    if not first:  # another call revoked it meanwhile: the record is theirs
+        record = (stored_msg(conversation_id, seq) or {}).get(msg_ops.REVOKE_FIELD) or record
     msg_cache.update_cached_msg(
         conversation_id, seq, lambda cached: msg_ops.revoked_form(cached, cached.get(msg_ops.REVOKE_FIELD) or record)
     )
-    dispatch.send_one(tips_msg(revoker, admin, conversation_id, msg, now_ms, operation_id))
-    return True
+    send_tips(record, admin, conversation_id, msg, operation_id)
+    return first
 
 
-def tips_msg(
-    revoker: str, admin: bool, conversation_id: str, msg: dict[str, Any], now_ms: int, operation_id: str
-) -> dict[str, Any]:
+def send_tips(
+    record: dict[str, Any], admin: bool, conversation_id: str, msg: dict[str, Any], operation_id: str
+) -> None:
     """The 2101 notification, in the revoked message's own conversation (so it follows it in seq
     order and reaches every member, online or not), from the revoker where the revoker is a party."""
+    revoker, now_ms = str(record.get("user_id", "")), int(record.get("time", 0))
     session_type = int(msg.get("session_type", 0))
     tips = msg_ops.revoke_tips(revoker, msg, conversation_id, now_ms, admin)
-    if session_type == SINGLE_CHAT:
-        parties = {msg.get("send_id", ""), msg.get("recv_id", "")}
-        send_id = revoker if revoker in parties else msg.get("send_id", "")
-        recv_id = msg_ops.peer_of(conversation_id, send_id)
-        group_id = ""
-    else:
+    if session_type == GROUP_CHAT:
         send_id, recv_id, group_id = revoker, "", msg.get("group_id", "")
-    return msg_ops.system_msg(
+    else:  # single chats and notification chats: between the message's two users
+        sender, receiver = msg.get("send_id", ""), msg.get("recv_id", "")
+        if revoker == receiver:
+            sender, receiver = receiver, sender
+        send_id, recv_id, group_id = sender, receiver, ""
+    doc = msg_ops.system_msg(
         send_id,
         recv_id,
         group_id,
@@ -95,4 +99,6 @@ def tips_msg(
         now_ms,
         operation_id,
         profiles.sender(send_id),
+        client_msg_id=msg_ops.revoke_tips_id(conversation_id, int(msg.get("seq", 0))),
     )
+    dispatch.send_one(doc)

@@ -14,10 +14,12 @@ import redis
 import requests
 
 from app.cli.client import ImClient, text_of
+from app.core import msg_ops
 from app.core.constants import LINUX, WEB
 from app.core.conversation import group_conversation_id, single_conversation_id
 from app.services.auth import mint_token
 from app.store.mongo import client as mongo
+from app.store.mongo import messages
 from app.store.redis.client import get_redis
 from app.store.redis.keys import msg_cache_key
 from tests.conftest import REDIS_URL
@@ -457,3 +459,78 @@ def test_batch_send_to_a_thousand_users_delivers_once_each(stack: Any, admin: st
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_revoke_that_died_after_writing_mongodb_sends_its_tips_on_the_retry(stack: Any, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    with login(stack, alice) as a, login(stack, bob) as b:
+        b.newest_seqs()
+        a.send_text(bob, "half revoked")
+        assert eventually(lambda: b.newest_seqs().get(conv) == 1)
+        b.pushed_msgs(1, timeout=20)
+        # the first call wrote the slot's record, then its process died before the tips was accepted
+        messages.set_revoke(conv, 1, msg_ops.revoke_record(alice, 0, "", int(time.time() * 1000)))
+        body = {"conversationID": conv, "seq": 1, "userID": alice}
+        assert call(stack, "/msg/revoke_msg", body, token(alice))["errCode"] == 0  # the client's retry
+        tips = pushes_of_type(b, REVOKE_TIPS)
+        assert [int(t["seq"]) for t in tips] == [2]
+        assert b.pull_range(conv, 1, 1)["Msgs"][0]["contentType"] == REVOKE_TIPS  # the cache entry too
+        get_redis().delete(msg_cache_key(conv, 1))
+        assert b.pull_range(conv, 1, 1)["Msgs"][0]["contentType"] == REVOKE_TIPS
+        assert call(stack, "/msg/revoke_msg", body, token(alice))["errCode"] == 0
+        assert pushes_of_type(b, REVOKE_TIPS, timeout=2) == []
+        assert b.newest_seqs()[conv] == 2
+
+
+BAD_BODIES: list[Any] = [
+    [],
+    "text",
+    {"conversationID": 5, "seq": 1, "userID": "x"},
+    {"conversationID": "si_a_b", "seq": "one", "userID": "x"},
+    {"conversationID": "si_a_b", "seqs": "1,2", "userID": "x"},
+    {"conversationID": "si_a_b", "seqs": [1, -2], "userID": "x"},
+    {"conversationIDs": "si_a_b", "userID": "x"},
+    {"conversationIDs": ["bad id"], "userID": "x"},
+    {"conversationID": "si_a_b", "seqs": [1], "userID": "x", "deleteSyncOpt": "yes"},
+    {"conversationID": "si_a_b", "hasReadSeq": {"$gt": 0}, "userID": "x"},
+    {"sendID": "x", "recvID": "y", "content": "not an object", "contentType": 101, "sessionType": 1},
+    {"sendID": "x", "recvIDs": "y", "content": {}, "contentType": 101, "sessionType": 1},
+    {"sendUserID": "x", "recvUserID": "y", "recvGroupID": "g", "key": "k", "data": "d"},
+]
+ROUTES = [
+    "/msg/revoke_msg",
+    "/msg/delete_msgs",
+    "/msg/clear_conversation_msg",
+    "/msg/user_clear_all_msg",
+    "/msg/delete_msg_phsical_by_seq",
+    "/msg/delete_msg_physical",
+    "/msg/mark_msgs_as_read",
+    "/msg/mark_conversation_as_read",
+    "/msg/set_conversation_has_read_seq",
+    "/msg/get_conversations_has_read_and_max_seq",
+    "/msg/send_msg",
+    "/msg/batch_send_msg",
+    "/msg/send_business_notification",
+]
+
+
+def test_bad_input_to_every_operation_gets_a_clear_code_never_a_crash(stack: Any, admin: str) -> None:
+    user_token = token("x")
+    refused = 0
+    for path in ROUTES:
+        for tok in (user_token, admin):
+            for body in BAD_BODIES:
+                answer = requests.post(
+                    f"http://127.0.0.1:{stack.gateway_port}{path}",
+                    data=json.dumps(body),
+                    headers={"operationID": "bad-input", "token": tok},
+                    timeout=30,
+                ).json()
+                # refused with OpenIM's codes (0 where a route finds a body valid, e.g. clearing "x"'s nothing)
+                assert answer["errCode"] in (0, 1001, 1002, 1004), (path, body, answer)
+                refused += answer["errCode"] != 0
+        no_token = call(stack, path, {}, "")
+        assert no_token["errCode"] in (1501, 1502, 1503, 1505), (path, no_token)
+    assert refused >= len(ROUTES) * 2 * (len(BAD_BODIES) - 3)
+    assert requests.get(f"http://127.0.0.1:{stack.gateway_port}/healthz", timeout=5).ok
