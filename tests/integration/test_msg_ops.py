@@ -534,3 +534,29 @@ def test_bad_input_to_every_operation_gets_a_clear_code_never_a_crash(stack: Any
         assert no_token["errCode"] in (1501, 1502, 1503, 1505), (path, no_token)
     assert refused >= len(ROUTES) * 2 * (len(BAD_BODIES) - 3)
     assert requests.get(f"http://127.0.0.1:{stack.gateway_port}/healthz", timeout=5).ok
+
+
+def test_persist_rewrites_keep_revoke_records_del_lists_and_physical_deletes(infra: Any, uid: str) -> None:
+    """MongoDB's marks outlive a redelivered persist of the same messages, also when they came first."""
+    from tests.factories import stored_msg
+
+    conv = single_conversation_id(f"p{uid}", f"q{uid}")
+    msgs = [{**stored_msg(f"p{uid}", f"q{uid}", i, 1_000 + i), "seq": i} for i in range(1, 4)]
+    late = {**stored_msg(f"p{uid}", f"q{uid}", 150, 2_000), "seq": 150}
+    record = msg_ops.revoke_record(f"p{uid}", 0, "", 3_000)
+    messages.write_runs([(conv, msgs)])
+    assert messages.set_revoke(conv, 2, record)
+    assert not messages.set_revoke(conv, 2, {**record, "time": 4_000})  # the first record stays
+    messages.add_to_del_list(conv, [3], f"q{uid}")
+    messages.add_to_del_list(conv, [3], f"q{uid}")
+    assert messages.set_revoke(conv, 150, record)  # before persist wrote it (its document did not exist)
+    messages.delete_physically(conv, [1])
+    messages.write_runs([(conv, [*msgs, late])])  # persist again, as a redelivered batch does
+    found = messages.find_msgs(conv, [1, 2, 3, 150])
+    assert sorted(found) == [2, 3, 150]
+    assert (found[2]["revoke"], found[3]["del_list"], found[150]["revoke"]) == (record, [f"q{uid}"], record)
+    assert "revoke" not in found[3] and "del_list" not in found[2]
+    messages.delete_through(conv, 2)
+    assert sorted(messages.find_msgs(conv, [1, 2, 3, 150])) == [3, 150]
+    assert (messages.last_seq_before(conv, 1_003), messages.last_seq_before(conv, 1_004)) == (0, 3)
+    assert messages.last_seq_before(conv, 10**13) == 150

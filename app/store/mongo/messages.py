@@ -122,6 +122,14 @@ def set_revoke(conversation_id: str, seq: int, revoke: dict[str, Any]) -> bool:
     """Write the slot's revoke record unless it has one (kept by later message rewrites, see
     write_runs): True when this call wrote it, False when the message was revoked already."""
     _ensure_docs(conversation_id, [seq])
+    doc = get_db().msg.find_one(
+        {"doc_id": doc_id(conversation_id, seq)}, {"_id": 0, "msgs": {"$slice": [doc_slot(seq), 1]}}
+    )
+    if doc and (doc.get("msgs") or [{}])[0].get("revoke"):
+        return False
+    # The filter makes the check atomic on MongoDB; SecantusDB matches `msgs.<i>.revoke: null` for
+    # any slot, so there the read above is the check (a concurrent second revoke may overwrite the
+    # record; its tips is still sent once: app/services/revoke.py).
     field = f"msgs.{doc_slot(seq)}.revoke"
     written = get_db().msg.update_one({"doc_id": doc_id(conversation_id, seq), field: None}, {"$set": {field: revoke}})
     return written.modified_count == 1
