@@ -30,6 +30,7 @@ from app.api.envelope import (
 )
 from app.config import settings
 from app.core import validation
+from app.core.constants import GROUP_CHAT, SINGLE_CHAT
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, ImError
 from app.ops import metrics
 from app.proto import sdkws_pb2 as pb
@@ -281,7 +282,7 @@ def send_msg() -> Response:
     admin_only(claims, "sending as another user")
     out = server_send.parse_outgoing(body)
     recv_id = body.get("recvID") or ""
-    if out.session_type != 3 and not recv_id:
+    if out.session_type != GROUP_CHAT and not recv_id:
         raise ImError(ARGS_ERROR, "recvID is required for a single chat or notification")
     return api_response(server_send.send(out, recv_id, operation_id()))
 
@@ -295,8 +296,8 @@ def batch_send_msg() -> Response:
     admin_only(claims, "sending as another user")
     if body.get("isSendAll") is True:
         raise ImError(ARGS_ERROR, "isSendAll is not supported: name the receivers in recvIDs")
-    out = server_send.parse_outgoing({**body, "sessionType": body.get("sessionType") or 1})
-    if out.session_type == 3:
+    out = server_send.parse_outgoing({**body, "sessionType": body.get("sessionType") or SINGLE_CHAT})
+    if out.session_type == GROUP_CHAT:
         raise ImError(ARGS_ERROR, "batch_send_msg sends to users (sessionType 1 or 4)")
     recv_ids = body.get("recvIDs")
     limit = settings.batch_send_max_receivers

@@ -560,3 +560,34 @@ def test_persist_rewrites_keep_revoke_records_del_lists_and_physical_deletes(inf
     assert sorted(messages.find_msgs(conv, [1, 2, 3, 150])) == [3, 150]
     assert (messages.last_seq_before(conv, 1_003), messages.last_seq_before(conv, 1_004)) == (0, 3)
     assert messages.last_seq_before(conv, 10**13) == 150
+
+
+def test_admin_sends_into_a_group_and_its_members_get_it(stack: Any, admin: str, uid: str) -> None:
+    owner, member = f"own{uid}", f"mem{uid}"
+    group_id = f"g{uid}"
+    created = rest(
+        stack.gateway_port,
+        "/group/create_group",
+        {"ownerUserID": owner, "memberUserIDs": [member], "groupInfo": {"groupID": group_id, "groupName": "g"}},
+        admin,
+    )
+    assert created["errCode"] == 0, created
+    body = {
+        "sendID": owner,
+        "groupID": group_id,
+        "content": {"content": "announcement"},
+        "contentType": 101,
+        "sessionType": 3,
+    }
+    with login(stack, member) as m:
+        m.newest_seqs()
+        answer = call(stack, "/msg/send_msg", body, admin)
+        assert answer["errCode"] == 0, answer
+        wanted = answer["data"]["clientMsgID"]
+        pushed: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while not any(p["clientMsgID"] == wanted for p in pushed) and time.monotonic() < deadline:
+            pushed += m.pushed_msgs(1, timeout=max(0.0, deadline - time.monotonic()))
+        got = [p for p in pushed if p["clientMsgID"] == wanted]
+        assert [(text_of(g), g["groupID"], int(g["seq"])) for g in got] == [("announcement", group_id, 2)]
+    assert call(stack, "/msg/send_msg", {**body, "groupID": ""}, admin)["errCode"] == 1001
