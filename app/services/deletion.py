@@ -93,7 +93,8 @@ def clear_for_me(user_id: str, conversation_ids: list[str] | None, sync_self: bo
 
 def delete_physically(conversation_id: str, seqs: list[int]) -> list[int]:
     """Admin: the messages are gone for everyone (MongoDB slots emptied, cache entries deleted)."""
-    wanted = sorted({s for s in seqs if s > 0})
+    high = history.visible_max_seqs([conversation_id])[conversation_id]
+    wanted = sorted({s for s in seqs if 0 < s <= high})
     if wanted:
         messages.delete_physically(conversation_id, wanted)
         msg_cache.delete_cached_msgs(conversation_id, wanted)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 OA_NOTIFICATION = 1400  # OpenIM's OANotification: sent in a notification conversation (sn_)
 SESSION_TYPES = (SINGLE_CHAT, GROUP_CHAT, NOTIFICATION_CHAT)
+MAX_PLATFORM_ID = 10  # OpenIM's platforms, the admin's included
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ def parse_outgoing(body: dict[str, Any]) -> Outgoing:
     msg_from = _int(body, "msgFrom", MSG_FROM_SYSTEM)
     if msg_from not in (MSG_FROM_USER, MSG_FROM_SYSTEM):
         raise ImError(ARGS_ERROR, f"msgFrom must be {MSG_FROM_USER} or {MSG_FROM_SYSTEM}")
+    platform_id = _int(body, "senderPlatformID")
+    if not 0 <= platform_id <= MAX_PLATFORM_ID:
+        raise ImError(ARGS_ERROR, f"senderPlatformID must be 0 to {MAX_PLATFORM_ID}")
     push = body.get("offlinePushInfo")
     if push is not None and not isinstance(push, dict):
         raise ImError(ARGS_ERROR, "offlinePushInfo must be an object")
@@ -112,7 +116,7 @@ def parse_outgoing(body: dict[str, Any]) -> Outgoing:
         group_id=group_id if session_type == GROUP_CHAT else "",
         nickname=_text(body, "senderNickname"),
         face_url=_text(body, "senderFaceURL"),
-        platform_id=_int(body, "senderPlatformID"),
+        platform_id=platform_id,
         content=text,
         content_type=content_type,
         session_type=session_type,
