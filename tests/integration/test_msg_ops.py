@@ -375,6 +375,15 @@ def test_group_mark_as_read_syncs_the_readers_devices(stack: Any, admin: str, ui
         assert [(detail(s)["conversationID"], int(detail(s)["hasReadSeq"])) for s in synced] == [(conv, 2)]
         assert pushes_of_type(o, READ_RECEIPT, timeout=1) == []  # a group's members are not told
         assert r_web.read_state([conv])[conv]["hasReadSeq"] == 2
+        # deleting and clearing in a group are the reader's own too
+        mine = {"conversationID": conv, "seqs": [2], "userID": reader}
+        assert call(stack, "/msg/delete_msgs", mine, token(reader))["errCode"] == 0
+        assert r_web.pull_range(conv, 2, 2)["Msgs"][0].get("status") == 4
+        assert text_of(o.pull_range(conv, 2, 2)["Msgs"][0]) == "hello group"
+        cleared = {"conversationIDs": [conv], "userID": reader}
+        assert call(stack, "/msg/clear_conversation_msg", cleared, token(reader))["errCode"] == 0
+        assert r_web.pull_range(conv, 1, 2)["Msgs"] == []
+        assert len(o.pull_range(conv, 1, 2)["Msgs"]) == 2
 
 
 # --- server-side send ----------------------------------------------------------------------------
