@@ -115,6 +115,13 @@ class Settings:
     batch_linger_max_ms: float = env("BATCH_LINGER_MAX_MS", 20.0)
     batch_max_msgs: int = env("BATCH_MAX_MSGS", 200)
     max_content_bytes: int = env("MAX_CONTENT_BYTES", 40 * 1024)
+    # A sender may revoke its own message this long after sending it (0: any time); group owners,
+    # group admins and admin tokens are not bound by it.
+    revoke_window_seconds: int = env("REVOKE_WINDOW_SECONDS", 24 * 3600)
+    # /msg/batch_send_msg hands its messages to the pipeline this many at a time.
+    batch_send_chunk: int = env("BATCH_SEND_CHUNK", 500)
+    # At most this many receivers in one /msg/batch_send_msg.
+    batch_send_max_receivers: int = env("BATCH_SEND_MAX_RECEIVERS", 10000)
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = env("TRANSFER_WORKER_SHARDS", "")
     # "i/n": this is the i-th of n transfer processes sharing those shards (the Procfile runs two, so

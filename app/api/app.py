@@ -17,10 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.api.admin import admin_api
 from app.api.envelope import register_error_handlers
 from app.api.groups import group_api
+from app.api.msg import msg_api
 from app.api.openim import openim_api
 from app.api.third import third_api
 from app.config import settings
 from app.ops import metrics
+from app.services import dispatch
 from app.store.mongo import client as mongo
 from app.store.redis.client import get_redis
 from app.ws.publish import queue_depths
@@ -66,8 +68,10 @@ class Node(Protocol):
 def create_app(node: Node) -> Flask:
     app = Flask(__name__)
     register_error_handlers(app)
-    for blueprint in (admin_api, openim_api, group_api, third_api):
+    for blueprint in (admin_api, openim_api, msg_api, group_api, third_api):
         app.register_blueprint(blueprint)
+    # REST sends and notifications share the node's per-shard batcher with websocket sends
+    dispatch.use_batcher(getattr(node, "batcher", None))
     # Every path but "/" (the websocket route).
     CORS(
         app,

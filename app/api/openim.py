@@ -38,7 +38,7 @@ from app.core.constants import GROUP_CHAT, MSG_STATUS_DELETED, SINGLE_CHAT
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, ImError
 from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
-from app.services import history, profiles, read_state
+from app.services import history, profiles
 from app.store.mongo import conversations
 from app.store.mongo import users as user_store
 from app.store.redis import recv_opts as recv_opts_cache
@@ -213,7 +213,7 @@ def conversation_msgs(owner: str, records: dict[str, dict[str, Any]], with_empty
     highs = history.user_max_seqs(owner, convs)  # a group's ends where the owner left it
     lows = history.min_seqs(owner, convs)
     reads = history.read_seqs(owner, convs)
-    lasts = history.last_msgs(convs, highs)
+    lasts = history.last_msgs(convs, highs, owner)
     peers = {peer_of(c, owner) for c in convs if c.startswith("si_")}
     users = {u["userID"]: u for u in users_info(sorted(peers))}
     group_list = group_infos(c.removeprefix("sg_") for c in convs if c.startswith("sg_"))
@@ -385,24 +385,4 @@ def set_conversations() -> Response:
         recv_opts_cache.forget(user_ids)
         if missing:
             raise ImError(RECORD_NOT_FOUND, f"no conversation {conv} for {missing[0]}")
-    return api_response({})
-
-
-@openim_api.post("/msg/mark_conversation_as_read")
-def mark_conversation_as_read() -> Response:
-    """The reader's read seq moves to hasReadSeq; in a single chat the peer gets a read receipt
-    (2200 in `notificationMsgs`, seq 0) naming the seqs read, as OpenIM's MarkConversationAsRead."""
-    body = json_body()
-    reader = acting_user(caller(), body)
-    conv = conversation_arg(body)
-    history.check_members(reader, [conv])
-    wanted = int_arg(body, "hasReadSeq")
-    seqs_arg = body.get("seqs") or []
-    if not isinstance(seqs_arg, list) or len(seqs_arg) > MAX_IDS:
-        raise ImError(ARGS_ERROR, f"seqs must be a list of at most {MAX_IDS} seqs")
-    asked = {int_arg({"seq": s}, "seq") for s in seqs_arg}
-    before, after = read_state.raise_read_seq(reader, conv, wanted)
-    if conv.startswith("si_"):
-        read = sorted(set(range(before + 1, after + 1)) | {s for s in asked if 0 < s <= after})
-        read_state.send_read_receipt(reader, peer_of(conv, reader), conv, read, after, request.headers["operationID"])
     return api_response({})

@@ -93,6 +93,10 @@ def read_receipt_seq(content: str) -> int:
         raise ValueError(f"read receipt content nests deeper than {READ_RECEIPT_MAX_DEPTH} levels")
     try:
         body = json.loads(content)
+        if isinstance(body, dict) and isinstance(body.get("detail"), str):
+            if json_depth(body["detail"]) > READ_RECEIPT_MAX_DEPTH:
+                raise ValueError(f"read receipt detail nests deeper than {READ_RECEIPT_MAX_DEPTH} levels")
+            body = json.loads(body["detail"])  # OpenIM's {"detail": MarkAsReadTips as JSON}
     except (ValueError, RecursionError) as exc:
         raise ValueError("read receipt content must be JSON") from exc
     seq = body.get("hasReadSeq") if isinstance(body, dict) else None

@@ -24,6 +24,10 @@ MEMBER_KICKED = 1508
 MEMBER_INVITED = 1509
 GROUP_DISMISSED_NOTIFICATION = 1511
 GROUP_NOTIFICATION_END = 1599
+CLEAR_CONVERSATION_NOTIFICATION = 1703  # ClearConversationTips, to the clearing user's devices
+BUSINESS_NOTIFICATION = 2001  # /msg/send_business_notification
+MSG_REVOKE_NOTIFICATION = 2101  # RevokeMsgTips; also the content type a revoked message pulls as
+DELETE_MSGS_NOTIFICATION = 2102  # DeleteMsgsTips, to the deleting user's devices
 HAS_READ_RECEIPT = 2200  # a read receipt: a notification a client may send, speaking only for itself
 NOTIFICATION_END = 5000
 
@@ -34,6 +38,16 @@ MSG_STATUS_SENDING = 1
 MSG_STATUS_SUCCESS = 2
 MSG_STATUS_FAILED = 3
 MSG_STATUS_DELETED = 4
+
+# Group roles (roleLevel).
+GROUP_OWNER = 100
+GROUP_ADMIN = 60
+GROUP_ORDINARY = 20
+
+# Server-side send status (OpenIM's MsgStatusNotExist ... MsgSendFailed), per operationID.
+SEND_STATUS_NOT_EXIST = 0
+SEND_STATUS_SUCCESS = 2
+SEND_STATUS_FAILED = 3
 
 # Platform ids.
 IOS = 1

@@ -6,10 +6,11 @@
   messages of different operations never share a payload.
 - Server notifications (system-sent, content types 1000-4999, such as read receipts) go in
   `notificationMsgs` under OpenIM's `n_` conversation id; everything else in `msgs`.
-- Group notifications (1500-1599) are kept in the group's own conversation here (OpenIM's
-  "isSendMsg" copy), so they go in `msgs` with its seqs; the same message also goes in
-  `notificationMsgs` under `n_<groupID>`, where OpenIM's SDKs act on it (their group and member
-  caches, group events). The SDKs keep no seq state for what arrives there (docs/openim-js-sdk.md).
+- Group notifications (1500-1599, and a group's revoke tips and business notifications) are kept
+  in the group's own conversation here (OpenIM's "isSendMsg" copy), so they go in `msgs` with its
+  seqs; the same message also goes in `notificationMsgs` under `n_<groupID>`, where OpenIM's SDKs
+  act on it (their group and member caches, group events, revokes). The SDKs keep no seq state
+  for what arrives there (docs/openim-js-sdk.md).
 
 Pure: stored message dicts in, (operationID, PushMessages) pairs out, in the messages' order.
 """
@@ -20,10 +21,12 @@ import itertools
 from typing import Any
 
 from app.core.constants import (
+    BUSINESS_NOTIFICATION,
     GROUP_CHAT,
     GROUP_NOTIFICATION_BEGIN,
     GROUP_NOTIFICATION_END,
     MSG_FROM_SYSTEM,
+    MSG_REVOKE_NOTIFICATION,
     NOTIFICATION_BEGIN,
     NOTIFICATION_END,
 )
@@ -43,11 +46,20 @@ def is_notification(msg: dict[str, Any]) -> bool:
     )
 
 
+# Stored notifications of a group's message operations (revoke tips, business notifications):
+# like group notifications, the SDKs act on them only from `notificationMsgs`.
+GROUP_CONVERSATION_NOTIFICATIONS = frozenset({MSG_REVOKE_NOTIFICATION, BUSINESS_NOTIFICATION})
+
+
 def is_group_notification(msg: dict[str, Any]) -> bool:
+    content_type = int(msg.get("content_type", 0))
     return bool(
         msg.get("msg_from") == MSG_FROM_SYSTEM
         and msg.get("session_type") == GROUP_CHAT
-        and GROUP_NOTIFICATION_BEGIN < int(msg.get("content_type", 0)) < GROUP_NOTIFICATION_END
+        and (
+            GROUP_NOTIFICATION_BEGIN < content_type < GROUP_NOTIFICATION_END
+            or content_type in GROUP_CONVERSATION_NOTIFICATIONS
+        )
     )
 
 

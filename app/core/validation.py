@@ -213,6 +213,8 @@ def check_read_receipt(content: bytes, sender: str, conversation_id: str) -> int
     only its sender and its own conversation; nested values are refused (no deep JSON downstream)."""
     try:
         body = json.loads(content.decode("utf-8"))
+        if isinstance(body, dict) and set(body) == {"detail"} and isinstance(body["detail"], str):
+            body = json.loads(body["detail"])  # OpenIM's {"detail": MarkAsReadTips as JSON}
     except (ValueError, RecursionError) as exc:
         raise ImError(ARGS_ERROR, "read receipt content must be a JSON object") from exc
     if not isinstance(body, dict):

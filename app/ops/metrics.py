@@ -27,6 +27,11 @@ ONLINE_PUSH_FAILED = Counter(
 ONLINE_USERS = Gauge("online_user_num", "users with at least one connection on this gateway node")
 CONNECTIONS = Gauge("gateway_connections", "open client connections on this gateway node")
 
+MSG_OPERATIONS = Counter(
+    "msg_operations",
+    "message operations over REST (revoke, delete, clear, read, server send), by outcome",
+    ["operation", "outcome"],
+)
 QUEUE_DEPTH = Gauge("queue_depth", "messages waiting in a broker queue (read by the gateway at scrape time)", ["queue"])
 TASK_SECONDS = Histogram(
     "task_seconds",

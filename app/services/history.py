@@ -12,6 +12,7 @@ from cachetools import TTLCache
 from app.core import validation
 from app.core.conversation import is_group_conversation
 from app.core.errors import NO_PERMISSION, ImError
+from app.core.msg_ops import view_for
 from app.core.protocol import doc_to_msgdata, placeholder_msg
 from app.core.validation import MAX_PULL_NUM
 from app.proto import sdkws_pb2 as pb
@@ -39,21 +40,33 @@ def visible_max_seqs(conversation_ids: list[str]) -> dict[str, int]:
 
 def seq_bounds(user_id: str, conversation_ids: list[str]) -> dict[str, tuple[int, int]]:
     """(lowest seq the user may read, highest or 0 for none) per conversation: the conversation's
-    min seq and the user's own bounds. Group members' bounds change when they join or leave, so
-    they are read fresh; single chats' are remembered."""
-    out = {c: (_min_seqs[(user_id, c)], 0) for c in conversation_ids if (user_id, c) in _min_seqs}
-    missing = [c for c in conversation_ids if c not in out]
-    if missing:
-        conv_min = seq_blocks.get_min_seqs(missing)
-        user = seq_users.get_user_seqs(user_id, missing)
+    min seq and the user's own bounds. The conversation's min seq changes rarely and is remembered;
+    the user's own min seq (moved by clearing) is read from Redis each time, from MongoDB when Redis
+    lost it. Group members' bounds change when they join or leave, so they are read from MongoDB."""
+    conv_min = {c: _min_seqs[("", c)] for c in conversation_ids if ("", c) in _min_seqs}
+    if missing := [c for c in conversation_ids if c not in conv_min]:
+        found = seq_blocks.get_min_seqs(missing)
         for c in missing:
-            own = user.get(c, {})
-            low = max(1, conv_min.get(c, 0), own.get("min_seq", 0))
-            if is_group_conversation(c):
-                out[c] = (low, own.get("max_seq", 0))
-            else:
-                out[c] = (_min_seqs.setdefault((user_id, c), low), 0)
+            conv_min[c] = _min_seqs.setdefault(("", c), found.get(c, 0))
+    own_min = msg_cache.get_user_min_seqs(user_id, conversation_ids)
+    groups = [c for c in conversation_ids if is_group_conversation(c)]
+    unknown = [c for c in conversation_ids if own_min[c] is None and not is_group_conversation(c)]
+    user = seq_users.get_user_seqs(user_id, groups + unknown) if groups or unknown else {}
+    if unknown:
+        refill = {c: user.get(c, {}).get("min_seq", 0) for c in unknown}
+        msg_cache.fill_user_min_seqs(user_id, refill)
+        own_min.update(refill)
+    out: dict[str, tuple[int, int]] = {}
+    for c in conversation_ids:
+        own = user.get(c, {})
+        low = max(1, conv_min[c], own_min[c] or 0, own.get("min_seq", 0))
+        out[c] = (low, own.get("max_seq", 0) if is_group_conversation(c) else 0)
     return out
+
+
+def forget_conversation_min_seq(conversation_id: str) -> None:
+    """This node's remembered min seq of the conversation is stale (an admin moved it)."""
+    _min_seqs.pop(("", conversation_id), None)
 
 
 def min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
@@ -77,13 +90,16 @@ def read_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int]:
     return {c: (seq if seq is not None else stored.get(c, {}).get("read_seq", 0)) for c, seq in found.items()}
 
 
-def get_msgs(conversation_id: str, seqs: list[int]) -> list[pb.MsgData]:
-    """Messages by seq, cache then MongoDB, with status-4 placeholders for seqs held by neither."""
+def get_msgs(conversation_id: str, seqs: list[int], user_id: str = "") -> list[pb.MsgData]:
+    """Messages by seq as `user_id` sees them (revoked form, own deletions: app/core/msg_ops.py),
+    cache then MongoDB, with status-4 placeholders for seqs held by neither."""
     found: dict[int, dict[str, Any]] = msg_cache.get_cached_msgs(conversation_id, seqs)
     missing = [s for s in seqs if s not in found]
     if missing:
         found.update(messages.find_msgs(conversation_id, missing))
-    return [doc_to_msgdata(found[s]) if s in found else placeholder_msg(conversation_id, s) for s in seqs]
+    return [
+        doc_to_msgdata(view_for(found[s], user_id)) if s in found else placeholder_msg(conversation_id, s) for s in seqs
+    ]
 
 
 def check_members(user_id: str, conversation_ids: list[str]) -> None:
@@ -142,7 +158,7 @@ def pull_by_range(user_id: str, req: pb.PullMessageBySeqsReq) -> pb.PullMessageB
         if begin > end:
             pulled.isEnd = True
             continue
-        pulled.Msgs.extend(get_msgs(conv, list(range(begin, end + 1))))
+        pulled.Msgs.extend(get_msgs(conv, list(range(begin, end + 1)), user_id))
         pulled.isEnd = end >= highs[conv] if req.order == pb.PullOrderAsc else begin <= lows[conv]
         pulled.endSeq = end
     return resp
@@ -159,7 +175,7 @@ def pull_by_seq_list(user_id: str, req: pb.GetSeqMessageReq) -> pb.GetSeqMessage
         if req.order == pb.PullOrderDesc:
             seqs.reverse()
         pulled = resp.msgs[conv]
-        pulled.Msgs.extend(get_msgs(conv, seqs))
+        pulled.Msgs.extend(get_msgs(conv, seqs, user_id))
         pulled.isEnd = not seqs or min(seqs) <= lows[conv]
         pulled.endSeq = max(seqs) if seqs else 0
     return resp
@@ -177,7 +193,7 @@ def has_read_and_max(
     convs = sorted(set(convs))
     highs = user_max_seqs(user_id, convs)
     reads = read_seqs(user_id, convs)
-    last = last_msgs(convs, highs)
+    last = last_msgs(convs, highs, user_id)
     resp = pb.GetConversationsHasReadAndMaxSeqResp()
     for conv in convs:
         entry = resp.seqs[conv]
@@ -187,8 +203,8 @@ def has_read_and_max(
     return resp
 
 
-def last_msgs(convs: list[str], highs: dict[str, int]) -> dict[str, pb.MsgData]:
-    return {c: get_msgs(c, [highs[c]])[0] for c in convs if highs[c] > 0}
+def last_msgs(convs: list[str], highs: dict[str, int], user_id: str = "") -> dict[str, pb.MsgData]:
+    return {c: get_msgs(c, [highs[c]], user_id)[0] for c in convs if highs[c] > 0}
 
 
 def last_messages(user_id: str, req: pb.GetLastMessageReq) -> pb.GetLastMessageResp:
@@ -196,6 +212,6 @@ def last_messages(user_id: str, req: pb.GetLastMessageReq) -> pb.GetLastMessageR
     convs = sorted(validation.check_conversation_ids(req.conversationIDs))
     check_members(user_id, convs)
     resp = pb.GetLastMessageResp()
-    for conv, msg in last_msgs(convs, user_max_seqs(user_id, convs)).items():
+    for conv, msg in last_msgs(convs, user_max_seqs(user_id, convs), user_id).items():
         resp.msgs[conv].CopyFrom(msg)
     return resp

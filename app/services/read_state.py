@@ -1,26 +1,23 @@
-"""Read state: a user's read seq in a conversation, and the read receipt its peer gets.
+"""Read state: a user's read seq in a conversation, and the receipts it sends (OpenIM's
+MarkMsgsAsRead, MarkConversationAsRead, SetConversationHasReadSeq).
 
 A read seq only moves forward and never past the visible max seq (P5). The receipt is OpenIM's
-HasReadReceipt notification, handed to the push stage through the pipeline's journal like every
-other hand-off, so a push worker killed on a Redis broker does not lose it.
+HasReadReceipt (2200) with a MarkAsReadTips: in a single chat to the peer (the reader's other
+devices get it too, as the sender's copy), in a group to the reader's own devices only. Receipts
+enter the pipeline through the node's batcher like any message (app/services/dispatch.py); they
+take no seq (pushed to whoever is online, as OpenIM's unreliable notifications).
 """
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from typing import Any
 
-from app.celery_app import celery_app
-from app.core import push_frames
-from app.core.constants import HAS_READ_RECEIPT, MSG_FROM_SYSTEM, MSG_STATUS_SENDING, SINGLE_CHAT
-from app.pipeline import journal
-from app.services import history
+from app.core import msg_ops
+from app.core.constants import HAS_READ_RECEIPT, SINGLE_CHAT
+from app.core.errors import ARGS_ERROR, ImError
+from app.services import dispatch, history
 from app.store.mongo import seq_users
 from app.store.redis import badges, msg_cache
-
-PUSH_TASK = "push.batch"
 
 
 def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, int]:
@@ -33,48 +30,68 @@ def raise_read_seq(user_id: str, conversation_id: str, seq: int) -> tuple[int, i
     return min(before, after), after
 
 
-def send_read_receipt(
-    reader: str, peer: str, conversation_id: str, seqs: list[int], has_read_seq: int, operation_id: str
+def check_not_past_max(conversation_id: str, seq: int) -> None:
+    """OpenIM answers ArgsError for a read seq past the conversation's max."""
+    if seq < 0:
+        raise ImError(ARGS_ERROR, "hasReadSeq must not be negative")
+    if seq > history.visible_max_seqs([conversation_id])[conversation_id]:
+        raise ImError(ARGS_ERROR, "hasReadSeq must not be bigger than maxSeq")
+
+
+def mark_conversation_as_read(
+    reader: str, conversation_id: str, has_read_seq: int, seqs: list[int], operation_id: str
+) -> int:
+    """The read seq moves to hasReadSeq; a single chat's peer gets the seqs read, a group's reader
+    its other devices. Returns the read seq now held."""
+    before, after = raise_read_seq(reader, conversation_id, has_read_seq)
+    if conversation_id.startswith("si_"):
+        read = sorted(set(range(before + 1, after + 1)) | {s for s in seqs if 0 < s <= after})
+        peer = msg_ops.peer_of(conversation_id, reader)
+        send_receipt(reader, peer, conversation_id, read, after, operation_id)
+    else:
+        send_receipt(reader, reader, conversation_id, [], after, operation_id)
+    return after
+
+
+def mark_msgs_as_read(reader: str, conversation_id: str, seqs: list[int], operation_id: str) -> int:
+    """These seqs are read; the read seq moves to the last of them (OpenIM's MarkMsgsAsRead)."""
+    if not seqs:
+        raise ImError(ARGS_ERROR, "seqs must not be empty")
+    has_read_seq = seqs[-1]
+    check_not_past_max(conversation_id, has_read_seq)
+    _, after = raise_read_seq(reader, conversation_id, has_read_seq)
+    if conversation_id.startswith("si_"):
+        peer = msg_ops.peer_of(conversation_id, reader)
+        send_receipt(reader, peer, conversation_id, sorted(set(seqs)), after, operation_id)
+    else:
+        send_receipt(reader, reader, conversation_id, sorted(set(seqs)), after, operation_id)
+    return after
+
+
+def set_has_read_seq(reader: str, conversation_id: str, has_read_seq: int, notify: bool, operation_id: str) -> int:
+    """OpenIM's SetConversationHasReadSeq: the read seq (forward only), the reader's devices told."""
+    check_not_past_max(conversation_id, has_read_seq)
+    _, after = raise_read_seq(reader, conversation_id, has_read_seq)
+    if notify:
+        send_receipt(reader, reader, conversation_id, [], after, operation_id)
+    return after
+
+
+def send_receipt(
+    reader: str, recipient: str, conversation_id: str, seqs: list[int], has_read_seq: int, operation_id: str
 ) -> None:
-    """Tell the peer of a single chat which seqs the reader has read (seq 0: pushed, not stored)."""
+    """A 2200 from the reader: to the peer of a single chat, or to the reader (a note to self:
+    all of the reader's devices) for a group's self-sync."""
     tips = {"markAsReadUserID": reader, "conversationID": conversation_id, "seqs": seqs, "hasReadSeq": has_read_seq}
-    notification = read_receipt_notification(reader, peer, tips, operation_id)
-    # by name: the gateway does not load the push stage's task module
-    journal.send(celery_app.signature(PUSH_TASK), [{conversation_id: [notification]}], "push")
-
-
-def read_receipt_notification(reader: str, peer: str, tips: dict[str, Any], operation_id: str) -> dict[str, Any]:
-    """OpenIM's HasReadReceipt notification: from the reader to the peer, system-sent, not stored."""
-    now = int(time.time() * 1000)
-    return {
-        "send_id": reader,
-        "recv_id": peer,
-        "group_id": "",
-        "client_msg_id": uuid.uuid4().hex,
-        "server_msg_id": uuid.uuid4().hex,
-        "sender_platform_id": 0,
-        "sender_nickname": "",
-        "sender_face_url": "",
-        "session_type": SINGLE_CHAT,
-        "msg_from": MSG_FROM_SYSTEM,
-        "content_type": HAS_READ_RECEIPT,
-        "content": json.dumps({"detail": json.dumps(tips, separators=(",", ":"))}, separators=(",", ":")),
-        "seq": 0,
-        "send_time": now,
-        "create_time": now,
-        "status": MSG_STATUS_SENDING,
-        "is_read": False,
-        "options": {
-            "history": False,
-            "persistent": False,
-            "offlinePush": False,
-            "unreadCount": False,
-            "conversationUpdate": False,
-            "senderSync": True,
-        },
-        "offline_push": None,
-        "at_user_id_list": [],
-        "attached_info": "",
-        "ex": "",
-        push_frames.OPERATION_ID: operation_id,
-    }
+    doc = msg_ops.system_msg(
+        reader,
+        recipient,
+        "",
+        SINGLE_CHAT,
+        HAS_READ_RECEIPT,
+        msg_ops.notification_content(tips),
+        msg_ops.ONLINE_TIPS_OPTIONS,
+        int(time.time() * 1000),
+        operation_id,
+    )
+    dispatch.send_one(doc)

@@ -26,7 +26,7 @@ from celery import bootsteps
 
 from app.celery_app import celery_app
 from app.core import classify, quarantine
-from app.core.constants import GROUP_CHAT, MSG_STATUS_SUCCESS
+from app.core.constants import GROUP_CHAT, MSG_FROM_SYSTEM, MSG_STATUS_SUCCESS
 from app.core.conversation import conversation_id_for
 from app.ops import metrics
 from app.pipeline import dead_letters
@@ -190,6 +190,8 @@ def apply_read_receipts(receipts: ByConversation) -> list[ReadSeq]:
     wanted: dict[tuple[str, str], int] = {}
     for conv, msgs in receipts.items():
         for msg in msgs:
+            if msg.get("msg_from") == MSG_FROM_SYSTEM:
+                continue  # the server's receipts (REST mark-as-read) report a read seq it already moved
             try:
                 seq = classify.read_receipt_seq(msg["content"])
             except ValueError:

@@ -37,6 +37,7 @@ ALL = [
     "beforeOfflinePush",
     "afterUserOnline",
     "afterUserOffline",
+    "afterRevokeMsg",
 ]
 
 
@@ -275,3 +276,23 @@ def test_after_callbacks_are_retried_then_dead_lettered(hooked: Stack, hooks: Fa
             assert len(calls_for(hooks, "callbackAfterSendSingleMsgCommand", never)) == 3  # 1 + 2 retries
     finally:
         hooks.fail_if = lambda command, body: False
+
+
+def test_after_revoke_is_called_once(hooked: Stack, hooks: FakeWebhooks, uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    with login(hooked, alice) as a:
+        a.send_text(bob, "oops")
+        assert len(a.pushed_msgs(1, timeout=15)) == 1  # committed (its own copy comes back)
+        token = mint_token(alice, LINUX)
+        body = {"conversationID": conv, "seq": 1, "userID": alice}
+        for _ in range(2):  # the second revoke is answered as done and calls nothing
+            assert rest(hooked.gateway_port, "/msg/revoke_msg", body, token)["errCode"] == 0
+
+    def calls() -> list[dict[str, Any]]:
+        return [c for c in hooks.of("callbackBeforeAfterMsgCommand") if c["conversationID"] == conv]
+
+    [call] = eventually(calls)
+    assert (call["seq"], call["userID"]) == (1, alice)
+    time.sleep(0.5)
+    assert len(calls()) == 1

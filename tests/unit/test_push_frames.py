@@ -68,3 +68,12 @@ def test_group_notifications_travel_in_the_group_conversation_and_as_notificatio
     assert [m.seq for m in push.msgs["sg_g1"].Msgs] == [1, 2]
     assert list(push.notificationMsgs) == ["n_g1"]
     assert [(m.seq, m.contentType) for m in push.notificationMsgs["n_g1"].Msgs] == [(1, 1501)]
+
+
+def test_a_groups_revoke_tips_also_travel_as_notifications() -> None:
+    group: GroupFields = {"session_type": 3, "recv_id": "", "group_id": "g1"}
+    tips = msg(4, "op5", msg_from=200, content_type=2101, **group)
+    assert is_group_notification(tips) and not is_group_notification({**tips, "msg_from": 100})
+    [(_, push)] = push_payloads("sg_g1", [tips])
+    assert [(m.seq, m.contentType) for m in push.msgs["sg_g1"].Msgs] == [(4, 2101)]
+    assert [(m.seq, m.contentType) for m in push.notificationMsgs["n_g1"].Msgs] == [(4, 2101)]

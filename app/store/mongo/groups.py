@@ -65,6 +65,14 @@ def group_member_roles(group_id: str) -> dict[str, int]:
     return {d["user_id"]: int(d.get("role_level", ROLE_MEMBER)) for d in docs}
 
 
+def member_roles(group_id: str, user_ids: list[str]) -> dict[str, int]:
+    """user -> role level, for those of `user_ids` who are members."""
+    docs = get_db().group_member.find(
+        {"group_id": group_id, "user_id": {"$in": user_ids}}, {"user_id": 1, "role_level": 1}
+    )
+    return {d["user_id"]: int(d.get("role_level", ROLE_MEMBER)) for d in docs}
+
+
 def groups_of(user_id: str) -> list[str]:
     """The user's groups, the newest joined first."""
     docs = get_db().group_member.find({"user_id": user_id}, {"group_id": 1, "join_time": 1})

@@ -83,3 +83,12 @@ def get_min_seqs(conversation_ids: list[str]) -> dict[str, int]:
         return {}
     docs = get_db().seq.find({"conversation_id": {"$in": conversation_ids}}, {"conversation_id": 1, "min_seq": 1})
     return {d["conversation_id"]: int(d.get("min_seq", 0)) for d in docs}
+
+
+def raise_min_seq(conversation_id: str, seq: int) -> None:
+    """Nothing below `seq` is readable in the conversation any more, for anyone (never lowered)."""
+    get_db().seq.update_one(
+        {"conversation_id": conversation_id},
+        {"$max": {"min_seq": seq}, "$setOnInsert": {"max_seq": 0}},
+        upsert=True,
+    )

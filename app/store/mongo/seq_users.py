@@ -48,3 +48,16 @@ def set_member_seq_bounds(conversation_id: str, user_ids: list[str], min_seq: in
         update["$setOnInsert"] = {"read_seq": 0, "min_seq": 0}
     ops = [UpdateOne({"user_id": u, "conversation_id": conversation_id}, update, upsert=True) for u in user_ids]
     upsert_retrying_races(get_db().seq_user, ops)
+
+
+def raise_min_seqs(user_id: str, seqs: dict[str, int]) -> None:
+    """The user cleared these conversations: nothing below `seq` is readable for them (never lowered)."""
+    ops = [
+        UpdateOne(
+            {"user_id": user_id, "conversation_id": conv},
+            {"$max": {"min_seq": seq}, "$setOnInsert": {"read_seq": 0, "max_seq": 0}},
+            upsert=True,
+        )
+        for conv, seq in seqs.items()
+    ]
+    upsert_retrying_races(get_db().seq_user, ops)

@@ -19,6 +19,10 @@ MALLOC_SEQ_TTL_SECONDS = 365 * 24 * 3600
 BADGE_TTL_SECONDS = 30 * 24 * 3600
 # Receivers' receive options are cached this long (a change elsewhere deletes them at once).
 RECV_OPTS_TTL_SECONDS = 600
+# A cached user min seq: refilled from MongoDB after it expires.
+USER_MIN_SEQ_TTL_SECONDS = 7 * 24 * 3600
+# A server-side send's status answers /msg/check_msg_is_send_success this long (OpenIM's 24 h).
+SEND_STATUS_TTL_SECONDS = 24 * 3600
 # Getui's auth token is kept this long at most (less when Getui announces an earlier expiry).
 GETUI_TOKEN_TTL_SECONDS = 23 * 3600
 
@@ -49,6 +53,17 @@ def client_msg_key(conversation_id: str) -> str:
 
 def user_read_seq_key(conversation_id: str, user_id: str) -> str:
     return f"SEQ_USER_READ:{{{conversation_id}}}:{user_id}"
+
+
+def user_min_seq_key(conversation_id: str, user_id: str) -> str:
+    """The lowest seq this user may read here (moved by clearing the conversation); MongoDB's seq_user
+    keeps the same value, and fills this key again when Redis lost it."""
+    return f"SEQ_USER_MIN:{{{conversation_id}}}:{user_id}"
+
+
+def send_status_key(operation_id: str) -> str:
+    """A server-side send's outcome by its request's operationID (OpenIM's SEND_MSG_STATUS)."""
+    return f"SEND_MSG_STATUS:{operation_id}"
 
 
 def conversation_ready_key(conversation_id: str) -> str:

@@ -4,7 +4,7 @@ the commit that makes one conversation's new messages readable at once."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -15,10 +15,12 @@ from app.store.redis.client import get_redis
 from app.store.redis.keys import (
     CLIENT_MSG_TTL_SECONDS,
     MSG_CACHE_TTL_SECONDS,
+    USER_MIN_SEQ_TTL_SECONDS,
     client_msg_key,
     conversation_ready_key,
     max_seq_key,
     msg_cache_key,
+    user_min_seq_key,
     user_read_seq_key,
 )
 
@@ -97,3 +99,61 @@ def commit(
     script (P5): len(msgs), or COMMIT_REFUSED having written nothing; queued on a pipeline, its reply."""
     keys, args = commit_args(conversation_id, msgs, read_seqs)
     return scripts.load("commit", get_redis())(keys=keys, args=args, client=client)
+
+
+def update_cached_msg(
+    conversation_id: str, seq: int, change: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Replace a cached message by `change(message)`, keeping its TTL; an optimistic transaction
+    (WATCH), so two operations on one message (a revoke and a delete) never lose each other's mark.
+    Returns the new message, or None when it is not cached (then MongoDB alone holds it)."""
+    key = msg_cache_key(conversation_id, seq)
+    with get_redis().pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    pipe.unwatch()
+                    return None
+                new = change(decode_cached(str(raw)))
+                pipe.multi()
+                pipe.set(key, encode_cached(new), keepttl=True)
+                pipe.execute()
+                return new
+            except redis.WatchError:
+                continue
+
+
+def delete_cached_msgs(conversation_id: str, seqs: Iterable[int]) -> None:
+    keys = [msg_cache_key(conversation_id, s) for s in seqs]
+    if keys:
+        get_redis().delete(*keys)
+
+
+def get_user_min_seqs(user_id: str, conversation_ids: list[str]) -> dict[str, int | None]:
+    return _get_ints(conversation_ids, [user_min_seq_key(c, user_id) for c in conversation_ids])
+
+
+def fill_user_min_seqs(user_id: str, seqs: dict[str, int]) -> None:
+    """Put back min seqs Redis lost (read from MongoDB), 0 included, without lowering one a clear
+    raised meanwhile (SET NX)."""
+    if not seqs:
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    for conv, seq in seqs.items():
+        pipe.set(user_min_seq_key(conv, user_id), seq, nx=True, ex=USER_MIN_SEQ_TTL_SECONDS)
+    pipe.execute()
+
+
+def raise_user_min_seqs(user_id: str, seqs: dict[str, int]) -> None:
+    """Raise (never lower) the user's min seq per conversation, and keep each key a while."""
+    if not seqs:
+        return
+    r = get_redis()
+    raise_to = scripts.load("raise_to", r)
+    pipe = r.pipeline(transaction=False)
+    for conv, seq in seqs.items():
+        raise_to(keys=[user_min_seq_key(conv, user_id)], args=[seq], client=pipe)
+        pipe.expire(user_min_seq_key(conv, user_id), USER_MIN_SEQ_TTL_SECONDS)
+    pipe.execute()
