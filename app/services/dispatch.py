@@ -48,6 +48,8 @@ def send_docs(docs: Sequence[dict[str, Any]]) -> list[Ack | ImError]:
     for pending, waiting in zip(pendings, waits, strict=True):
         try:
             out.append(waiting.get(timeout=settings.gateway_publish_timeout_seconds))
+        except ImError as exc:  # refused for itself (the receiver's receive options)
+            out.append(exc)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout is a BaseException
             log.error("server message %s not accepted: %r", pending.client_msg_id, exc)
             out.append(ImError(SERVER_INTERNAL, "the message was not accepted; send it again"))
@@ -74,7 +76,9 @@ def _publish_directly(pendings: list[Pending]) -> list[Ack | ImError]:
             log.error("publishing %d server messages failed: %r", len(indexes), exc)
             continue
         for i, answer in zip(indexes, answers, strict=True):
-            if isinstance(answer, Exception):
+            if isinstance(answer, ImError):
+                out[i] = answer
+            elif isinstance(answer, Exception):
                 out[i] = ImError(SERVER_INTERNAL, "the message was not accepted")
             else:
                 out[i] = answer

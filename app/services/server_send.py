@@ -32,6 +32,7 @@ from app.proto import sdkws_pb2 as pb
 from app.services import dispatch
 from app.store.redis.client import get_redis
 from app.store.redis.keys import SEND_STATUS_TTL_SECONDS, send_status_key
+from app.ws import send_hooks
 from app.ws.acceptance import Ack
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ def answer(ack: Ack, client_msg_id: str) -> dict[str, Any]:
 def send(out: Outgoing, recv_id: str, operation_id: str) -> dict[str, Any]:
     doc = build_doc(out, recv_id, int(time.time() * 1000), operation_id)
     try:
+        doc = send_hooks.before_send(doc, operation_id)  # OpenIM's before-send webhooks, as for a client
         ack = dispatch.send_one(doc)
     except ImError:
         record_status(operation_id, SEND_STATUS_FAILED)

@@ -296,3 +296,16 @@ def test_after_revoke_is_called_once(hooked: Stack, hooks: FakeWebhooks, uid: st
     assert (call["seq"], call["userID"]) == (1, alice)
     time.sleep(0.5)
     assert len(calls()) == 1
+
+
+def test_server_sends_pass_the_same_before_send_webhooks(hooked: Stack, hooks: FakeWebhooks, uid: str) -> None:
+    bot, bob = f"bot{uid}", f"bob{uid}"
+    hooks.answers["callbackBeforeSendSingleMsgCommand"] = answer_refusing("spam", 7002)
+    admin = admin_token(hooked.gateway_port)
+    body = {"sendID": bot, "recvID": bob, "contentType": 101, "sessionType": 1, "senderPlatformID": 10}
+    refused = rest(hooked.gateway_port, "/msg/send_msg", {**body, "content": {"content": "spam for all"}}, admin)
+    assert (refused["errCode"], refused["errMsg"]) == (7002, "no spam here")
+    sent = rest(hooked.gateway_port, "/msg/send_msg", {**body, "content": {"content": "a notice"}}, admin)
+    assert sent["errCode"] == 0
+    calls = [json.loads(c["content"]) for c in hooks.of("callbackBeforeSendSingleMsgCommand") if c["sendID"] == bot]
+    assert calls == [{"content": "spam for all"}, {"content": "a notice"}]
