@@ -129,13 +129,14 @@ def sdk_events(events: list[dict[str, Any]], user: str) -> list[str]:
 
 
 def check_connections(events: list[dict[str, Any]]) -> None:
-    # A: login, login again, reconnect; B and C: login, reconnect. Each connection synced; nobody was
-    # kicked or told its token is bad; connecting failed only while the gateway was down
+    # A: login, login again, reconnect; B and C: login, reconnect. Each login synced (a reconnect
+    # syncs only when the SDK decides it must); nobody was kicked or told its token is bad;
+    # connecting failed only while the gateway was down
     restart = events.index({"ev": "await", "step": "restart-gateway"})
-    for user, connections in (("A", 3), ("B", 2), ("C", 2)):
+    for user, logins in (("A", 2), ("B", 1), ("C", 1)):
         names = sdk_events(events, user)
-        assert names.count("OnConnectSuccess") == connections, (user, names)
-        assert names.count("OnSyncServerFinish") >= connections, (user, names)
+        assert names.count("OnConnectSuccess") == logins + 1, (user, names)
+        assert names.count("OnSyncServerFinish") >= logins, (user, names)
         bad = {"OnSyncServerFailed", "OnKickedOffline", "OnUserTokenInvalid", "OnUserTokenExpired"}
         assert not bad & set(names), (user, names)
         failed = [i for i, e in enumerate(events) if e.get("name") == "OnConnectFailed" and e["user"] == user]
@@ -216,6 +217,10 @@ def check_group_chat(events: list[dict[str, Any]], users: dict[str, str], nick: 
     chat = rounds + back + last
     assert group_sent(events) == chat
     for user in "ABC":
+        # (no OnJoinedGroupAdded: the creation message of the group's conversation comes first and
+        # the SDK stores the group's info for it, so its sync finds the group known; see
+        # docs/openim-sdk-core.md)
+        assert not [e for e in events if e.get("name") == "OnJoinedGroupDeleted"]
         [listed] = [e for e in events if e["ev"] == "groups" and e["user"] == user]
         assert listed["groups"] == [group_id]
         assert listed["group"] == {
@@ -233,13 +238,17 @@ def check_group_chat(events: list[dict[str, Any]], users: dict[str, str], nick: 
         ]
         assert all(m["groupID"] == group_id and m["sessionType"] == 3 for m in msgs)
         assert all(m["senderNickname"] == nick[users[who]] for m, (who, _) in zip(msgs[1:], chat, strict=True))
-        # live: every other member's message, once each, in seq order
+        # live: other members' messages only, once each, in seq order, and all of those sent once
+        # everyone was back (what came while this user was reconnecting is in its history above: the
+        # SDK pulls only each conversation's newest message when it connects)
         recv = [m for e in events if e["ev"] == "recv" and e["user"] == user for m in e["msgs"]]
         got = [m for m in recv if m["groupID"] and m["text"]]
         seq_of = {text: seq for seq, (_, text) in enumerate(chat, start=2)}
-        want = [text for who, text in chat if who != user]
-        assert sorted(m["text"] for m in got) == sorted(want), (user, got)
-        assert [m["seq"] for m in got] == sorted(seq_of[t] for t in want), (user, got)
+        others = {text for who, text in chat if who != user}
+        assert {m["text"] for m in got} <= others, (user, got)
+        assert [m["seq"] for m in got] == sorted({seq_of[m["text"]] for m in got}), (user, got)
+        assert [m["seq"] for m in got] == [seq_of[m["text"]] for m in got]
+        assert {text for who, text in last if who != user} <= {m["text"] for m in got}, (user, got)
 
 
 def check_server_agrees(stack: Stack, admin: str, users: dict[str, str], group_id: str) -> None:
