@@ -305,8 +305,8 @@ async function main() {
     await until("A and B receive 20 each", () => fromPeer(A, B).length >= 20 && fromPeer(B, A).length >= 20);
     await A.history(conv, "single-before-logout");
 
-    // A away: B sends 5; A back reads all 45. A logout revokes its token (as OpenIM's gateway
-    // does): A comes back with a new one, as an app does
+    // A away: B sends 5; A back reads all 45. Our gateway revokes a token at logout
+    // (docs/openim-sdk-core.md): A comes back with a new one, as an app does
     await A.logout();
     for (let i = 21; i <= 25; i++) await B.send(`b${i}`, { recvID: A.userID });
     await A.login(env("OPENIM_A_TOKEN2"));
