@@ -61,7 +61,7 @@ def wasm_sdk_installed() -> Path:
     return modules
 
 
-@pytest.mark.timeout(SCENARIO_TIMEOUT + 120)
+@pytest.mark.timeout(SCENARIO_TIMEOUT + 900)  # a first Chromium install (apt-get) and npm ci included
 def test_core_sdk_single_chat_relogin_group_and_gateway_restart(
     chromium: Path, wasm_sdk_installed: Path, stack: Stack, uid: str
 ) -> None:
