@@ -245,14 +245,21 @@ def incremental(asked: dict[str, Any], version_id: str, current: int) -> dict[st
 
 @group_api.post("/group/get_incremental_join_groups")
 def get_incremental_join_groups() -> Response:
-    """The SDK fires OnJoinedGroupAdded for each `insert` once it knows a versionID: a changed list
-    re-announces every current group (there is no log to tell which are new)."""
+    """The SDKs announce a group (OnJoinedGroupAdded) for each `insert` of an incremental answer:
+    when the caller's list is ours without the newest groups, those are the insert (`full: false`);
+    otherwise (first sync, a group left) the whole list, `full: true` (the core SDK then replaces its
+    list silently; the JS SDK announces every insert)."""
     body = json_body()
     user_id = acting_user(caller(), body)
-    ids = sorted(group_store.groups_of(user_id))
+    newest_first = group_store.groups_of(user_id)
+    ids = sorted(newest_first)
     answer = incremental(body, JOIN_GROUPS_VERSION_ID, join_groups_version(ids))
     if answer["full"]:
-        answer["insert"] = list(group_infos(ids).values()) or None
+        new = None
+        if body.get("versionID") == JOIN_GROUPS_VERSION_ID:
+            new = groups.joined_since(int_arg(body, "version"), newest_first)
+        answer["full"] = new is None
+        answer["insert"] = list(group_infos(ids if new is None else new).values()) or None
     return api_response(answer)
 
 

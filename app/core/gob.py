@@ -19,8 +19,10 @@ The format, briefly:
   carries the definition of type ``id`` (a ``wireType`` struct); a positive one carries a value.
   Builtin ids: bool 1, int 2, uint 3, float 4, []byte 5, string 6, complex 7, interface 8, wireType 16,
   arrayType 17, CommonType 18, sliceType 19, structType 20, fieldType 21, []fieldType 22,
-  mapType 23. User-defined types start at 65 (ids are given out per Go process, in the order it first
-  meets the types, so a Go sender may use 66 or more: we read whatever the frame defines).
+  mapType 23. User-defined types get ids from 64 up: Go before 1.21 gave out 65 first, Go 1.21 and
+  newer give 64 first (the wasm build of openim-sdk-core 3.8.3 defines its GeneralWsReq as 64), and
+  ids are given out per Go process in the order it first meets the types, so a sender may use any id
+  from 64: we read whatever the frame defines, as Go's decoder does.
 
 The receiver matches struct fields BY NAME, so a sender's field order does not matter and fields we
 do not know are skipped (whatever kind they are). The struct's own name, sent in the definition, is
@@ -64,7 +66,7 @@ _BYTES: Final = 5
 _STRING: Final = 6
 _COMPLEX: Final = 7
 _INTERFACE: Final = 8
-_FIRST_USER_ID: Final = 64  # Go refuses to (re)define ids below this; the first one it gives is 65.
+_FIRST_USER_ID: Final = 64  # Go's decoder refuses to (re)define ids below this (`recvType`).
 _OUR_TYPE_ID: Final = 65
 
 _INT64_MIN: Final = -(1 << 63)
@@ -361,7 +363,7 @@ def _read_wire_type(r: _Reader) -> _WireType:
 
 def _define_type(r: _Reader, type_id: int, types: dict[int, _WireType]) -> None:
     """Read the definition of type_id (a message whose type id was -type_id)."""
-    if type_id <= _FIRST_USER_ID or type_id in types:
+    if type_id < _FIRST_USER_ID or type_id in types:
         raise GobError(f"type id {type_id} cannot be (re)defined")
     types[type_id] = _read_wire_type(r)
 
@@ -566,10 +568,17 @@ def _encode_struct_frame(name: str, ours: tuple[tuple[str, str, int], ...], obj:
 
 
 def decode_request(frame: bytes) -> GeneralWsReq:
-    """A request as openim-sdk-core sends it (one fresh Go encoder per frame). Raises GobError."""
+    """A request as openim-sdk-core sends it (one fresh Go encoder per frame). Raises GobError.
+
+    Go's int is 64 bits, but every ReqIdentifier is an int32 (the gateway answers with one): a value
+    outside that range is refused here rather than carried into an answer we could not encode.
+    """
     v = _decode_struct_frame(frame, _REQ_FIELDS)
+    req_identifier = v.ints.get("req_identifier", 0)
+    if not _INT32_MIN <= req_identifier <= _INT32_MAX:
+        raise GobError(f"req_identifier out of int32 range: {req_identifier}")
     return GeneralWsReq(
-        req_identifier=v.ints.get("req_identifier", 0),
+        req_identifier=req_identifier,
         token=v.strings.get("token", ""),
         send_id=v.strings.get("send_id", ""),
         operation_id=v.strings.get("operation_id", ""),

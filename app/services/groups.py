@@ -71,6 +71,22 @@ def checksum(parts: Iterable[str]) -> int:
     return zlib.crc32("\n".join(parts).encode()) + 1
 
 
+MAX_JOINED_SINCE = 20
+"""How many newest groups joined_since tries: more new groups than that answer the whole list."""
+
+
+def joined_since(version: int, newest_first: list[str]) -> list[str] | None:
+    """The groups joined since a caller's join-groups `version` (a checksum of its sorted list), when
+    that list is the current one without its k newest groups (k from 0 to MAX_JOINED_SINCE); else
+    None (a group was left, or too many joined): the caller then needs the whole list. Without a
+    version log this is how an SDK learns which groups are new (openim-sdk-core announces a group
+    only for an incremental `insert`, never for a full sync)."""
+    for k in range(min(len(newest_first), MAX_JOINED_SINCE) + 1):
+        if checksum(sorted(newest_first[k:])) == version:
+            return newest_first[:k]
+    return None
+
+
 def members_version(group: dict[str, Any], roles: dict[str, int]) -> int:
     """The version of a group's member list (user -> role level) and main info."""
     head = [group.get("group_name", ""), str(group.get("status", 0)), group.get("owner_user_id", "")]

@@ -343,5 +343,17 @@ def test_group_sync_calls_answer_from_membership(stack: Any, admin: str, uid: st
         assert [m["userID"] for m in call("/group/get_group_members_info", wanted)["members"]] == [late]
         assert call("/group/get_groups_info", {"groupIDs": [group_id, elsewhere]})["groupInfos"][0]["memberCount"] == 3
         assert len(call("/group/get_groups_info", {"groupIDs": [group_id, elsewhere]})["groupInfos"]) == 1
+
+        # the member joins one more group: the old join-groups version answers just that one, as an
+        # incremental insert (which the core SDK announces); after leaving one, the whole list
+        body = {"ownerUserID": owner, "memberUserIDs": [member], "groupInfo": {"groupName": f"more {uid}"}}
+        more = rest(stack.gateway_port, "/group/create_group", body, token[owner])["data"]["groupInfo"]["groupID"]
+        grown = call("/group/get_incremental_join_groups", again)
+        assert (grown["full"], [g["groupID"] for g in grown["insert"]]) == (False, [more])
+        assert grown["version"] != joined["version"]
+        latest = {"userID": member, "version": grown["version"], "versionID": grown["versionID"]}
+        assert rest(stack.gateway_port, "/group/quit_group", {"groupID": more}, token[member])["errCode"] == 0
+        shrunk = call("/group/get_incremental_join_groups", latest)
+        assert (shrunk["full"], [g["groupID"] for g in shrunk["insert"]]) == (True, [group_id])
     finally:
         client.close()

@@ -119,13 +119,18 @@ def api(port: int, path: str, body: dict[str, Any], token: str = "") -> Any:
 
 
 def run_scenario(
-    env: dict[str, str], on_await: dict[str, Callable[[dict[str, Any]], None]], log_path: Path
+    env: dict[str, str],
+    on_await: dict[str, Callable[[dict[str, Any]], None]],
+    log_path: Path,
+    script: str = "scenario.mjs",
+    timeout: float = SCENARIO_TIMEOUT,
 ) -> list[dict[str, Any]]:
-    """Run scenario.mjs; answer its `await` steps with the matching callables; return its events."""
+    """Run a Node scenario (scenario.mjs unless told); answer its `await` steps with the matching
+    callables; return its events."""
     assert NODE is not None
     with open(log_path, "wb") as stderr, open(log_path.with_suffix(".jsonl"), "w") as trace:
         proc = subprocess.Popen(
-            [NODE, str(HERE / "scenario.mjs")],
+            [NODE, str(HERE / script)],
             cwd=HERE,
             env={**os.environ, **env},
             stdin=subprocess.PIPE,
@@ -143,7 +148,7 @@ def run_scenario(
 
         threading.Thread(target=read, args=(proc.stdout,), daemon=True).start()
         events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + SCENARIO_TIMEOUT
+        deadline = time.monotonic() + timeout
         try:
             while True:
                 line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
