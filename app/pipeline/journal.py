@@ -88,6 +88,20 @@ def done(journal: list[str] | None) -> None:
         remove(journal[0], journal[1])
 
 
+def done_many(journals: list[list[str] | None]) -> None:
+    """`done` for many hand-offs: one XDEL per queue."""
+    by_queue: dict[str, list[str]] = {}
+    for journal in journals:
+        if journal:
+            by_queue.setdefault(journal[0], []).append(journal[1])
+    if not by_queue:
+        return
+    pipe = get_broker_redis().pipeline(transaction=False)
+    for queue, ids in by_queue.items():
+        pipe.xdel(journal_key(queue), *ids)
+    pipe.execute()
+
+
 def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -> int:
     """Run every journaled hand-off of `queue` older than the given age; returns how many.
 
