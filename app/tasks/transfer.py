@@ -381,10 +381,12 @@ def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.persist import persist_batch
     from app.tasks.push import push_batch
 
-    if result.runs or result.read_seqs:
-        hand_offs.send(persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist")
+    sends: list[tuple[Any, list[Any], str]] = []
     to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
     for conv, msgs in ephemeral.items():
         to_push.setdefault(conv, []).extend(msgs)
-    if to_push:
-        hand_offs.send(push_batch, [to_push], "push")
+    if to_push:  # push first: the hot path
+        sends.append((push_batch, [to_push], "push"))
+    if result.runs or result.read_seqs:
+        sends.append((persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist"))
+    hand_offs.send_many(sends)

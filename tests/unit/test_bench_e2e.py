@@ -69,6 +69,10 @@ def test_bottleneck_is_the_grown_queue_or_the_store_its_worker_waits_on() -> Non
     cpu_bound = _summary({"persist": 2}, {"gateway": 98.0, "bench clients": 99.0})
     assert "gateway is CPU-bound" in name_bottleneck(cpu_bound)
     assert "carried" in name_bottleneck(_summary({"push": 0}, {"gateway": 20.0}, rate=500))
+    kept_up = _summary({"persist": 60}, {"worker persist": 3.0, "gateway": 20.0}) | {"persist_empty_after_s": 1.5}
+    assert "persist" not in name_bottleneck(kept_up)
+    behind = _summary({"persist": 60}, {"worker persist": 3.0, "gateway": 20.0}) | {"persist_empty_after_s": 9.0}
+    assert "persist is the bottleneck" in name_bottleneck(behind)
 
 
 def test_cpu_ms_per_delivery_per_process_and_summed_with_and_without_the_load_clients() -> None:

@@ -216,8 +216,11 @@ def _stage_of(queue: str) -> str:
 def name_bottleneck(summary: dict[str, Any]) -> str:
     """The queue that grew most names its stage; with no queue grown, the busiest process does."""
     grown: dict[str, int] = {}
+    persist_after = summary.get("persist_empty_after_s")
     for q, depth in summary["queues"].items():
         stage = _stage_of(q)
+        if stage == "persist" and persist_after is not None and persist_after <= 5.0:
+            continue  # a merging persist worker lets hand-offs wait for its linger: kept up all the same
         grown[stage] = grown.get(stage, 0) + int(depth["max"])
     cpu = {p["name"]: p["cpu_pct_while_sending"] for p in summary["processes"]}
     stage, depth = max(grown.items(), key=lambda kv: kv[1], default=("", 0))
