@@ -21,6 +21,13 @@ How it stays safe (P1), and why it is built like this:
   has a new buffer and schedules its own flush.
 - When the merged run raises, each call runs alone, as the task would have (a failure stays one
   broker message's), and is acknowledged after it ran, as Celery acknowledges a failed `acks_late` task.
+- On a Redis broker a journaled hand-off (`journal` kwarg, app/pipeline/journal.py) is acknowledged to
+  the broker as soon as it is buffered; its journal entry, removed only after the write, is what keeps
+  it (a killed worker's entries are run by the sweeper, as for a message kombu lost). Reason: kombu's
+  Redis transport crashes the worker (AttributeError in `_connparams` while restoring unacknowledged
+  messages from a channel that already lost its connection) when the broker goes away while messages
+  are held unacknowledged with a BRPOP outstanding, which a lingering buffer makes likely (seen in the
+  fault suite's broker restart). RabbitMQ keeps late acknowledgement: its broker returns what is unacknowledged.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ _generations = itertools.count(1)
 class Pending:
     call: Call
     ack: Callable[[], Any]
+    kept: bool = False  # acknowledged when buffered: something else keeps it (see kept_elsewhere)
 
 
 def decode_call(body: Any) -> Call:
@@ -68,9 +76,15 @@ class BatchedTask(Task):  # type: ignore[misc]
     batch_max = 200
     batch_linger_s = 0.05
     consumer_generation = 0  # which consumer start's buffer may still acknowledge
+    buffered: list[Pending] | None = None  # the current consumer start's buffer
 
     def run_many(self, calls: list[Call]) -> None:
         raise NotImplementedError
+
+    def kept_elsewhere(self, call: Call) -> bool:
+        """True when something other than the broker keeps this call until it ran (then its broker
+        message is acknowledged when buffered). Default: nothing does."""
+        return False
 
     def run_one(self, call: Call) -> None:
         """One call alone, when the merged run failed. Default: the task body itself."""
@@ -116,7 +130,12 @@ def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Call
     linger = task.batch_linger_s if consumer.hub is not None else 0.0
     timer = consumer.timer
     generation = task.consumer_generation = next(_generations)
-    buffer: list[Pending] = []
+    # What the previous consumer start buffered: messages still unacknowledged there are redelivered
+    # by the broker; those acknowledged when buffered (kept elsewhere) are carried over and run here.
+    previous = task.buffered or []
+    buffer: list[Pending] = [p for p in previous if p.kept]
+    previous.clear()
+    task.buffered = buffer
     scheduled = [False]
 
     def current() -> bool:
@@ -137,11 +156,18 @@ def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Call
             log.error("%s: unreadable broker message refused (%r)", task.name, exc)
             reject(log, consumer.connection_errors, False)
             return
-        buffer.append(Pending(call, lambda: ack(log, consumer.connection_errors)))
+        if task.kept_elsewhere(call):
+            ack(log, consumer.connection_errors)
+            buffer.append(Pending(call, lambda: None, kept=True))
+        else:
+            buffer.append(Pending(call, lambda: ack(log, consumer.connection_errors)))
         if len(buffer) >= task.batch_max or linger <= 0:
             flush()
         elif not scheduled[0]:
             scheduled[0] = True
             timer.call_after(linger, flush)
 
+    if buffer:
+        scheduled[0] = True
+        timer.call_after(linger, flush)
     return handler

@@ -223,12 +223,25 @@ def merge_calls(calls: list[Call]) -> tuple[list[Any], list[Any], list[list[str]
     return runs, read_seqs, journals
 
 
+def journal_of(call: Call) -> Any:
+    args, kwargs = call
+    return kwargs["journal"] if "journal" in kwargs else (args[2] if len(args) > 2 else None)
+
+
+def is_journal_entry(journal: Any) -> bool:
+    return isinstance(journal, list) and len(journal) == 2 and all(isinstance(x, str) and x for x in journal)
+
+
 class PersistTask(BatchedTask):
     """The persist worker merges up to PERSIST_BATCH_MAX hand-offs (or what arrived within
     PERSIST_BATCH_LINGER_MS) into one write per slot document (app/tasks/batching.py)."""
 
     batch_max = settings.persist_batch_max
     batch_linger_s = settings.persist_batch_linger_ms / 1000.0
+
+    def kept_elsewhere(self, call: Call) -> bool:
+        """A journaled hand-off on a Redis broker: its journal entry keeps it until written."""
+        return hand_offs.JOURNALING and is_journal_entry(journal_of(call))
 
     def run_many(self, calls: list[Call]) -> None:
         runs, read_seqs, journals = merge_calls(calls)

@@ -79,3 +79,14 @@ def test_after_a_reconnection_nothing_is_acknowledged_on_the_old_channel() -> No
     task, acks = Recorder(False, set()), list[int]()
     run_batch(task, [_pending(acks, n) for n in range(2)], current=lambda: False)
     assert len(task.merged) == 1 and acks == []
+
+
+def test_a_persist_hand_off_is_kept_by_its_journal_entry_only_when_it_names_one() -> None:
+    from app.tasks.persist import is_journal_entry, journal_of
+
+    assert journal_of(([[], []], {"journal": ["persist", "1-0"]})) == ["persist", "1-0"]
+    assert journal_of(([[], [], ["persist", "2-0"]], {})) == ["persist", "2-0"]
+    assert journal_of(([[]], {})) is None
+    assert is_journal_entry(["persist", "1-0"])
+    for bad in (None, [], ["persist"], ["persist", ""], ["persist", 5], "persist 1-0"):
+        assert not is_journal_entry(bad)
