@@ -62,6 +62,9 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
     elif kind == "persist" and settings.persist_concurrency > 1:
         # slot writes are idempotent and runs independent: threads overlap MongoDB round trips
         queues, pool = "persist", ["-P", "threads", "-c", str(settings.persist_concurrency)]
+    elif kind == "persist":
+        # its prefetch is its merge: app/tasks/batching.py takes this many hand-offs into one write
+        queues, pool = kind, ["-P", "solo", "--prefetch-multiplier", str(max(1, settings.persist_batch_max))]
     else:
         queues, pool = kind, ["-P", "solo"]
     # pid in the node name: a standby worker on the same host must not share the first one's name

@@ -164,6 +164,10 @@ class Settings:
     # 1 runs the persist worker on the solo pool. Celery's threads pool was seen to stall for minutes
     # after a broker restart (fault suite, both brokers), holding every hand-off that came meanwhile.
     persist_concurrency: int = env("PERSIST_CONCURRENCY", 1)
+    # The solo persist worker merges up to this many hand-offs (its prefetch), or what arrived within
+    # the linger after the first, into one write per slot document (app/tasks/batching.py).
+    persist_batch_max: int = env("PERSIST_BATCH_MAX", 1000)
+    persist_batch_linger_ms: float = env("PERSIST_BATCH_LINGER_MS", 1000.0)
     metrics_host: str = env("METRICS_HOST", "127.0.0.1")
     metrics_port: int = env("METRICS_PORT", 0)
     log_level: str = env("LOG_LEVEL", "INFO")

@@ -24,6 +24,7 @@ import gevent
 from flask import Flask, Response, g, jsonify, request
 from flask_sock import Sock
 from google.protobuf.message import Message
+from simple_websocket import ConnectionClosed
 
 from app.api import app as web_app
 from app.config import settings
@@ -550,6 +551,8 @@ def create_app(gateway: Gateway) -> Flask:
             if args.is_msg_resp:
                 conn.answer_connection()  # OpenIM's connection answer: a text frame, in every encoding
             serve_connection(gateway, conn)
+        except ConnectionClosed as closed:  # the client closed: the normal end of a session, no traceback
+            log.info("%s/%d closed the connection (%s)", conn.user_id, conn.platform_id, closed.reason)
         except Exception:
             # never out to Flask: its error answer would be HTTP bytes written into the websocket stream
             log.exception("session of %s/%d failed", conn.user_id, conn.platform_id)

@@ -93,7 +93,7 @@ class SeqAllocator:
             raise ValueError("one request per conversation")
         now_ms = int(time.time() * 1000)
         owners = [uuid.uuid4().hex for _ in wants]
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
         for (conv, size, _), owner in zip(wants, owners, strict=True):
             self._run_malloc(conv, size, owner, now_ms, pipe)
         results = pipe.execute()

@@ -220,12 +220,21 @@ def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:
     return message
 
 
+def send_msg_resp_json(resp: pb.UserSendMsgResp) -> dict[str, str]:
+    """json_format.MessageToDict of a SendMsg answer, keys in its order (fields set, then the rest)."""
+    fields = (("serverMsgID", resp.serverMsgID), ("clientMsgID", resp.clientMsgID), ("sendTime", resp.sendTime))
+    ordered = [f for f in fields if f[1]] + [f for f in fields if not f[1]]
+    return {name: str(value) for name, value in ordered}
+
+
 def encode_data(sdk_type: str, message: Message) -> Any:
     """A message as an envelope's `data`: raw protobuf (go), base64 protobuf (js), a JSON dict (json)."""
     if sdk_type == SDK_GO:
         return message.SerializeToString()
     if sdk_type == SDK_JS:
         return base64.b64encode(message.SerializeToString()).decode("ascii")
+    if type(message) is pb.UserSendMsgResp:  # every SendMsg's answer: built directly, as json_format would
+        return send_msg_resp_json(message)
     # Zero values too: a JSON client should see "hasReadSeq": 0, not a missing key.
     return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 

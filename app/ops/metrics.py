@@ -40,6 +40,13 @@ TASK_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 TASK_FAILED = Counter("task_failed", "tasks that raised on this worker", ["task"])
+# A merging worker (app/tasks/batching.py) runs many broker messages at once: how many per run.
+TASK_BATCH_MESSAGES = Histogram(
+    "task_batch_messages",
+    "broker messages merged into one run",
+    ["task"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
 
 _started: dict[str, float] = {}
 

@@ -83,9 +83,46 @@ def send(task: Any, args: list[Any], queue: str) -> None:
     publish(queue, args, lambda journal: task.apply_async(args=args, kwargs={"journal": journal}, queue=queue))
 
 
+def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
+    """`send` for several hand-offs (task, args, queue): their journal entries in one round trip,
+    then each publish; a publish that fails removes its own entry and the rest are not sent."""
+    if not JOURNALING:
+        for task, args, queue in sends:
+            send(task, args, queue)
+        return
+    pipe = get_broker_redis().pipeline(transaction=False)
+    for _task, args, queue in sends:
+        pipe.xadd(
+            journal_key(queue), {"msgs": json.dumps(args, separators=(",", ":"))}, maxlen=MAX_ENTRIES, approximate=True
+        )
+    entry_ids = [str(entry_id) for entry_id in pipe.execute()]
+    for i, ((task, args, queue), entry_id) in enumerate(zip(sends, entry_ids, strict=True)):
+        try:
+            task.apply_async(args=args, kwargs={"journal": [queue, entry_id]}, queue=queue)
+        except Exception:
+            # not sent: the caller waits the outage out and sends them all again
+            for (_t, _a, q), e in list(zip(sends, entry_ids, strict=True))[i:]:
+                remove(q, e)
+            raise
+
+
 def done(journal: list[str] | None) -> None:
     if journal:
         remove(journal[0], journal[1])
+
+
+def done_many(journals: list[list[str] | None]) -> None:
+    """`done` for many hand-offs: one XDEL per queue."""
+    by_queue: dict[str, list[str]] = {}
+    for journal in journals:
+        if journal:
+            by_queue.setdefault(journal[0], []).append(journal[1])
+    if not by_queue:
+        return
+    pipe = get_broker_redis().pipeline(transaction=False)
+    for queue, ids in by_queue.items():
+        pipe.xdel(journal_key(queue), *ids)
+    pipe.execute()
 
 
 def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -> int:

@@ -19,6 +19,7 @@ from bson.errors import InvalidDocument
 from pymongo.errors import BulkWriteError, DocumentTooLarge, WriteError
 
 from app.celery_app import celery_app
+from app.config import settings
 from app.core import quarantine
 from app.core.conversation import doc_id
 from app.ops import metrics
@@ -27,6 +28,7 @@ from app.pipeline import journal as hand_offs
 from app.pipeline.backoff import until_done
 from app.store.mongo import messages, seq_users
 from app.tasks import webhooks as webhook_tasks
+from app.tasks.batching import BatchedTask, Call
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +167,8 @@ def raise_read_seqs_isolated(triples: list[tuple[str, str, int]]) -> None:
             )
 
 
-@celery_app.task(name="persist.batch", acks_late=True)
-def persist_batch(
-    runs: list[list[Any]], read_seqs: list[list[Any]] | None = None, journal: list[str] | None = None
-) -> int:
-    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written.
-    `journal` names the hand-off's journal entry (Redis broker), removed once it is done."""
+def store(runs: list[Any], read_seqs: list[Any] | None) -> int:
+    """Write runs and read seqs (each part's bad units dead-lettered alone); returns documents written."""
     good = split_runs(runs)
     written, stored = write_isolated(good)
     metrics.MSG_INSERT_MONGO_SUCCESS.inc(stored)
@@ -199,6 +197,72 @@ def persist_batch(
                     "dead letter",
                 )
         if triples:
-            raise_read_seqs_isolated(triples)
+            raise_read_seqs_isolated(highest_read_seqs(triples))
+    return written
+
+
+def highest_read_seqs(triples: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """One (conversation, user) once, with its highest seq: read seqs only move forward."""
+    best: dict[tuple[str, str], int] = {}
+    for conv, user, seq in triples:
+        key = (conv, user)
+        best[key] = max(seq, best.get(key, seq))
+    return [(conv, user, seq) for (conv, user), seq in best.items()]
+
+
+PARAMS = ("runs", "read_seqs", "journal")
+
+
+def merge_calls(calls: list[Call]) -> tuple[list[Any], list[Any], list[list[str] | None]]:
+    """Many persist.batch calls as one: (runs, read seqs, journal entries). Raises TypeError on a
+    call that does not fit the task's signature (then each runs alone and fails alone)."""
+    runs: list[Any] = []
+    read_seqs: list[Any] = []
+    journals: list[list[str] | None] = []
+    for args, kwargs in calls:
+        if len(args) > len(PARAMS) or set(kwargs) - set(PARAMS):
+            raise TypeError(f"persist.batch takes {PARAMS}, not {len(args)} args and {sorted(kwargs)}")
+        bound = dict(zip(PARAMS, args, strict=False)) | kwargs
+        if not isinstance(bound.get("runs"), list) or not isinstance(bound.get("read_seqs") or [], list):
+            raise TypeError("persist.batch: runs and read_seqs are lists")
+        runs.extend(bound["runs"])
+        read_seqs.extend(bound.get("read_seqs") or [])
+        journals.append(bound.get("journal"))
+    return runs, read_seqs, journals
+
+
+def journal_of(call: Call) -> Any:
+    args, kwargs = call
+    return kwargs["journal"] if "journal" in kwargs else (args[2] if len(args) > 2 else None)
+
+
+def is_journal_entry(journal: Any) -> bool:
+    return isinstance(journal, list) and len(journal) == 2 and all(isinstance(x, str) and x for x in journal)
+
+
+class PersistTask(BatchedTask):
+    """The persist worker merges up to PERSIST_BATCH_MAX hand-offs (or what arrived within
+    PERSIST_BATCH_LINGER_MS) into one write per slot document (app/tasks/batching.py)."""
+
+    batch_max = settings.persist_batch_max
+    batch_linger_s = settings.persist_batch_linger_ms / 1000.0
+
+    def kept_elsewhere(self, call: Call) -> bool:
+        """A journaled hand-off on a Redis broker: its journal entry keeps it until written."""
+        return hand_offs.JOURNALING and is_journal_entry(journal_of(call))
+
+    def run_many(self, calls: list[Call]) -> None:
+        runs, read_seqs, journals = merge_calls(calls)
+        store(runs, read_seqs)
+        until_done(partial(hand_offs.done_many, journals), "persist journal")
+
+
+@celery_app.task(name="persist.batch", acks_late=True, base=PersistTask)
+def persist_batch(
+    runs: list[list[Any]], read_seqs: list[list[Any]] | None = None, journal: list[str] | None = None
+) -> int:
+    """`runs` is [[conversation, messages of consecutive seqs], ...]; returns documents written.
+    `journal` names the hand-off's journal entry (Redis broker), removed once it is done."""
+    written = store(runs, read_seqs)
     until_done(partial(hand_offs.done, journal), "persist journal")
     return written

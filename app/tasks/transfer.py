@@ -35,7 +35,7 @@ from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import seq_allocator
 from app.store.mongo import conversations, seq_users
-from app.store.redis import badges, msg_cache
+from app.store.redis import badges, msg_cache, scripts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import (
     CLIENT_MSG_TTL_SECONDS,
@@ -136,7 +136,7 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
     wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
     starts = seq_allocator().malloc_many(wants) if wants else {}
 
-    commit = r.pipeline(transaction=False)
+    commit = scripts.pipeline(r)  # commit.lua and SETs: safe to run again after NOSCRIPT
     reads: dict[str, dict[str, int]] = {}
     for conv, start in starts.items():
         msgs = fresh[conv]
@@ -386,10 +386,12 @@ def hand_off(result: CommitResult, ephemeral: ByConversation) -> None:
     from app.tasks.persist import persist_batch
     from app.tasks.push import push_batch
 
-    if result.runs or result.read_seqs:
-        hand_offs.send(persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist")
+    sends: list[tuple[Any, list[Any], str]] = []
     to_push: ByConversation = {c: list(m) for c, m in result.committed.items()}
     for conv, msgs in ephemeral.items():
         to_push.setdefault(conv, []).extend(msgs)
-    if to_push:
-        hand_offs.send(push_batch, [to_push], "push")
+    if to_push:  # push first: the hot path
+        sends.append((push_batch, [to_push], "push"))
+    if result.runs or result.read_seqs:
+        sends.append((persist_batch, [[[conv, msgs] for conv, msgs in result.runs], result.read_seqs], "persist"))
+    hand_offs.send_many(sends)

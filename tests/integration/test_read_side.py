@@ -247,3 +247,21 @@ def test_allocated_but_uncommitted_seqs_pull_as_placeholders(stack: Any, uid: st
         pulled = a.pull_range(conv, 1, 5)["Msgs"]
         assert [(int(m["seq"]), int(m["status"])) for m in pulled] == [(1, 2), (2, 4), (3, 4), (4, 4), (5, 2)]
         assert [text_of(m) for m in pulled if int(m["status"]) == 2] == ["one", "five"]
+
+
+def test_a_document_gone_behind_the_writers_back_is_written_again_whole(infra: dict[str, str], uid: str) -> None:
+    """The writer sets slots of documents it knows without asking MongoDB whether they exist; one
+    that is gone all the same (a dropped collection) is noticed and created again, nothing lost."""
+    mongo.ensure_indexes()
+    now = int(time.time() * 1000)
+    conv = single_conversation_id(f"gone{uid}", "other")
+    msgs = [stored_msg(f"gone{uid}", "other", seq, now) | {"seq": seq, "status": 2} for seq in range(1, 5)]
+    assert messages.write_msgs(conv, msgs[:2]) == 1  # a new document: inserted, now known
+    assert messages.write_msgs(conv, msgs[2:3]) == 1  # known: its slot is set without a lookup
+    assert [(m or {}).get("client_msg_id") for m in doc_slots(conv, 0)[:3]] == [f"gone{uid}-{s}" for s in (1, 2, 3)]
+
+    mongo.get_db().msg.delete_many({"doc_id": f"{conv}:0"})
+    assert messages.write_msgs(conv, msgs[3:4]) == 1
+    slots = doc_slots(conv, 0)
+    fourth = slots[3]
+    assert len(slots) == 100 and fourth is not None and fourth["client_msg_id"] == f"gone{uid}-4"

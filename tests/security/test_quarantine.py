@@ -233,6 +233,25 @@ def test_push_routes_the_rest_of_a_batch_around_a_message_it_cannot_route(
     assert all(stack.core_alive().values()), stack.alive()
 
 
+def test_hand_offs_journaled_in_one_round_trip_reach_push_and_persist_and_leave_no_entry(
+    stack: Any, uid: str, clients: list[ImClient]
+) -> None:
+    """transfer's hand-off: push and persist journaled together (journal.send_many), then published."""
+    sender, receiver = f"ha{uid}", f"hb{uid}"
+    conv = single_conversation_id(sender, receiver)
+    clients.append(login(stack, receiver))
+    msgs = [text(sender, receiver, f"{sender}-{i}") | {"seq": i + 1, "status": 2} for i in range(3)]
+    journal.send_many([(push_batch, [{conv: msgs}], "push"), (persist_batch, [[[conv, msgs]], []], "persist")])
+
+    assert sorted(drain_pushes(clients[0], 3)) == sorted(m["client_msg_id"] for m in msgs)
+    assert eventually(lambda: sorted(stored_client_msg_ids(conv)) == sorted(m["client_msg_id"] for m in msgs))
+
+    def journaled(queue: str) -> set[str]:
+        return {json.dumps(args) for _, args in journal.entries(queue, count=10_000) if sender in json.dumps(args)}
+
+    assert eventually(lambda: not journaled("push") and not journaled("persist")), "journal entries left"
+
+
 def test_the_journal_sweeper_parks_a_bad_hand_off_and_recovers_the_good_one_after_it(
     infra: dict[str, str], uid: str
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from app.bench.e2e.plan import E2EConfig, make_plan
-from app.bench.e2e.summary import _percentiles, name_bottleneck
+from app.bench.e2e.summary import Sample, _percentiles, cpu_ms_per_delivery, empty_after, name_bottleneck
 from app.bench.e2e.watch import classify
 
 
@@ -69,3 +69,34 @@ def test_bottleneck_is_the_grown_queue_or_the_store_its_worker_waits_on() -> Non
     cpu_bound = _summary({"persist": 2}, {"gateway": 98.0, "bench clients": 99.0})
     assert "gateway is CPU-bound" in name_bottleneck(cpu_bound)
     assert "carried" in name_bottleneck(_summary({"push": 0}, {"gateway": 20.0}, rate=500))
+    kept_up = _summary({"persist": 60}, {"worker persist": 3.0, "gateway": 20.0}) | {"persist_empty_after_s": 1.5}
+    assert "persist" not in name_bottleneck(kept_up)
+    behind = _summary({"persist": 60}, {"worker persist": 3.0, "gateway": 20.0}) | {"persist_empty_after_s": 9.0}
+    assert "persist is the bottleneck" in name_bottleneck(behind)
+
+
+def test_cpu_ms_per_delivery_per_process_and_summed_with_and_without_the_load_clients() -> None:
+    procs = [
+        {"name": "gateway", "cpu_s": 2.0},
+        {"name": "secantusdb", "cpu_s": 1.0},
+        {"name": "bench clients", "cpu_s": 0.5},
+    ]
+    out = cpu_ms_per_delivery(procs, 4000)
+    assert out["by_process"] == {"gateway": 0.5, "secantusdb": 0.25, "bench clients": 0.125}
+    assert out["stack"] == 0.75
+    assert out["with_clients"] == 0.875
+    nothing = cpu_ms_per_delivery(procs, 0)
+    assert nothing["stack"] is None and nothing["by_process"]["gateway"] is None
+
+
+def _sample(t: float, persist: int, in_flight: int = 0) -> Sample:
+    return Sample(t=t, sent=0, acked=0, delivered=0, queues={"persist": persist}, in_flight=in_flight, cpu={})
+
+
+def test_persist_empty_after_sending_counts_from_the_end_of_sending_to_the_last_time_it_emptied() -> None:
+    samples = [_sample(9.5, 30), _sample(10.5, 12), _sample(11.0, 0), _sample(11.5, 4), _sample(12.5, 0)]
+    assert empty_after(samples, 10.0, "persist") == 2.5  # emptied at 11.0 but refilled: 12.5 counts
+    held = [_sample(10.5, 0, in_flight=7), _sample(13.0, 0)]
+    assert empty_after(held, 10.0, "persist") == 3.0  # taken but unacknowledged is not empty
+    assert empty_after([_sample(9.0, 0), _sample(10.5, 0)], 10.0, "persist") == 0.0
+    assert empty_after([_sample(9.0, 0), _sample(10.5, 5)], 10.0, "persist") is None

@@ -3,6 +3,9 @@ import gzip
 import json
 
 import pytest
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core import gob, protocol
 from app.core.constants import MSG_STATUS_DELETED
@@ -188,3 +191,12 @@ def test_gunzip_is_bounded() -> None:
 def test_placeholder_is_deleted_status() -> None:
     msg = protocol.placeholder_msg("si_a_b", 9)
     assert (msg.seq, msg.status) == (9, MSG_STATUS_DELETED)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_send_msg_answers_are_what_json_format_would_write(server_id: str, client_id: str, send_time: int) -> None:
+    resp = pb.UserSendMsgResp(serverMsgID=server_id, clientMsgID=client_id, sendTime=send_time)
+    slow = json_format.MessageToDict(resp, always_print_fields_with_no_presence=True)
+    assert protocol.encode_data("json", resp) == slow
+    assert json.dumps(protocol.encode_data("json", resp)) == json.dumps(slow)  # key order too

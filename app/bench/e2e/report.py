@@ -74,6 +74,17 @@ def _lat(summary: dict[str, Any], kind: str) -> str:
     return f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f}"
 
 
+def _after(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.1f} s ({'within' if seconds <= 5.0 else 'NOT within'} 5 s)"
+
+
+def _per(cpu_ms: dict[str, float | None]) -> str:
+    stack, clients = cpu_ms.get("stack"), cpu_ms.get("with_clients")
+    return f"{stack:.3f} / {clients:.3f}" if stack is not None and clients is not None else "-"
+
+
 def _rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     m, t = summary["messages"], summary["throughput"]
     refused = ", ".join(f"{code}: {n}" for code, n in m["refused_by_code"].items())
@@ -94,6 +105,8 @@ def _rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("ack ms p50/p95/p99/max", _lat(summary, "ack")),
         ("send-to-push ms p50/p95/p99/max", _lat(summary, "push")),
         ("drained", f"{'yes' if summary['drained'] else 'NO'} after {summary['drain_s']:.1f} s"),
+        ("persist queue empty after sending", _after(summary.get("persist_empty_after_s"))),
+        ("CPU ms per delivery: stack / + clients", _per(summary.get("cpu_ms_per_delivery") or {})),
         ("machine CPU (2 cores = 100%)", f"{summary['machine_cpu_pct']:.0f}%"),
     ]
 
@@ -121,7 +134,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     for summary in [report, *([base] if base else [])]:
         procs = Table(title=f"{summary['label']}: stack processes (CPU % of one core)")
-        for col in ("process", "pids", "CPU s", "% while sending", "peak %", "peak RSS MB"):
+        for col in ("process", "pids", "CPU s", "CPU ms/delivery", "% while sending", "peak %", "peak RSS MB"):
             procs.add_column(col, justify="left" if col in ("process", "pids") else "right", no_wrap=True)
         for p in summary["processes"]:
             pids = ",".join(str(x) for x in p["pids"][:4]) + ("..." if len(p["pids"]) > 4 else "")
@@ -129,6 +142,7 @@ def print_report(report: dict[str, Any]) -> None:
                 p["name"],
                 pids,
                 f"{p['cpu_s']:.1f}",
+                f"{p['cpu_ms_per_delivery']:.3f}" if p.get("cpu_ms_per_delivery") is not None else "-",
                 f"{p['cpu_pct_while_sending']:.0f}",
                 f"{p['peak_cpu_pct']:.0f}",
                 f"{p['peak_rss_mb']:.0f}",

@@ -90,6 +90,9 @@ def summarise(data: PhaseData) -> dict[str, Any]:
     sending = [s for s in data.samples if s.t <= cfg.duration]
     queues_at_end = sending[-1].queues if sending else {}
     processes = data.watch.summary()
+    cpu_ms = cpu_ms_per_delivery(processes, delivered)
+    for row in processes:
+        row["cpu_ms_per_delivery"] = cpu_ms["by_process"].get(row["name"])
     summary: dict[str, Any] = {
         "label": data.label,
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("json_path", "plot_path", "progress")},
@@ -132,12 +135,48 @@ def summarise(data: PhaseData) -> dict[str, Any]:
         },
         "latency_ms": {"ack": _percentiles(ack_ms), "push": _percentiles(push_ms)},
         "processes": processes,
+        "cpu_ms_per_delivery": {k: v for k, v in cpu_ms.items() if k != "by_process"},
+        "persist_empty_after_s": empty_after(data.samples, cfg.duration, "persist"),
         "machine_cpu_pct": data.watch.machine_cpu_pct(),
         "queues": {q: {"max": queues_max[q], "at_end_of_sending": queues_at_end.get(q, 0)} for q in data.queue_names},
         "timeline": timeline(data),
     }
     summary["bottleneck"] = name_bottleneck(summary)
     return summary
+
+
+CLIENTS = "bench clients"
+
+
+def cpu_ms_per_delivery(processes: list[dict[str, Any]], delivered: int) -> dict[str, Any]:
+    """CPU milliseconds per delivered message: per process (CPU seconds from the start of sending
+    until the pipeline drained, so a stage catching up afterwards counts), the stack's sum, and the
+    sum with the load clients. None when nothing was delivered."""
+    if delivered <= 0:
+        return {"by_process": {p["name"]: None for p in processes}, "stack": None, "with_clients": None}
+    by_process = {p["name"]: round(p["cpu_s"] * 1000.0 / delivered, 3) for p in processes}
+    stack = sum(p["cpu_s"] for p in processes if p["name"] != CLIENTS)
+    everything = sum(p["cpu_s"] for p in processes)
+    return {
+        "by_process": by_process,
+        "stack": round(stack * 1000.0 / delivered, 3),
+        "with_clients": round(everything * 1000.0 / delivered, 3),
+    }
+
+
+def empty_after(samples: list[Sample], duration: float, queue: str) -> float | None:
+    """Seconds from the end of sending until `queue` was empty with nothing taken unacknowledged,
+    and stayed so in every later sample; 0.0 when it was so already; None when it never was."""
+    settled: float | None = None
+    for s in samples:
+        if s.queues.get(queue, 0) == 0 and s.in_flight == 0:
+            if settled is None:
+                settled = s.t
+        else:
+            settled = None
+    if settled is None:
+        return None
+    return round(max(0.0, settled - duration), 2)
 
 
 def timeline(data: PhaseData) -> list[dict[str, Any]]:
@@ -177,8 +216,11 @@ def _stage_of(queue: str) -> str:
 def name_bottleneck(summary: dict[str, Any]) -> str:
     """The queue that grew most names its stage; with no queue grown, the busiest process does."""
     grown: dict[str, int] = {}
+    persist_after = summary.get("persist_empty_after_s")
     for q, depth in summary["queues"].items():
         stage = _stage_of(q)
+        if stage == "persist" and persist_after is not None and persist_after <= 5.0:
+            continue  # a merging persist worker lets hand-offs wait for its linger: kept up all the same
         grown[stage] = grown.get(stage, 0) + int(depth["max"])
     cpu = {p["name"]: p["cpu_pct_while_sending"] for p in summary["processes"]}
     stage, depth = max(grown.items(), key=lambda kv: kv[1], default=("", 0))

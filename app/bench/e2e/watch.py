@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 import psutil
 
+from app.store.redis.keys import journal_key
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # kombu's Redis transport keeps messages of priority > 0 in lists of their own.
 KOMBU_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -252,10 +254,16 @@ class QueueDepth:
         return time.monotonic() - start
 
     def in_flight(self) -> int:
-        """Redis broker: messages delivered to workers and not yet acknowledged (kombu's `unacked`)."""
+        """Redis broker: messages delivered to workers and not yet acknowledged (kombu's `unacked`),
+        plus persist hand-offs journaled and not yet written (the merging persist worker acknowledges
+        journaled hand-offs when it buffers them: app/tasks/batching.py)."""
         if self.amqp:
             return 0
-        return int(self._redis_client().hlen("unacked"))
+        pipe = self._redis_client().pipeline(transaction=False)
+        pipe.hlen("unacked")
+        pipe.xlen(journal_key("persist"))
+        unacked, journaled = pipe.execute()
+        return int(unacked) + int(journaled)
 
     def _amqp_depth(self, queue: str) -> int:
         from kombu.connection import Connection

@@ -1,0 +1,92 @@
+"""The merging persist worker's pure parts: reading a task body, merging hand-offs, and a merged run
+that falls back to one message at a time and acknowledges only what ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.tasks.batching import BatchedTask, Call, Pending, decode_call, run_batch
+from app.tasks.persist import highest_read_seqs, merge_calls
+
+
+def test_a_task_body_is_args_kwargs_embed() -> None:
+    assert decode_call([[1, 2], {"journal": None}, {}]) == ([1, 2], {"journal": None})
+    for bad in (None, "x", [[1], {}], [{"a": 1}, {}, {}], [[1], [2], {}]):
+        with pytest.raises(ValueError):
+            decode_call(bad)
+
+
+def test_hand_offs_merge_into_one_write_and_keep_every_journal_entry() -> None:
+    one: Call = [[["si_a_b", [{"seq": 1}]]], [["si_a_b", "a", 1]]], {"journal": ["persist", "1-0"]}
+    two: Call = (
+        [[["si_a_b", [{"seq": 2}]], ["si_c_d", [{"seq": 7}]]]],
+        {"read_seqs": None, "journal": ["persist", "2-0"]},
+    )
+    three: Call = [[], [["si_a_b", "a", 2]], ["persist", "3-0"]], {}
+    runs, reads, journals = merge_calls([one, two, three])
+    assert runs == [["si_a_b", [{"seq": 1}]], ["si_a_b", [{"seq": 2}]], ["si_c_d", [{"seq": 7}]]]
+    assert reads == [["si_a_b", "a", 1], ["si_a_b", "a", 2]]
+    assert journals == [["persist", "1-0"], ["persist", "2-0"], ["persist", "3-0"]]
+    bads: list[Call] = [([], {"nope": 1}), ([1, 2, 3, 4], {}), (["not a list"], {})]
+    for bad in bads:
+        with pytest.raises(TypeError):
+            merge_calls([one, bad])
+
+
+def test_read_seqs_keep_the_highest_per_conversation_and_user() -> None:
+    triples = [("c1", "a", 3), ("c1", "a", 9), ("c1", "b", 2), ("c1", "a", 5), ("c2", "a", 1)]
+    assert sorted(highest_read_seqs(triples)) == [("c1", "a", 9), ("c1", "b", 2), ("c2", "a", 1)]
+
+
+class Recorder(BatchedTask):
+    name = "test.recorder"
+
+    def __init__(self, fail_merged: bool, fail_alone: set[int]) -> None:
+        self.fail_merged, self.fail_alone = fail_merged, fail_alone
+        self.merged: list[list[Call]] = []
+        self.alone: list[Call] = []
+
+    def run_many(self, calls: list[Call]) -> None:
+        self.merged.append(calls)
+        if self.fail_merged:
+            raise RuntimeError("merged run failed")
+
+    def run(self, n: int) -> None:
+        self.alone.append(([n], {}))
+        if n in self.fail_alone:
+            raise RuntimeError(f"{n} failed")
+
+
+def _pending(acks: list[int], n: int) -> Pending:
+    return Pending(([n], {}), lambda: acks.append(n))
+
+
+def test_a_merged_run_acknowledges_every_message_after_it_ran() -> None:
+    task, acks = Recorder(False, set()), list[int]()
+    run_batch(task, [_pending(acks, n) for n in range(3)])
+    assert task.merged == [[([0], {}), ([1], {}), ([2], {})]] and task.alone == []
+    assert acks == [0, 1, 2]
+
+
+def test_a_failed_merged_run_runs_each_message_alone_and_a_failure_stays_its_own() -> None:
+    task, acks = Recorder(True, {1}), list[int]()
+    run_batch(task, [_pending(acks, n) for n in range(3)])
+    assert [c[0][0] for c in task.alone] == [0, 1, 2]
+    assert acks == [0, 1, 2]  # as Celery acknowledges a failed acks_late task; the journal keeps 1
+
+
+def test_after_a_reconnection_nothing_is_acknowledged_on_the_old_channel() -> None:
+    task, acks = Recorder(False, set()), list[int]()
+    run_batch(task, [_pending(acks, n) for n in range(2)], current=lambda: False)
+    assert len(task.merged) == 1 and acks == []
+
+
+def test_a_persist_hand_off_is_kept_by_its_journal_entry_only_when_it_names_one() -> None:
+    from app.tasks.persist import is_journal_entry, journal_of
+
+    assert journal_of(([[], []], {"journal": ["persist", "1-0"]})) == ["persist", "1-0"]
+    assert journal_of(([[], [], ["persist", "2-0"]], {})) == ["persist", "2-0"]
+    assert journal_of(([[]], {})) is None
+    assert is_journal_entry(["persist", "1-0"])
+    for bad in (None, [], ["persist"], ["persist", ""], ["persist", 5], "persist 1-0"):
+        assert not is_journal_entry(bad)
