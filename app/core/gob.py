@@ -567,15 +567,16 @@ def _encode_struct_frame(name: str, ours: tuple[tuple[str, str, int], ...], obj:
     return bytes(out)
 
 
-def decode_request(frame: bytes) -> GeneralWsReq:
+def decode_request(frame: bytes, check_range: bool = True) -> GeneralWsReq:
     """A request as openim-sdk-core sends it (one fresh Go encoder per frame). Raises GobError.
 
     Go's int is 64 bits, but every ReqIdentifier is an int32 (the gateway answers with one): a value
-    outside that range is refused here rather than carried into an answer we could not encode.
+    outside that range is refused here rather than carried into an answer we could not encode
+    (`check_range=False` keeps it, for reading a refused frame's other fields).
     """
     v = _decode_struct_frame(frame, _REQ_FIELDS)
     req_identifier = v.ints.get("req_identifier", 0)
-    if not _INT32_MIN <= req_identifier <= _INT32_MAX:
+    if check_range and not _INT32_MIN <= req_identifier <= _INT32_MAX:
         raise GobError(f"req_identifier out of int32 range: {req_identifier}")
     return GeneralWsReq(
         req_identifier=req_identifier,

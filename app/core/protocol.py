@@ -142,7 +142,8 @@ def best_effort_envelope(frame: bytes | str, sdk_type: str) -> dict[str, Any]:
     """reqIdentifier/msgIncr/operationID from a frame that failed, so the error can be correlated."""
     if sdk_type == SDK_GO:
         try:
-            req = gob.decode_request(frame.encode("utf-8") if isinstance(frame, str) else frame)
+            raw = frame.encode("utf-8") if isinstance(frame, str) else frame
+            req = gob.decode_request(raw, check_range=False)  # refused for its range: still correlated
         except Exception:  # whatever a hostile frame makes of the decoder: no correlation, still an answer
             return {}
         known: dict[str, Any] = {"msgIncr": req.msg_incr, "operationID": req.operation_id}

@@ -485,6 +485,8 @@ def test_a_revoke_that_died_after_writing_mongodb_sends_its_tips_on_the_retry(st
         tips = pushes_of_type(b, REVOKE_TIPS)
         assert [int(t["seq"]) for t in tips] == [2]
         assert b.pull_range(conv, 1, 1)["Msgs"][0]["contentType"] == REVOKE_TIPS  # the cache entry too
+        # persist writes the message beside the record (it lingers for more hand-offs first)
+        assert eventually(lambda: 1 in messages.find_msgs(conv, [1]))
         get_redis().delete(msg_cache_key(conv, 1))
         assert b.pull_range(conv, 1, 1)["Msgs"][0]["contentType"] == REVOKE_TIPS
         assert call(stack, "/msg/revoke_msg", body, token(alice))["errCode"] == 0
