@@ -54,6 +54,8 @@ def _default_max_sockets() -> int:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # 1: REDIS_URL names any node of a Redis Cluster holding the data (never the broker: set BROKER_URL).
+    redis_cluster: bool = env("REDIS_CLUSTER", False)
     # Connections per process to each Redis; callers beyond it wait (gateway greenlets, worker threads).
     redis_max_connections: int = env("REDIS_MAX_CONNECTIONS", 200)
     broker_url: str = env("BROKER_URL", "")

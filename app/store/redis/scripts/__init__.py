@@ -2,20 +2,44 @@
 
 redis-py's Script runs EVALSHA and loads the script on NOSCRIPT (on a pipeline: SCRIPT EXISTS, then
 LOAD what is missing, before the pipeline runs), so the text crosses the wire only when Redis lacks it.
+
+On a Redis Cluster every script's keys lie in one slot (keys.py hash-tags them; tests/unit checks
+each call site). A cluster pipeline cannot load scripts before it runs, and a replica promoted by a
+failover holds none (Redis 7 does not replicate SCRIPT LOAD), so there a queued script is sent as
+EVAL with its text: Redis caches it by digest, and nothing can answer NOSCRIPT mid-pipeline.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 
 HERE = Path(__file__).resolve().parent
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+
+
+class ClusterScript(Script):
+    """A Script whose calls queued on a cluster pipeline go as EVAL (see the module's docstring);
+    direct calls are EVALSHA, routed to the keys' slot, loading the script on NOSCRIPT."""
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        keys, args = list(keys or []), list(args or [])
+        if isinstance(client, ClusterPipeline):
+            return client.execute_command("EVAL", self.script, len(keys), *keys, *args)
+        return super().__call__(keys=keys, args=args, client=client)
 
 
 @functools.cache
@@ -29,5 +53,8 @@ def load(name: str, client: redis.Redis) -> Script:
     pipeline, client=pipeline."""
     scripts = _registered.setdefault(client, {})
     if name not in scripts:
-        scripts[name] = client.register_script(source(name))
+        if isinstance(client, RedisCluster):
+            scripts[name] = ClusterScript(client, source(name))
+        else:
+            scripts[name] = client.register_script(source(name))
     return scripts[name]
