@@ -71,6 +71,8 @@ class Settings:
     # development: secrets generated into the data folder when unset, short ones only warned about;
     # production (the default): unset or short secrets stop every process that signs or checks tokens.
     app_env: str = env("APP_ENV", "production")
+    # Set explicitly to production: the start-up checks' warnings (app/ops/preflight.py) refuse to start.
+    app_env_explicit: bool = field(default_factory=lambda: bool(os.environ.get("APP_ENV", "").strip()))
     # The environment's values only: read the secrets through secrets() (environment, else the data folder).
     token_secret_env: str = env("TOKEN_SECRET", "")
     admin_secret_env: str = env("ADMIN_SECRET", "")
