@@ -53,7 +53,7 @@ def _amqp_url() -> str:
     stack's names, so two runs on one broker would take each other's messages)."""
     if os.environ.get("TEST_AMQP_URL"):
         return os.environ["TEST_AMQP_URL"]
-    vhost = f"openim_test_{TEST_REDIS_DB}"
+    vhost = f"openim_test_{TEST_REDIS_DB}" + ("_cluster" if REDIS_CLUSTER else "")  # a nested cluster run: apart
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         return "amqp://guest:guest@127.0.0.1:5672//"
