@@ -165,15 +165,18 @@ def gather(cfg: Settings, kind: str, record_shards: bool = True) -> Facts:
     from app.store.redis import client as redis_client
     from app.store.redis.keys import transfer_shards_key
 
-    facts = Facts(broker_is_redis=is_redis_url(cfg.effective_broker_url) and not cfg.redis_cluster)
+    facts = Facts(broker_is_redis=is_redis_url(cfg.effective_broker_url))
     if cfg.redis_cluster and not cfg.broker_url:
         return facts  # refused whatever else holds
     if facts.broker_is_redis:
         try:
             broker = redis_client.get_broker_redis()
             facts.broker_aof = bool(int(broker.info("persistence").get("aof_enabled", 0)))
-            data_ids = {str(redis_client.get_redis().info("server").get("run_id"))}
-            facts.broker_is_data_redis = str(broker.info("server").get("run_id")) in data_ids
+            # A cluster's nodes are never the broker (Celery would not run on one); else compare servers.
+            same = not cfg.redis_cluster and (
+                redis_client.get_redis().info("server").get("run_id") == broker.info("server").get("run_id")
+            )
+            facts.broker_is_data_redis = same
         except Exception as exc:
             facts.unreadable.append(f"the broker's Redis ({exc.__class__.__name__}: {exc})")
     if kind in ("gateway", "transfer"):  # the two that hash conversations to shards

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.core.conversation import single_conversation_id
-from app.store.redis.keys import malloc_seq_key
+from app.store.redis.keys import malloc_seq_key, transfer_shards_key
 from tests.conftest import AMQP_URL, TEST_REDIS_DB, WORK_DIR
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
 from tests.integration.test_transfer_reliability import Senders, assert_one_seq_each_in_order
@@ -61,6 +61,10 @@ def test_master_failover_mid_stream_loses_nothing_acknowledged(cluster: LocalClu
     senders.join()
     assert_one_seq_each_in_order(cluster_stack, senders)
     assert single_conversation_id(*senders.pairs[0]) == first
+    # the start-up checks read the cluster too: TRANSFER_SHARDS recorded there, nothing unreadable
+    assert cluster.client().get(transfer_shards_key()) == "4"
+    for name in ("gateway", "transfer", "persist", "push", "offline"):
+        assert "could not read" not in cluster_stack.log_text(name), cluster_stack.tail(name)
 
 
 def test_the_scenarios_pass_with_the_data_on_a_redis_cluster() -> None:
