@@ -143,6 +143,13 @@ class LocalCluster:
             time.sleep(0.2)
         raise RuntimeError(f"replica {replica_port} was not promoted")
 
+    def role(self, port: int) -> str:
+        """master or slave; "" while the node does not answer."""
+        try:
+            return str(self.node(port).info("replication").get("role", ""))
+        except redis.RedisError:
+            return ""
+
     def sees_master(self, port: int, master_port: int) -> bool:
         """Node `port` has learnt (gossip) that `master_port` is a master now."""
         nodes = self.node(port).execute_command("CLUSTER", "NODES")
