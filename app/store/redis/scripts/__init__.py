@@ -38,7 +38,11 @@ class ClusterScript(Script):
     ) -> Any:
         keys, args = list(keys or []), list(args or [])
         if isinstance(client, ClusterPipeline):
-            return client.execute_command("EVAL", self.script, len(keys), *keys, *args)
+            # Routed by its first key here: left to itself, a cluster pipeline asks the server for a
+            # script's keys (COMMAND GETKEYS), one round trip per queued script (5x slower measured).
+            # A stale slot map only costs a MOVED, which the pipeline follows.
+            options = {"target_nodes": client.get_node_from_key(keys[0])} if keys else {}
+            return client.execute_command("EVAL", self.script, len(keys), *keys, *args, **options)
         return super().__call__(keys=keys, args=args, client=client)
 
 
