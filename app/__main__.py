@@ -41,6 +41,10 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     # it signs and checks tokens: refuse to start, not to answer, without usable secrets
     logging.getLogger("app.gateway").info("token secrets from %s", secrets().source)
+    from app.config import settings
+    from app.ops import preflight
+
+    preflight.run(settings, "gateway", (secrets().token_secret, secrets().admin_secret))
     from app.gateway import serve
 
     serve()
@@ -86,6 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging()
     from app.celery_app import celery_app
     from app.config import settings
+    from app.ops import preflight
     from app.ops.metrics import serve_metrics, watch_tasks
     from app.pipeline.webhooks import check_webhooks
     from app.store.mongo import client as mongo
@@ -95,12 +100,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
     watch_tasks()
     if args.kind in ("transfer", "persist"):
         mongo.ensure_indexes()
+    preflight.run(settings, args.kind)
     if args.kind in ("persist", "push"):
         start_journal_sweeper(args.kind, settings.broker_visibility_timeout)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
         return run_leased_transfer_worker(args.celery_args)
     celery_app.worker_main(worker_argv(args.kind, args.celery_args))
     return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Every process's start-up checks at once, printed; status 1 when a process would refuse."""
+    from app.config import settings
+    from app.ops import preflight
+    from app.store.mongo import client as mongo
+    from app.store.redis.client import get_redis
+    from app.store.redis.keys import transfer_shards_key
+
+    if args.create_indexes:
+        mongo.ensure_indexes()
+        print("MongoDB indexes created (or already there)")
+    if args.record_shards:
+        get_redis().set(transfer_shards_key(), settings.transfer_shards)
+        print(f"TRANSFER_SHARDS recorded as {settings.transfer_shards}")
+    facts = preflight.gather(settings, "gateway", record_shards=False)
+    for what in facts.unreadable:
+        print(f"could not read {what}")
+    findings = preflight.evaluate(settings, facts)
+    refused = preflight.refusals(settings, findings)
+    for finding in findings:
+        print(f"{'REFUSED' if finding in refused else 'warning'} [{finding.check}] {finding.message}")
+    if not findings:
+        print("no findings")
+    return 1 if refused else 0
 
 
 def start_journal_sweeper(kind: str, older_than_seconds: float) -> None:
@@ -272,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kind", choices=WORKER_KINDS)
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="extra arguments for `celery worker`")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("preflight", help="run the start-up checks every process makes, and print what they find")
+    p.add_argument("--create-indexes", action="store_true", help="create MongoDB's indexes first")
+    p.add_argument("--record-shards", action="store_true", help="record this TRANSFER_SHARDS as the one in use")
+    p.set_defaults(func=cmd_preflight)
 
     p = sub.add_parser("up", help="start embedded Redis/MongoDB when absent, then every Procfile process")
     p.add_argument("--no-flower", action="store_true")

@@ -54,6 +54,8 @@ def _default_max_sockets() -> int:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # 1: REDIS_URL names any node of a Redis Cluster holding the data (never the broker: set BROKER_URL).
+    redis_cluster: bool = env("REDIS_CLUSTER", False)
     # Connections per process to each Redis; callers beyond it wait (gateway greenlets, worker threads).
     redis_max_connections: int = env("REDIS_MAX_CONNECTIONS", 200)
     broker_url: str = env("BROKER_URL", "")
@@ -69,6 +71,8 @@ class Settings:
     # development: secrets generated into the data folder when unset, short ones only warned about;
     # production (the default): unset or short secrets stop every process that signs or checks tokens.
     app_env: str = env("APP_ENV", "production")
+    # Set explicitly to production: the start-up checks' warnings (app/ops/preflight.py) refuse to start.
+    app_env_explicit: bool = field(default_factory=lambda: bool(os.environ.get("APP_ENV", "").strip()))
     # The environment's values only: read the secrets through secrets() (environment, else the data folder).
     token_secret_env: str = env("TOKEN_SECRET", "")
     admin_secret_env: str = env("ADMIN_SECRET", "")

@@ -24,7 +24,12 @@ TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
 WORK_DIR = Path(tempfile.mkdtemp(prefix="openim-tests-"))
 _started: list[subprocess.Popen[bytes]] = []
 
-if embedded.redis_answers("redis://127.0.0.1:6379/0"):
+# TEST_REDIS_CLUSTER=1: the whole run keeps its data on a real local Redis Cluster (three masters,
+# three replicas) started here, and its brokers on a redis-server of its own (Celery needs one
+# server), so such a run shares nothing with the machine's Redis or with a run it is nested in.
+REDIS_CLUSTER = os.environ.get("TEST_REDIS_CLUSTER", "") == "1"
+
+if embedded.redis_answers("redis://127.0.0.1:6379/0") and not REDIS_CLUSTER:
     REDIS_URL = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
 else:
     _port = embedded.free_port()
@@ -33,6 +38,14 @@ else:
 
 # Stacks that need a broker apart from the data Redis use this database (flushed by those tests).
 BROKER_REDIS_URL = REDIS_URL.rsplit("/", 1)[0] + "/" + os.environ.get("TEST_BROKER_DB", str(TEST_REDIS_DB - 1))
+# The shared stack's broker: the data Redis itself (the embedded default), or, on a cluster, this one.
+STACK_BROKER_URL = REDIS_URL
+CLUSTER: Any = None
+if REDIS_CLUSTER:
+    from tests.redis_cluster import LocalCluster
+
+    CLUSTER = LocalCluster(WORK_DIR / "redis-cluster").start()
+    REDIS_URL = CLUSTER.url
 
 
 def _amqp_url() -> str:
@@ -40,7 +53,7 @@ def _amqp_url() -> str:
     stack's names, so two runs on one broker would take each other's messages)."""
     if os.environ.get("TEST_AMQP_URL"):
         return os.environ["TEST_AMQP_URL"]
-    vhost = f"openim_test_{TEST_REDIS_DB}"
+    vhost = f"openim_test_{TEST_REDIS_DB}" + ("_cluster" if REDIS_CLUSTER else "")  # a nested cluster run: apart
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
         return "amqp://guest:guest@127.0.0.1:5672//"
@@ -57,7 +70,8 @@ MONGO_URL = f"mongodb://127.0.0.1:{MONGO_PORT}/openim_test?retryWrites=false"
 os.environ.update(
     {
         "REDIS_URL": REDIS_URL,
-        "BROKER_URL": REDIS_URL,
+        "REDIS_CLUSTER": "1" if REDIS_CLUSTER else "0",
+        "BROKER_URL": STACK_BROKER_URL,
         "MONGO_URL": MONGO_URL,
         "TOKEN_SECRET": "test-token-secret-0123456789abcdef0123",
         "ADMIN_SECRET": "test-admin-secret-0123456789abcdef0123",
@@ -75,11 +89,24 @@ def mongo_server() -> Iterator[str]:
     proc.wait(timeout=20)
 
 
+def flush_data_redis() -> None:
+    """The data Redis loses every key (every master's, on a cluster)."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    if REDIS_CLUSTER:
+        RedisCluster.from_url(REDIS_URL).flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+
+
 @pytest.fixture(scope="session")
 def clean_redis() -> str:
     import redis
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    flush_data_redis()
+    if REDIS_CLUSTER:
+        redis.Redis.from_url(STACK_BROKER_URL).flushdb()
     return REDIS_URL
 
 
@@ -104,6 +131,8 @@ def uid() -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if CLUSTER is not None:
+        CLUSTER.stop()
     for proc in _started:
         proc.terminate()
         proc.wait(timeout=10)

@@ -8,8 +8,6 @@ import threading
 import time
 from typing import Any
 
-import redis
-
 from app.celery_app import celery_app
 from app.cli.client import text_of
 from app.core.constants import WEB
@@ -17,7 +15,7 @@ from app.core.conversation import single_conversation_id
 from app.pipeline import dead_letters
 from app.store.mongo import client as mongo
 from app.store.mongo import messages
-from tests.conftest import REDIS_URL
+from tests.conftest import flush_data_redis
 from tests.factories import stored_msg
 from tests.integration.helpers import eventually, login
 from tests.integration.test_transfer_reliability import redis_broker_stack  # noqa: F401 (fixture)
@@ -199,7 +197,7 @@ def test_redis_wiped_then_everything_pulls_from_mongodb(redis_broker_stack: Stac
                 == 100
             )
         )
-    redis.Redis.from_url(REDIS_URL).flushdb()  # the data Redis loses every key; nothing is cached now
+    flush_data_redis()  # the data Redis loses every key; nothing is cached now
 
     b = login(stack, bob, WEB)
     try:

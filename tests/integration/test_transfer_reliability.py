@@ -24,7 +24,7 @@ from app.pipeline import dead_letters, journal
 from app.store.mongo import client as mongo
 from app.store.mongo import messages
 from app.store.redis import msg_cache
-from tests.conftest import AMQP_URL, BROKER_REDIS_URL, REDIS_URL, WORK_DIR
+from tests.conftest import AMQP_URL, BROKER_REDIS_URL, STACK_BROKER_URL, WORK_DIR, flush_data_redis
 from tests.factories import stored_msg
 from tests.integration.helpers import eventually, login
 from tests.integration.test_rabbitmq_broker import rabbitmq_reachable
@@ -203,7 +203,7 @@ def test_redis_data_wiped_mid_stream_seqs_keep_increasing(redis_broker_stack: St
     senders = Senders(stack, count=2, per_sender=500, pause=0.0)
     senders.start()
     senders.wait_progress(0.4)
-    redis.Redis.from_url(REDIS_URL).flushdb()  # the data Redis loses every key (the broker lives apart)
+    flush_data_redis()  # the data Redis loses every key (the broker lives apart)
     senders.join()
     assert_one_seq_each_in_order(stack, senders)
     # seqs were never reused: MongoDB's block allocator is above everything handed out
@@ -279,11 +279,11 @@ def test_a_batch_only_the_journal_holds_is_committed_once_the_consumer_reconnect
     time.sleep(2)
     assert msg_cache.get_visible_max_seqs([conv])[conv] is None, "nothing else runs a journaled batch this soon"
 
-    broker_port = int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])
+    broker_port = int(STACK_BROKER_URL.rsplit(":", 1)[1].split("/")[0])
     worker = psutil.Process(stack.procs["transfer"].pid)
     ports = {c.laddr.port for c in worker.net_connections(kind="tcp") if c.raddr and c.raddr.port == broker_port}
     assert ports, "the transfer worker holds no broker connection"
-    admin = redis.Redis.from_url(REDIS_URL)
+    admin = redis.Redis.from_url(STACK_BROKER_URL)
     for port in ports:  # the broker drops the worker's connections, as a broker restart does
         try:
             admin.execute_command("CLIENT", "KILL", "ADDR", f"127.0.0.1:{port}")

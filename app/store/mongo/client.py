@@ -40,13 +40,31 @@ def ping() -> None:
     get_db().command("ping")
 
 
+# Every index of the project: (collection, key fields in order, unique).
+INDEXES: list[tuple[str, tuple[str, ...], bool]] = [
+    ("msg", ("doc_id",), True),
+    ("seq", ("conversation_id",), True),
+    ("conversation", ("owner_user_id", "conversation_id"), True),
+    ("conversation", ("conversation_id",), False),
+    ("seq_user", ("user_id", "conversation_id"), True),
+    ("group_member", ("group_id", "user_id"), True),
+    ("group_member", ("user_id",), False),
+    ("user", ("user_id",), True),
+]
+
+
 def ensure_indexes() -> None:
     db = get_db()
-    db.msg.create_index([("doc_id", ASCENDING)], unique=True)
-    db.seq.create_index([("conversation_id", ASCENDING)], unique=True)
-    db.conversation.create_index([("owner_user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
-    db.conversation.create_index([("conversation_id", ASCENDING)])
-    db.seq_user.create_index([("user_id", ASCENDING), ("conversation_id", ASCENDING)], unique=True)
-    db.group_member.create_index([("group_id", ASCENDING), ("user_id", ASCENDING)], unique=True)
-    db.group_member.create_index([("user_id", ASCENDING)])
-    db.user.create_index([("user_id", ASCENDING)], unique=True)
+    for collection, fields, unique in INDEXES:
+        db[collection].create_index([(name, ASCENDING) for name in fields], unique=unique)
+
+
+def existing_indexes() -> set[tuple[str, tuple[str, ...], bool]]:
+    """(collection, key fields, unique) of every ascending index the database holds on our collections."""
+    db = get_db()
+    found: set[tuple[str, tuple[str, ...], bool]] = set()
+    for collection in {name for name, _, _ in INDEXES}:
+        for info in db[collection].index_information().values():
+            fields = tuple(str(name) for name, direction in info["key"] if direction == ASCENDING)
+            found.add((collection, fields, bool(info.get("unique", False))))
+    return found

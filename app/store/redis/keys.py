@@ -123,6 +123,11 @@ def recv_opts_key(user_id: str) -> str:
     return f"RECV_OPTS:{{{user_id}}}"
 
 
+def transfer_shards_key() -> str:
+    """TRANSFER_SHARDS as the first process recorded it; every process compares (app/ops/preflight.py)."""
+    return "CONFIG:TRANSFER_SHARDS"
+
+
 def dead_letters_key(stage: str) -> str:
     """One stream per pipeline stage (app/pipeline/dead_letters.py)."""
     return f"DEAD_LETTERS:{stage}"

@@ -11,7 +11,7 @@ import redis
 from redis.client import Pipeline
 
 from app.store.redis import scripts
-from app.store.redis.client import get_redis
+from app.store.redis.client import get_redis, mget
 from app.store.redis.keys import (
     CLIENT_MSG_TTL_SECONDS,
     MSG_CACHE_TTL_SECONDS,
@@ -46,10 +46,11 @@ def get_cached_msgs(conversation_id: str, seqs: Iterable[int]) -> dict[int, dict
 
 
 def _get_ints(conversation_ids: list[str], keys: list[str]) -> dict[str, int | None]:
-    """conversation -> the integer at its key (None where the key is missing), in one MGET."""
+    """conversation -> the integer at its key (None where the key is missing), in one MGET (one per
+    slot on a Redis Cluster: the keys are different conversations')."""
     if not conversation_ids:
         return {}
-    raws = get_redis().mget(keys)
+    raws = mget(keys)
     return {c: (int(raw) if raw is not None else None) for c, raw in zip(conversation_ids, raws, strict=True)}
 
 
@@ -70,8 +71,12 @@ def raise_read_seq(conversation_id: str, user_id: str, seq: int, pipe: Pipeline 
     """Move the user's read seq up to `seq`, never back, never past the visible max: the read seq
     it holds now, or, queued on `pipe`, the pipeline (the read seq is then its reply)."""
     raise_capped = scripts.load("raise_capped", get_redis())
-    keys = [user_read_seq_key(conversation_id, user_id), max_seq_key(conversation_id)]
-    return raise_capped(keys=keys, args=[seq], client=pipe)
+    return raise_capped(keys=read_seq_keys(conversation_id, user_id), args=[seq], client=pipe)
+
+
+def read_seq_keys(conversation_id: str, user_id: str) -> list[str]:
+    """KEYS of raise_capped.lua: the user's read seq and the visible max it is capped by."""
+    return [user_read_seq_key(conversation_id, user_id), max_seq_key(conversation_id)]
 
 
 def commit_args(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.store.redis.client import get_redis
+from app.store.redis.client import get_redis, mget
 from app.store.redis.keys import kicked_token_key, logged_out_key
 
 
@@ -21,5 +21,6 @@ def force_logout(user_id: str, platform_id: int, ttl_seconds: int) -> None:
 
 def token_refused(token: str, user_id: str, platform_id: int, issued_at: float) -> bool:
     """Kicked by a newer login, logged out, or issued before a force_logout of its user and platform."""
-    kicked, logged_out_at = get_redis().mget(kicked_token_key(token), logged_out_key(user_id, platform_id))
+    # Two slots on a Redis Cluster (the token's key carries no user tag): mget splits them there.
+    kicked, logged_out_at = mget([kicked_token_key(token), logged_out_key(user_id, platform_id)])
     return kicked is not None or (logged_out_at is not None and issued_at < float(logged_out_at))

@@ -5,22 +5,50 @@ LOAD what is missing, before the pipeline runs), so the text crosses the wire on
 `pipeline()` skips that SCRIPT EXISTS round trip (two per transfer batch): it runs EVALSHA
 straight away and, only when Redis answers NOSCRIPT (it restarted or flushed its scripts), loads
 them and runs the pipeline again.
+
+On a Redis Cluster every script's keys lie in one slot (keys.py hash-tags them; tests/unit checks
+each call site). A cluster pipeline cannot load scripts before it runs, and a replica promoted by a
+failover holds none (Redis 7 does not replicate SCRIPT LOAD), so there a queued script is sent as
+EVAL with its text: Redis caches it by digest, and nothing can answer NOSCRIPT mid-pipeline.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 HERE = Path(__file__).resolve().parent
 
 _registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+
+
+class ClusterScript(Script):
+    """A Script whose calls queued on a cluster pipeline go as EVAL (see the module's docstring);
+    direct calls are EVALSHA, routed to the keys' slot, loading the script on NOSCRIPT."""
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        keys, args = list(keys or []), list(args or [])
+        if isinstance(client, ClusterPipeline):
+            # Routed by its first key here: left to itself, a cluster pipeline asks the server for a
+            # script's keys (COMMAND GETKEYS), one round trip per queued script (4.5x slower, README).
+            # A stale slot map only costs a MOVED, which the pipeline follows.
+            options = {"target_nodes": client.get_node_from_key(keys[0])} if keys else {}
+            return client.execute_command("EVAL", self.script, len(keys), *keys, *args, **options)
+        return super().__call__(keys=keys, args=args, client=client)
 
 
 @functools.cache
@@ -34,7 +62,10 @@ def load(name: str, client: redis.Redis) -> Script:
     pipeline, client=pipeline."""
     scripts = _registered.setdefault(client, {})
     if name not in scripts:
-        scripts[name] = client.register_script(source(name))
+        if isinstance(client, RedisCluster):
+            scripts[name] = ClusterScript(client, source(name))
+        else:
+            scripts[name] = client.register_script(source(name))
     return scripts[name]
 
 
