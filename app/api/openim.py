@@ -35,6 +35,7 @@ from app.api.envelope import (
 from app.api.infos import group_infos, users_info
 from app.core import recv_opts, validation
 from app.core.constants import GROUP_CHAT, MSG_STATUS_DELETED, SINGLE_CHAT
+from app.core.conversation import peer_of
 from app.core.errors import ARGS_ERROR, NO_PERMISSION, RECORD_NOT_FOUND, ImError
 from app.proto import jssdk_pb2 as js
 from app.proto import sdkws_pb2 as pb
@@ -173,16 +174,6 @@ def get_black_list() -> Response:
 
 
 # --- conversations ------------------------------------------------------------------------------
-
-
-def peer_of(conversation_id: str, owner: str) -> str:
-    """The other user of a single chat `si_<a>_<b>` (ids sorted), seen from `owner`."""
-    body = conversation_id.removeprefix("si_")
-    if body.startswith(f"{owner}_") and body != f"{owner}_{owner}":
-        return body[len(owner) + 1 :]
-    if body.endswith(f"_{owner}"):
-        return body[: -len(owner) - 1]
-    return owner
 
 
 def conversation_pb(record: dict[str, Any], owner: str, max_seq: int, min_seq: int) -> js.Conversation:

@@ -74,3 +74,13 @@ def doc_slot(seq: int) -> int:
 
 def doc_id(conversation_id: str, seq: int) -> str:
     return f"{conversation_id}:{doc_index(seq)}"
+
+
+def peer_of(conversation_id: str, owner: str) -> str:
+    """The other user of a single chat `si_<a>_<b>` (ids sorted), seen from `owner`."""
+    body = conversation_id.removeprefix("si_")
+    if body.startswith(f"{owner}_") and body != f"{owner}_{owner}":
+        return body[len(owner) + 1 :]
+    if body.endswith(f"_{owner}"):
+        return body[: -len(owner) - 1]
+    return owner

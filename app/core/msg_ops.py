@@ -218,13 +218,3 @@ def revoke_tips_id(conversation_id: str, seq: int) -> str:
     """The revoke tips' clientMsgID: one per revoked message, so a repeated revoke (or the retry of
     one whose answer was lost) sends it at most once."""
     return hashlib.md5(f"revoke:{conversation_id}:{seq}".encode()).hexdigest()
-
-
-def peer_of(conversation_id: str, owner: str) -> str:
-    """The other user of a single chat `si_<a>_<b>` (ids sorted), seen from `owner`."""
-    body = conversation_id.removeprefix("si_")
-    if body.startswith(f"{owner}_") and body != f"{owner}_{owner}":
-        return body[len(owner) + 1 :]
-    if body.endswith(f"_{owner}"):
-        return body[: -len(owner) - 1]
-    return owner

@@ -14,6 +14,7 @@ import time
 
 from app.core import msg_ops
 from app.core.constants import HAS_READ_RECEIPT, SINGLE_CHAT
+from app.core.conversation import peer_of
 from app.core.errors import ARGS_ERROR, ImError
 from app.services import dispatch, history
 from app.store.mongo import seq_users
@@ -46,7 +47,7 @@ def mark_conversation_as_read(
     before, after = raise_read_seq(reader, conversation_id, has_read_seq)
     if conversation_id.startswith("si_"):
         read = sorted(set(range(before + 1, after + 1)) | {s for s in seqs if 0 < s <= after})
-        peer = msg_ops.peer_of(conversation_id, reader)
+        peer = peer_of(conversation_id, reader)
         send_receipt(reader, peer, conversation_id, read, after, operation_id)
     else:
         send_receipt(reader, reader, conversation_id, [], after, operation_id)
@@ -61,7 +62,7 @@ def mark_msgs_as_read(reader: str, conversation_id: str, seqs: list[int], operat
     check_not_past_max(conversation_id, has_read_seq)
     _, after = raise_read_seq(reader, conversation_id, has_read_seq)
     if conversation_id.startswith("si_"):
-        peer = msg_ops.peer_of(conversation_id, reader)
+        peer = peer_of(conversation_id, reader)
         send_receipt(reader, peer, conversation_id, sorted(set(seqs)), after, operation_id)
     else:
         send_receipt(reader, reader, conversation_id, sorted(set(seqs)), after, operation_id)

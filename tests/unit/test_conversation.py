@@ -8,6 +8,7 @@ from app.core.conversation import (
     doc_id,
     doc_index,
     doc_slot,
+    peer_of,
     shard_of,
     shards_of_part,
     single_conversation_id,
@@ -62,3 +63,11 @@ def test_a_part_without_shards_or_out_of_range_is_refused() -> None:
     for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
         with pytest.raises(ValueError, match="i/n"):
             shards_of_part([0, 1], bad)
+
+
+def test_peer_of_a_single_conversation() -> None:
+    assert peer_of("si_alice_bob", "alice") == "bob"
+    assert peer_of("si_alice_bob", "bob") == "alice"
+    assert peer_of("si_a_b_c", "a") == "b_c"  # ids with underscores: split on the owner
+    assert peer_of("si_a_b_c", "a_b") == "c"
+    assert peer_of("si_me_me", "me") == "me"

@@ -107,9 +107,3 @@ def test_read_receipts_in_openims_detail_form_are_accepted() -> None:
     deep = json.dumps({"detail": "[" * 50 + "]" * 50})
     with pytest.raises(ValueError):
         classify.read_receipt_seq(deep)
-
-
-def test_peer_of() -> None:
-    assert msg_ops.peer_of("si_alice_bob", "alice") == "bob"
-    assert msg_ops.peer_of("si_alice_bob", "bob") == "alice"
-    assert msg_ops.peer_of("si_alice_alice", "alice") == "alice"
