@@ -8,6 +8,7 @@ stored messages as transfer writes them and on hostile ones.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from typing import Any
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from app.core import protocol, push_frames
 from app.core.push_frames import OPERATION_ID
+from app.proto import sdkws_pb2 as pb
 
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -192,3 +194,83 @@ def test_a_run_that_cannot_be_encoded_yields_no_frame_at_all() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{sdk_type}: a frame for a message protobuf refuses")
+
+
+# --- SendMsg data of sdkType=json clients, read without ParseDict where it is plain ---------------
+
+JSON_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.sampled_from([2**31, -(2**31) - 1, 2**63, -(2**63) - 1, 1.0, 1.5, float("inf")])
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6)
+    | st.sampled_from(["12", "0012", "-3", "1_0", " 7", "9" * 20, "\ud800", "aGk=", "aGk", "a-_b", "?!", "Zg==Zg=="])
+    | st.lists(st.text(max_size=3) | st.integers() | st.none(), max_size=3)
+    | st.dictionaries(st.text(max_size=3), st.booleans() | st.integers() | st.none(), max_size=3)
+)
+MSGDATA_NAMES = st.sampled_from(
+    [f.json_name for f in pb.MsgData.DESCRIPTOR.fields] + ["unknownField", "[ext.x]", "content"]
+)
+plain_sends = st.fixed_dictionaries(
+    {
+        "sendID": IDS,
+        "recvID": IDS,
+        "clientMsgID": TEXT,
+        "sessionType": st.sampled_from([1, 3]),
+        "contentType": st.sampled_from([101, 113]),
+        "content": st.binary(max_size=20).map(lambda b: base64.b64encode(b).decode()),
+    },
+    optional={
+        "senderPlatformID": INT32,
+        "msgFrom": st.sampled_from([100, 200]),
+        "createTime": INT64 | INT64.map(str),
+        "sendTime": INT64,
+        "options": st.dictionaries(TEXT, st.booleans(), max_size=3),
+        "atUserIDList": st.lists(TEXT, max_size=2),
+        "isRead": st.booleans(),
+        "ex": TEXT,
+    },
+)
+
+
+def parse_dict(data: Any) -> Any:
+    message = pb.MsgData()
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except Exception as exc:
+        return type(exc), str(exc)
+    return message
+
+
+@settings(max_examples=400, deadline=None)
+@given(plain_sends)
+def test_a_plain_send_is_read_as_parse_dict_reads_it(data: dict[str, Any]) -> None:
+    fast = protocol.msgdata_from_plain_json(data)
+    assert fast is not None  # the shape clients send is read without ParseDict
+    assert fast == parse_dict(data)
+    assert protocol.decode_data("json", data, pb.MsgData) == fast
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(MSGDATA_NAMES, JSON_VALUES, max_size=5))
+@example({"seq": 2**63})
+@example({"sessionType": 2**31})
+@example({"sendID": "\ud800"})
+@example({"content": "aGk"})
+@example({"content": "a-_b"})
+@example({"content": "?!"})
+@example({"seq": "1_0"})
+@example({"[ext.x]": 1})
+def test_any_send_is_read_or_refused_as_parse_dict_does(data: dict[str, Any]) -> None:
+    slow = parse_dict(data)
+    fast = protocol.msgdata_from_plain_json(data)
+    if fast is not None:
+        assert fast == slow
+    try:
+        got: Any = protocol.decode_data("json", data, pb.MsgData)
+    except Exception as exc:
+        assert not isinstance(slow, pb.MsgData), f"refused what ParseDict reads: {exc}"
+        assert str(slow[1]) in str(exc)  # ParseDict's words reach the client
+        return
+    assert got == slow
