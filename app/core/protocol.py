@@ -192,6 +192,11 @@ def encode_response(
     return encode_json_envelope(req_identifier, msg_incr, operation_id, data, err_code=err_code, err_msg=err_msg)
 
 
+# What json.dumps(body, separators=(",", ":")) builds for every call (same settings, same output),
+# built once: two JSON envelopes per delivered message.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_json_envelope(
     req_identifier: int, msg_incr: str, operation_id: str, data: Any, *, err_code: int = 0, err_msg: str = ""
 ) -> bytes:
@@ -204,7 +209,7 @@ def encode_json_envelope(
         "errMsg": err_msg,
         "data": data,
     }
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return _COMPACT_JSON.encode(body).encode("utf-8")
 
 
 def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:

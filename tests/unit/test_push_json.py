@@ -274,3 +274,25 @@ def test_any_send_is_read_or_refused_as_parse_dict_does(data: dict[str, Any]) ->
         assert str(slow[1]) in str(exc)  # ParseDict's words reach the client
         return
     assert got == slow
+
+
+json_data = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(), st.text(max_size=5), st.text(max_size=5), json_data)
+def test_an_envelope_is_what_json_dumps_writes(req_id: int, msg_incr: str, operation_id: str, data: Any) -> None:
+    body = {
+        "reqIdentifier": req_id,
+        "msgIncr": msg_incr,
+        "operationID": operation_id,
+        "errCode": 0,
+        "errMsg": "",
+        "data": data,
+    }
+    expected = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    assert protocol.encode_json_envelope(req_id, msg_incr, operation_id, data) == expected
