@@ -102,6 +102,10 @@ class Conn:
         """One envelope, already in the connection's encoding (protocol.encode_response): binary."""
         self._enqueue(protocol.gzip_frame(frame) if self.gzip else frame)
 
+    def send_encoded(self, frame: bytes) -> None:
+        """One envelope in the connection's encoding, already gzipped if the connection asked for it."""
+        self._enqueue(frame)
+
     # The only text frames a connection ever gets: OpenIM's connection answer (isMsgResp, before any
     # envelope) and the pong to a text ping. Any other text frame ends openim-sdk-core's read loop.
     def answer_connection(self) -> None:
@@ -341,25 +345,26 @@ class Hub:
 
     def deliver(self, payload: dict[str, Any]) -> int:
         """Write one push (routed to this node by the push stage) to the recipients' sockets."""
-        sent = 0
-        for delivery in payload.get("deliveries", []):
-            metrics.PUSH_DELIVERIES_RECEIVED.inc()
-            payloads = push_frames.push_payloads(delivery["conversation_id"], delivery["msgs"])
-            frames: dict[tuple[int, str], bytes] = {}
-            for user_id in delivery["users"]:
-                targets = [c for c in self.conns_of(user_id) if c.pushable]
-                if not targets:
-                    metrics.ONLINE_PUSH_FAILED.inc()
-                for conn in targets:
-                    for i, (operation_id, push) in enumerate(payloads):
-                        frame = frames.get((i, conn.sdk_type))
-                        if frame is None:
-                            frame = frames[(i, conn.sdk_type)] = protocol.encode_response(
-                                protocol.PUSH_MSG, "", operation_id, push, sdk_type=conn.sdk_type
-                            )
-                        conn.send_frame(frame)
-                    sent += 1
-                    metrics.ONLINE_PUSH_SUCCESS.inc()
+        received = sent = offline = 0
+        try:
+            for delivery in payload.get("deliveries", []):
+                received += 1
+                # each frame encoded once per (encoding, gzip), for every recipient socket on this node
+                frames = push_frames.PushFrames(push_frames.push_runs(delivery["conversation_id"], delivery["msgs"]))
+                for user_id in delivery["users"]:
+                    targets = [c for c in self._by_user.get(user_id, ()) if c.pushable]
+                    if not targets:
+                        offline += 1
+                    for conn in targets:
+                        for frame in frames.frames(conn.sdk_type, conn.gzip):
+                            conn.send_encoded(frame)
+                        sent += 1
+        finally:  # counted once per payload, as far as it got
+            metrics.PUSH_DELIVERIES_RECEIVED.inc(received)
+            if offline:
+                metrics.ONLINE_PUSH_FAILED.inc(offline)
+            if sent:
+                metrics.ONLINE_PUSH_SUCCESS.inc(sent)
         return sent
 
 
