@@ -66,7 +66,9 @@ def apply(batch: list[Pending]) -> list[ImError | None]:
         if opts is None or p.doc.get("session_type") != SINGLE_CHAT:
             out.append(None)
             continue
-        decision = single_chat_decision(opts[0], opts[1], int(p.doc.get("content_type", 0)))
+        decision = single_chat_decision(
+            opts[0], opts[1], int(p.doc.get("content_type", 0)), int(p.doc.get("msg_from", 0))
+        )
         if decision is Decision.REFUSE:
             out.append(ImError(ARGS_ERROR, REFUSED))
             continue

@@ -171,6 +171,14 @@ def test_global_receive_option_applies_to_every_single_chat(stack: Any, provider
         # bob's own messages still go out (and come back to his socket, as every sent message does)
         own_msg = b.send_text(alice, "I can still write")["clientMsgID"]
         assert [m["clientMsgID"] for m in b.pushed_msgs(1, timeout=15)] == [own_msg]
+        # the server's read receipt to bob is a notification: never refused by his option
+        conv = single_conversation_id(alice, bob)
+        read = {"userID": alice, "conversationID": conv, "hasReadSeq": 1}
+        assert (
+            rest(stack.gateway_port, "/msg/mark_conversation_as_read", read, mint_token(alice, LINUX))["errCode"] == 0
+        )
+        [receipt] = b.pushed_msgs(1, timeout=15)
+        assert int(receipt["contentType"]) == 2200
 
         assert set_global(recv_opts.RECEIVE_NOT_NOTIFY) == 0
         quiet = c.send_text(bob, "no notification")["clientMsgID"]
