@@ -45,12 +45,9 @@ def mark_conversation_as_read(
     """The read seq moves to hasReadSeq; a single chat's peer gets the seqs read, a group's reader
     its other devices. Returns the read seq now held."""
     before, after = raise_read_seq(reader, conversation_id, has_read_seq)
-    if conversation_id.startswith("si_"):
-        read = sorted(set(range(before + 1, after + 1)) | {s for s in seqs if 0 < s <= after})
-        peer = peer_of(conversation_id, reader)
-        send_receipt(reader, peer, conversation_id, read, after, operation_id)
-    else:
-        send_receipt(reader, reader, conversation_id, [], after, operation_id)
+    single = conversation_id.startswith("si_")
+    read = sorted(set(range(before + 1, after + 1)) | {s for s in seqs if 0 < s <= after}) if single else []
+    send_receipt(reader, receipt_recipient(reader, conversation_id), conversation_id, read, after, operation_id)
     return after
 
 
@@ -61,11 +58,8 @@ def mark_msgs_as_read(reader: str, conversation_id: str, seqs: list[int], operat
     has_read_seq = seqs[-1]
     check_not_past_max(conversation_id, has_read_seq)
     _, after = raise_read_seq(reader, conversation_id, has_read_seq)
-    if conversation_id.startswith("si_"):
-        peer = peer_of(conversation_id, reader)
-        send_receipt(reader, peer, conversation_id, sorted(set(seqs)), after, operation_id)
-    else:
-        send_receipt(reader, reader, conversation_id, sorted(set(seqs)), after, operation_id)
+    recipient = receipt_recipient(reader, conversation_id)
+    send_receipt(reader, recipient, conversation_id, sorted(set(seqs)), after, operation_id)
     return after
 
 
@@ -76,6 +70,11 @@ def set_has_read_seq(reader: str, conversation_id: str, has_read_seq: int, notif
     if notify:
         send_receipt(reader, reader, conversation_id, [], after, operation_id)
     return after
+
+
+def receipt_recipient(reader: str, conversation_id: str) -> str:
+    """Who a receipt goes to: a single chat's peer; in a group the reader itself (its devices)."""
+    return peer_of(conversation_id, reader) if conversation_id.startswith("si_") else reader
 
 
 def send_receipt(
