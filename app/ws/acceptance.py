@@ -40,11 +40,28 @@ def decode_ack(raw: str) -> tuple[Ack, bool]:
     return Ack(str(body["s"]), int(body["t"])), bool(body["ok"])
 
 
-def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]], None]) -> list[Ack | Exception]:
-    """Publish the batch's new messages; returns, per message, its answer or the error to report."""
-    existing = client_acks.reserve_client_acks(
-        [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
-    )
+def run_now(settle: Callable[[], None]) -> None:
+    settle()
+
+
+def accept_batch(
+    batch: list[Pending],
+    publish: Callable[[list[dict[str, Any]]], None],
+    existing: list[str | None] | None = None,
+    settle_later: Callable[[Callable[[], None]], object] = run_now,
+    release: list[tuple[str, str]] | None = None,
+) -> list[Ack | Exception]:
+    """Publish the batch's new messages; returns, per message, its answer or the error to report.
+
+    `existing` is what the reservation of each message found (client_acks.reserved), when the caller
+    reserved them in its own round trip; else they are reserved here. Marking the published answers
+    final (and dropping the reservations in `release`) is not needed for the answer: an unconfirmed
+    reservation only makes a resend publish again, which transfer dedupes. So the gateway hands it to
+    `settle_later` (a greenlet) and answers its clients a round trip sooner."""
+    if existing is None:
+        existing = client_acks.reserve_client_acks(
+            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
+        )
     answers: list[Ack] = []
     to_publish: list[int] = []
     first_in_batch: dict[tuple[str, str], int] = {}
@@ -65,6 +82,7 @@ def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]],
             # flight): publish again under the first answer; transfer keeps one seq per clientMsgID.
             item.doc["server_msg_id"], item.doc["send_time"] = ack.server_msg_id, ack.send_time
             to_publish.append(i)
+    released = list(release or [])
     try:
         if to_publish:
             publish([batch[i].doc for i in to_publish])
@@ -72,16 +90,20 @@ def accept_batch(batch: list[Pending], publish: Callable[[list[dict[str, Any]]],
         log.error("publishing %d messages failed: %r", len(to_publish), exc)
         failed = {(batch[i].conversation_id, batch[i].client_msg_id) for i in to_publish}
         try:
-            client_acks.settle_client_acks([], list(failed))
+            client_acks.settle_client_acks([], [*failed, *released])
         except Exception:
             log.warning("could not release clientMsgID reservations", exc_info=True)
         # every copy of a failed clientMsgID in this batch fails with it
         return [exc if (p.conversation_id, p.client_msg_id) in failed else answers[i] for i, p in enumerate(batch)]
+    confirmed = [(batch[i].conversation_id, batch[i].client_msg_id, encode_ack(answers[i], True)) for i in to_publish]
+    if confirmed or released:
+        settle_later(lambda: settle(confirmed, released))
+    return list(answers)
+
+
+def settle(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
     try:
-        client_acks.settle_client_acks(
-            [(batch[i].conversation_id, batch[i].client_msg_id, encode_ack(answers[i], True)) for i in to_publish], []
-        )
+        client_acks.settle_client_acks(confirmed, released)
     except Exception:
         # The messages are accepted; an unconfirmed reservation only means a resend publishes again.
         log.warning("could not confirm clientMsgID reservations", exc_info=True)
-    return list(answers)

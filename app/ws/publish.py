@@ -6,6 +6,7 @@ notifications) are published directly, one batch per shard, through the same acc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.celery_app import celery_app
@@ -13,9 +14,10 @@ from app.config import settings
 from app.core.conversation import shard_of, transfer_queue
 from app.pipeline import journal
 from app.pipeline.journal import JOURNALING
-from app.store.redis.client import get_broker_redis
+from app.store.redis import client_acks, recv_opts
+from app.store.redis.client import get_broker_redis, get_redis
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batch
+from app.ws.acceptance import Ack, Pending, accept_batch, encode_ack, run_now, settle
 
 
 def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
@@ -28,12 +30,42 @@ def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
     )
 
 
-def accept_shard_batch(shard: int, batch: list[Pending]) -> list[Ack | Exception]:
-    """Messages a receiver's options refuse are answered with the refusal; the rest are published."""
+def accept_shard_batch(
+    shard: int, batch: list[Pending], settle_later: Callable[[Callable[[], None]], object] = run_now
+) -> list[Ack | Exception]:
+    """Messages a receiver's options refuse are answered with the refusal; the rest are published.
+
+    The receivers' cached options and the clientMsgID reservations are read in one round trip (a
+    refused message's fresh reservation is dropped again), so a batch costs the gateway this round
+    trip and the publish before its clients are answered."""
     queue = transfer_queue(shard)
-    refusals = recv_rules.apply(batch)
-    kept = [p for p, refusal in zip(batch, refusals, strict=True) if refusal is None]
-    answers = iter(accept_batch(kept, lambda docs: publish_docs(queue, docs)) if kept else [])
+    pairs = recv_rules.single_chat_pairs(batch)
+    pipe = get_redis().pipeline(transaction=False)
+    recv_opts.queue_cached(pipe, pairs)
+    client_acks.queue_reserve(pipe, [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch])
+    replies = pipe.execute()
+    found = recv_opts.parse_cached(pairs, replies[: len(pairs)])
+    existing = client_acks.reserved(replies[len(pairs) :])
+    refusals = recv_rules.decide(batch, recv_rules.receiver_options(pairs, found)) if pairs else [None] * len(batch)
+    kept = [i for i, refusal in enumerate(refusals) if refusal is None]
+    release = [
+        (batch[i].conversation_id, batch[i].client_msg_id)
+        for i, refusal in enumerate(refusals)
+        if refusal is not None and existing[i] is None  # reserved by this batch: a resend is decided again
+    ]
+    answers: Iterator[Ack | Exception] = iter(
+        accept_batch(
+            [batch[i] for i in kept],
+            lambda docs: publish_docs(queue, docs),
+            existing=[existing[i] for i in kept],
+            settle_later=settle_later,
+            release=release,
+        )
+        if kept
+        else []
+    )
+    if not kept and release:
+        settle_later(lambda: settle([], release))
     return [refusal if refusal is not None else next(answers) for refusal in refusals]
 
 

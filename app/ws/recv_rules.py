@@ -1,6 +1,7 @@
 """Receivers' receive options applied to a batch of single-chat messages before it is accepted
-(app/core/recv_opts.py decides; options come from the Redis cache, reloaded from MongoDB for a user
-whose options are not cached)."""
+(app/core/recv_opts.py decides; options come from the Redis cache, read in the same round trip as
+the batch's clientMsgID reservations (app/ws/publish.py), reloaded from MongoDB for a user whose
+options are not cached)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,27 @@ _skip_until = 0.0
 REFUSED = "message is not sent: the receiver does not receive messages of this conversation"
 
 
-def receiver_options(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(receiver, conversation) -> (global option, conversation option).
+def single_chat_pairs(batch: list[Pending]) -> list[tuple[str, str]]:
+    """The (receiver, conversation) pairs whose options decide the batch's single-chat messages."""
+    return sorted(
+        {
+            (p.doc["recv_id"], p.conversation_id)
+            for p in batch
+            if p.doc.get("session_type") == SINGLE_CHAT and p.doc.get("recv_id") != p.doc.get("send_id")
+        }
+    )
+
+
+def receiver_options(
+    pairs: list[tuple[str, str]], found: dict[tuple[str, str], tuple[int, int] | None]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(receiver, conversation) -> (global option, conversation option), from what the Redis cache
+    held (`found`, read in the gateway's one round trip per batch) and MongoDB for the rest.
 
     A MongoDB outage must not stop sending: receivers whose options cannot be loaded are taken to
     receive (as by default) for a while, and not cached."""
     global _skip_until
-    found = recv_opts.cached(pairs)
+    found = dict(found)
     missing = sorted({user_id for (user_id, _), opts in found.items() if opts is None})
     if missing and time.monotonic() >= _skip_until:
         try:
@@ -47,19 +62,9 @@ def receiver_options(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tupl
     return {pair: opts for pair, opts in found.items() if opts is not None}
 
 
-def apply(batch: list[Pending]) -> list[ImError | None]:
+def decide(batch: list[Pending], options: dict[tuple[str, str], tuple[int, int]]) -> list[ImError | None]:
     """Per message: the error that refuses it, or None (its offlinePush option switched off where the
     receiver asked for no notifications)."""
-    pairs = sorted(
-        {
-            (p.doc["recv_id"], p.conversation_id)
-            for p in batch
-            if p.doc.get("session_type") == SINGLE_CHAT and p.doc.get("recv_id") != p.doc.get("send_id")
-        }
-    )
-    if not pairs:
-        return [None] * len(batch)
-    options = receiver_options(pairs)
     out: list[ImError | None] = []
     for p in batch:
         opts = options.get((p.doc.get("recv_id", ""), p.conversation_id))

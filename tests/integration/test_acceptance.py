@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from app.ws.acceptance import Ack, Pending, accept_batch
+from app.core import recv_opts as recv_opts_rules
+from app.core.constants import SINGLE_CHAT, TEXT
+from app.core.conversation import single_conversation_id
+from app.core.errors import ARGS_ERROR, ImError
+from app.store.redis import recv_opts
+from app.store.redis.client import get_redis
+from app.store.redis.keys import client_ack_key
+from app.ws.acceptance import Ack, Pending, accept_batch, decode_ack
+from app.ws.publish import accept_shard_batch
 
 
 def pending(conv: str, cid: str, server_msg_id: str) -> Pending:
@@ -37,3 +46,43 @@ def test_failed_publish_fails_every_copy_and_frees_the_clientmsgid(infra: dict[s
     published: list[list[dict[str, Any]]] = []
     assert accept_batch([pending(conv, "c2", "s3")], published.append) == [Ack("s3", 1000)]
     assert len(published) == 1
+
+
+def reservation(conv: str, cid: str) -> tuple[Ack, bool] | None:
+    raw = get_redis().get(client_ack_key(conv, cid))
+    return None if raw is None else decode_ack(str(raw))
+
+
+def test_answers_come_before_the_confirmation_and_a_resend_meanwhile_is_published_again(
+    infra: dict[str, str], uid: str
+) -> None:
+    conv = f"si_acc{uid}_z"
+    published: list[list[dict[str, Any]]] = []
+    deferred: list[Callable[[], None]] = []
+    assert accept_batch([pending(conv, "c1", "s1")], published.append, settle_later=deferred.append) == [
+        Ack("s1", 1000)
+    ]
+    assert reservation(conv, "c1") == (Ack("s1", 1000), False) and len(deferred) == 1
+    # a resend before the confirmation: published again under the first answer (transfer dedupes)
+    assert accept_batch([pending(conv, "c1", "s2")], published.append) == [Ack("s1", 1000)]
+    assert [[d["server_msg_id"] for d in batch] for batch in published] == [["s1"], ["s1"]]
+    deferred[0]()
+    assert reservation(conv, "c1") == (Ack("s1", 1000), True)
+    assert accept_batch([pending(conv, "c1", "s3")], published.append) == [Ack("s1", 1000)]
+    assert len(published) == 2  # confirmed: answered, not published again
+
+
+def test_a_refused_message_does_not_keep_its_reservation(infra: dict[str, str], uid: str) -> None:
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    recv_opts.fill(bob, recv_opts_rules.RECEIVE, {conv: recv_opts_rules.NOT_RECEIVE})
+    doc = {"session_type": SINGLE_CHAT, "send_id": alice, "recv_id": bob, "content_type": TEXT, "msg_from": 100}
+    refused = Pending(conv, "r1", Ack("s1", 1000), dict(doc))
+    deferred: list[Callable[[], None]] = []
+    [answer] = accept_shard_batch(0, [refused], settle_later=deferred.append)
+    assert isinstance(answer, ImError) and answer.code == ARGS_ERROR
+    assert reservation(conv, "r1") == (Ack("s1", 1000), False)  # taken in the batch's one round trip
+    for settle in deferred:
+        settle()
+    # released: a resend is decided again (and, once bob receives, published under a new answer)
+    assert reservation(conv, "r1") is None

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.store.redis.client import get_redis
 from app.store.redis.keys import CLIENT_MSG_TTL_SECONDS, client_ack_key
+
+REPLIES_PER_ENTRY = 2
+
+
+def queue_reserve(pipe: Any, entries: list[tuple[str, str, str]]) -> None:
+    """Queue the reservations on `pipe` (the gateway runs them in the same round trip as its other
+    reads of a batch); `reserved(replies)` reads their REPLIES_PER_ENTRY replies per entry."""
+    for conv, cid, value in entries:
+        pipe.set(client_ack_key(conv, cid), value, nx=True, ex=CLIENT_MSG_TTL_SECONDS)
+        pipe.get(client_ack_key(conv, cid))
+
+
+def reserved(replies: list[Any]) -> list[str | None]:
+    """Per entry: None where reserved now, else the value already there."""
+    out: list[str | None] = []
+    for i in range(0, len(replies), REPLIES_PER_ENTRY):
+        was_set, current = replies[i], replies[i + 1]
+        out.append(None if was_set else (None if current is None else str(current)))
+    return out
 
 
 def reserve_client_acks(entries: list[tuple[str, str, str]]) -> list[str | None]:
     """(conversation, clientMsgID, pending answer) -> None where reserved now, else the value already there."""
     pipe = get_redis().pipeline(transaction=False)
-    for conv, cid, value in entries:
-        pipe.set(client_ack_key(conv, cid), value, nx=True, ex=CLIENT_MSG_TTL_SECONDS)
-        pipe.get(client_ack_key(conv, cid))
-    replies = pipe.execute()
-    out: list[str | None] = []
-    for i in range(len(entries)):
-        reserved, current = replies[2 * i], replies[2 * i + 1]
-        out.append(None if reserved else (None if current is None else str(current)))
-    return out
+    queue_reserve(pipe, entries)
+    return reserved(pipe.execute())
 
 
 def settle_client_acks(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
