@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu.serialization import register
+from kombu.utils import json as kombu_json
+
+from app.core import compact_json
+
+
+def _write_task_json(value: object) -> bytes:
+    return compact_json.dumps(value, fallback=kombu_json.dumps)
+
+
+# Task messages stay kombu's application/json (any consumer reads them as before); only writing them
+# is faster: a gateway batch's arguments were 7% of the gateway's CPU under load.
+register("json", _write_task_json, kombu_json.loads, content_type="application/json", content_encoding="utf-8")
 
 celery_app = Celery("openim")
 celery_app.config_from_object("celeryconfig")

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
-from app.core import gob
+from app.core import compact_json, gob
 from app.core.constants import MSG_STATUS_DELETED
 from app.core.errors import ARGS_ERROR, ImError
 from app.proto import sdkws_pb2 as pb
@@ -192,11 +192,6 @@ def encode_response(
     return encode_json_envelope(req_identifier, msg_incr, operation_id, data, err_code=err_code, err_msg=err_msg)
 
 
-# What json.dumps(body, separators=(",", ":")) builds for every call (same settings, same output),
-# built once: two JSON envelopes per delivered message.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
 def encode_json_envelope(
     req_identifier: int, msg_incr: str, operation_id: str, data: Any, *, err_code: int = 0, err_msg: str = ""
 ) -> bytes:
@@ -209,7 +204,7 @@ def encode_json_envelope(
         "errMsg": err_msg,
         "data": data,
     }
-    return _COMPACT_JSON.encode(body).encode("utf-8")
+    return compact_json.dumps(body)  # two envelopes per delivered message: orjson
 
 
 def decode_data(sdk_type: str, data: Any, message_cls: type[M]) -> M:

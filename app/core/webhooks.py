@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from app.core.constants import GROUP_CHAT, NOTIFICATION_BEGIN, NOTIFICATION_END, TYPING
@@ -91,8 +92,13 @@ class WebhooksConfig:
         cfg = self.callbacks.get(name)
         return cfg if cfg is not None and cfg.enable and self.url else None
 
+    @cached_property
+    def _enabled_names(self) -> frozenset[str]:
+        return frozenset(name for name in self.callbacks if self.enabled(name)) if self.url else frozenset()
+
     def any_enabled(self, *names: str) -> bool:
-        return any(self.enabled(n) for n in names)
+        """Asked for every message the gateway accepts: a set lookup."""
+        return not self._enabled_names.isdisjoint(names)
 
 
 def parse_config(data: Mapping[str, Any], url: str = "") -> WebhooksConfig:

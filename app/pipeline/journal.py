@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.config import settings
+from app.core import compact_json
 from app.pipeline import dead_letters
 from app.pipeline.backoff import TRANSIENT_ERRORS
 from app.store.redis.client import get_broker_redis
@@ -40,7 +41,7 @@ def append(queue: str, payload: Any) -> str:
     """Journal one hand-off (any JSON: a transfer batch's messages, a task's arguments)."""
     entry_id = get_broker_redis().xadd(
         journal_key(queue),
-        {"msgs": json.dumps(payload, separators=(",", ":"))},
+        {"msgs": compact_json.dumps(payload)},
         maxlen=MAX_ENTRIES,
         approximate=True,
     )
@@ -92,9 +93,7 @@ def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
         return
     pipe = get_broker_redis().pipeline(transaction=False)
     for _task, args, queue in sends:
-        pipe.xadd(
-            journal_key(queue), {"msgs": json.dumps(args, separators=(",", ":"))}, maxlen=MAX_ENTRIES, approximate=True
-        )
+        pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(args)}, maxlen=MAX_ENTRIES, approximate=True)
     entry_ids = [str(entry_id) for entry_id in pipe.execute()]
     for i, ((task, args, queue), entry_id) in enumerate(zip(sends, entry_ids, strict=True)):
         try:

@@ -26,7 +26,15 @@ def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
     journal.publish(
         queue,
         docs,
-        lambda entry: celery_app.send_task("transfer.batch", args=[docs], kwargs={"journal": entry}, queue=queue),
+        lambda entry: celery_app.send_task(
+            "transfer.batch",
+            args=[docs],
+            kwargs={"journal": entry},
+            queue=queue,
+            # what Flower shows of the task: without these Celery walks the whole batch with saferepr
+            argsrepr=f"[<{len(docs)} messages>]",
+            kwargsrepr=repr({"journal": entry}),
+        ),
     )
 
 

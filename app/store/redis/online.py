@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any, NamedTuple
 
+from app.core import compact_json
 from app.store.redis.client import get_redis
 from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, ONLINE_TTL_SECONDS, online_key, push_channel
 
@@ -70,4 +71,4 @@ def publish_online_change(user_id: str) -> None:
 
 def publish_to_node(node_id: str, payload: dict[str, Any]) -> int:
     """Send one gateway node its deliveries or kicks; returns how many subscribers received it."""
-    return int(get_redis().publish(push_channel(node_id), json.dumps(payload, separators=(",", ":"))))
+    return int(get_redis().publish(push_channel(node_id), compact_json.dumps(payload)))

@@ -1,0 +1,53 @@
+"""compact_json: orjson where it can, the standard library for what orjson refuses, one meaning for json.loads."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kombu.serialization import dumps as kombu_dumps
+from kombu.serialization import loads as kombu_loads
+from kombu.utils import json as kombu_json
+
+from app.celery_app import celery_app  # noqa: F401  (registers the task serializer)
+from app.core import compact_json
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_reads_back_as_the_standard_library_wrote_it(value: Any) -> None:
+    # integers beyond 64 bits and lone surrogates (which orjson refuses) included
+    assert json.loads(compact_json.dumps(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"seq": 2**70}, {"content": "\ud800 lone"}, {1: "int key"}, [-(2**63) - 1]],
+    ids=["big int", "lone surrogate", "int key", "below int64"],
+)
+def test_what_orjson_refuses_is_written_by_the_standard_library(value: Any) -> None:
+    out = compact_json.dumps(value)
+    assert out == json.dumps(value, separators=(",", ":")).encode()
+    out.decode("ascii")  # escaped: storable anywhere (Redis, a broker message)
+
+
+def test_common_values_are_compact_utf8() -> None:
+    assert compact_json.dumps({"a": [1, 2.5, None, True], "b": "é"}) == '{"a":[1,2.5,null,true],"b":"é"}'.encode()
+
+
+def test_task_messages_stay_kombus_json() -> None:
+    when = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+    for value in ([[{"seq": 1, "content": "é"}], {"journal": None}, {}], [{"at": when}], [2**70]):
+        content_type, encoding, body = kombu_dumps(value, serializer="json")
+        assert content_type == "application/json" and encoding == "utf-8"
+        # what kombu's own writer would have produced, read back the same
+        assert kombu_loads(body, content_type, encoding) == kombu_json.loads(kombu_json.dumps(value))
