@@ -86,6 +86,16 @@ def worker_argv(kind: str, extra: list[str], transfer_queues: list[str] | None =
     ]
 
 
+def tune_gc_when_ready(gen0_threshold: int) -> None:
+    """app/ops/runtime.py, once the worker has started (Celery's worker_ready, in its main process,
+    where the solo and threads pools run their tasks)."""
+    from celery import signals
+
+    from app.ops.runtime import tune_gc
+
+    signals.worker_ready.connect(lambda **_: tune_gc(gen0_threshold), weak=False)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging()
     from app.celery_app import celery_app
@@ -96,6 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.store.mongo import client as mongo
 
     check_webhooks()
+    tune_gc_when_ready(settings.gc_gen0_threshold)
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()
     if args.kind in ("transfer", "persist"):

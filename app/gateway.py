@@ -43,6 +43,7 @@ from app.core.errors import (
 )
 from app.core.sessions import LOGIN_POLICIES, platforms_to_kick
 from app.ops import metrics
+from app.ops.runtime import tune_gc
 from app.pipeline.webhooks import check_webhooks
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
@@ -613,6 +614,7 @@ def serve() -> None:
         error_log=http_errors,
     )
     stopping: list[gevent.Greenlet] = []
+    tune_gc(settings.gc_gen0_threshold)  # after start-up: what exists now lives as long as the node
 
     def on_signal() -> None:
         stopping.append(gevent.spawn(shut_down, gateway, server))

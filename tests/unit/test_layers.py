@@ -9,7 +9,14 @@ APP = Path(__file__).resolve().parents[2] / "app"
 
 # Lowest first. Modules named here by their dotted path win over their package's layer.
 LAYERS: list[set[str]] = [
-    {"app.proto", "app.core", "app.ops.metrics", "app.ops.logs", "app.ops.embedded"},  # pure, or leaves
+    {
+        "app.proto",
+        "app.core",
+        "app.ops.metrics",
+        "app.ops.logs",
+        "app.ops.embedded",
+        "app.ops.runtime",
+    },  # pure, or leaves
     {"app.config"},
     {"app.store"},
     {"app.pipeline", "app.celery_app", "app.seq_lua"},
