@@ -27,10 +27,12 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from app.config import settings
 from app.core import gob
 from app.core.constants import GROUP_CHAT, SINGLE_CHAT, TEXT
 from app.core.errors import RATE_LIMITED
 from app.core.protocol import PUSH_MSG, SDK_GO, SDK_JS, SEND_MSG
+from app.ops.runtime import tune_gc
 from app.proto import sdkws_pb2 as pb
 
 # Progress counters, one row of the shared array per process.
@@ -416,6 +418,7 @@ def _raise_open_files() -> None:
 def proc_main(spec: ProcSpec, progress: Any, go: Any, go_at: Any, finish: Any, out: Any) -> None:
     """Entry point of one load process (multiprocessing target)."""
     _raise_open_files()
+    tune_gc(settings.gc_gen0_threshold)  # as the stack's processes: the clients' CPU is taken from it
     shared = _Shared(progress, go, go_at, finish, out)
     try:
         # uvloop: the load clients' event loop and transports in C (they share the machine with the
