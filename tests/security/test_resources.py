@@ -237,6 +237,37 @@ def test_a_client_that_stops_reading_is_dropped_and_goes_offline(
         fast.close()
 
 
+# --- file descriptors ------------------------------------------------------------------------
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_websocket_costs_the_gateway_one_file_descriptor_and_gives_it_back(stack: Any, uid: str) -> None:
+    """simple_websocket dups the socket it takes from pywsgi: two descriptors per websocket made
+    10,000 websockets meet a 20,000 limit (EMFILE, ~1% of a connection storm refused)."""
+    pid = stack.procs["gateway"].pid
+    warm = _client(stack, f"fdw{uid}")  # Redis and MongoDB pools opened before counting
+    count = 40
+    try:
+        assert isinstance(warm.newest_seqs(), dict)
+        before = _descriptors(pid)
+        clients = [_client(stack, f"fd{i}{uid}") for i in range(count)]
+        try:
+            assert all(isinstance(c.newest_seqs(), dict) for c in clients)  # every session works
+            grown = _descriptors(pid) - before
+            assert count <= grown <= count + 5, f"{grown} descriptors for {count} websockets"
+        finally:
+            for client in clients:
+                client.close()
+        # a few more Redis pool connections may stay open; a leak would be one per websocket
+        assert eventually(lambda: _descriptors(pid) <= before + 5, timeout=10), _descriptors(pid) - before
+    finally:
+        warm.close()
+
+
 # --- the close handshake ---------------------------------------------------------------------
 
 
