@@ -174,13 +174,14 @@ async def run(cfg: ConnectionsConfig, watch: GatewayWatch) -> dict[str, Any]:
             watch.rss()
 
     sampler = asyncio.create_task(sample_rss())
+    psutil.cpu_percent(interval=None)  # the machine's CPU over the hold: others' load shows in latency
     proc.t0 = time.monotonic()
     senders = [u for u in opened if u.spec.targets]
     if senders and rate > 0:
         await proc.paced(senders, proc.t0 + cfg.hold)
     else:
         await asyncio.sleep(cfg.hold)
-    gw_cpu2, own_cpu2 = watch.cpu_s(), own_cpu_s()
+    gw_cpu2, own_cpu2, machine_pct = watch.cpu_s(), own_cpu_s(), psutil.cpu_percent(interval=None)
     held_s = time.monotonic() - proc.t0
     result = proc.result
     deadline = time.monotonic() + ACK_WAIT_SECONDS
@@ -233,6 +234,11 @@ async def run(cfg: ConnectionsConfig, watch: GatewayWatch) -> dict[str, Any]:
             "cpu_pct_holding": round((gw_cpu2 - gw_cpu1) / max(1e-6, held_s) * 100, 1),
             "cpu_ms_per_message": round((gw_cpu2 - gw_cpu1) * 1000 / result.sent, 3) if result.sent else None,
         },
+        "machine": {
+            "cpu_pct_holding": round(machine_pct, 1),  # of all cores, every process on the machine
+            "cores": psutil.cpu_count(),
+            "load_average_1min": round(psutil.getloadavg()[0], 2),
+        },
         "client_cpu_pct": {
             "opening": round((own_cpu1 - own_cpu0) / max(1e-6, open_s) * 100, 1),
             "holding": round((own_cpu2 - own_cpu1) / max(1e-6, held_s) * 100, 1),
@@ -277,6 +283,11 @@ def print_report(r: dict[str, Any]) -> None:
         print("  gateway process not found on this machine: no RSS or CPU figures")
     cpu = r["client_cpu_pct"]
     print(f"  bench client CPU (% of one core): {cpu['opening']:.0f} while opening, {cpu['holding']:.0f} while holding")
+    machine = r["machine"]
+    print(
+        f"  machine: {machine['cpu_pct_holding']:.0f}% of its {machine['cores']} cores busy while holding,"
+        f" load average {machine['load_average_1min']:.1f} at the end"
+    )
 
 
 def _raise_open_files() -> None:
