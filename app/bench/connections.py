@@ -103,6 +103,17 @@ def _percentiles(values: Any) -> dict[str, float | int]:
     }
 
 
+def timeline(at: Any, ms: Any) -> list[dict[str, float | int]]:
+    """Per second of the hold (by send time): how many, and the worst latency (stalls show here)."""
+    seconds = np.asarray(at, dtype=np.float64).astype(int)
+    values = np.asarray(ms, dtype=np.float64)
+    rows: list[dict[str, float | int]] = []
+    for second in np.unique(seconds):
+        chosen = values[seconds == second]
+        rows.append({"second": int(second), "count": int(chosen.size), "max_ms": round(float(chosen.max()), 1)})
+    return rows
+
+
 def _reason(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text[:120]
@@ -175,7 +186,7 @@ async def run(cfg: ConnectionsConfig, watch: GatewayWatch) -> dict[str, Any]:
 
     sampler = asyncio.create_task(sample_rss())
     psutil.cpu_percent(interval=None)  # the machine's CPU over the hold: others' load shows in latency
-    proc.t0 = time.monotonic()
+    proc.t0, hold_started_at = time.monotonic(), time.time()
     senders = [u for u in opened if u.spec.targets]
     if senders and rate > 0:
         await proc.paced(senders, proc.t0 + cfg.hold)
@@ -207,6 +218,7 @@ async def run(cfg: ConnectionsConfig, watch: GatewayWatch) -> dict[str, Any]:
         "failures": dict(failures.most_common()),
         "open_seconds": round(open_s, 2),
         "hold_seconds": round(held_s, 2),
+        "hold_started_at": round(hold_started_at, 3),  # epoch seconds, to set the timeline beside logs
         "dropped": dropped,
         "gateway_reports_held": held,
         "chatting": chatting,
@@ -221,6 +233,7 @@ async def run(cfg: ConnectionsConfig, watch: GatewayWatch) -> dict[str, Any]:
             "duplicate_pushes": result.duplicate_pushes,
         },
         "latency_ms": {"ack": _percentiles(result.ack_ms), "push": _percentiles(result.push_ms)},
+        "ack_timeline": timeline(result.ack_at, result.ack_ms),
         "gateway": {
             "found": watch.proc is not None,
             "rss_mb": {
