@@ -215,10 +215,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         bench_fanout(args.members, args.online_fraction, args.fanout_messages)
     elif args.what == "connections":
-        from app.bench.fanout import bench_connections
+        from app.bench.connections import ConnectionsConfig, bench_connections
         from app.config import settings
 
-        bench_connections(args.url or f"ws://{settings.gateway_host}:{settings.gateway_port}", args.count)
+        url = args.url or f"ws://{settings.gateway_host}:{settings.gateway_port}"
+        cfg = ConnectionsConfig(url, args.count, args.hold, args.chatting, args.rate, args.json or "")
+        bench_connections(cfg)
     elif args.what == "pull":
         bench.bench_pull()
     else:
@@ -341,8 +343,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--members", type=int, default=500, help="fanout: group size")
     p.add_argument("--online-fraction", type=float, default=0.5, help="fanout: share of members online")
     p.add_argument("--fanout-messages", type=int, default=200, help="fanout: messages pushed")
-    p.add_argument("--count", type=int, default=10000, help="connections: idle connections to open")
+    p.add_argument("--count", type=int, default=10000, help="connections: connections to open (10000)")
     p.add_argument("--url", default=None, help="connections: gateway ws://host:port (default GATEWAY_HOST/PORT)")
+    p.add_argument("--hold", type=float, default=10.0, help="connections: seconds to hold them open (10)")
+    p.add_argument(
+        "--chatting",
+        type=int,
+        default=0,
+        help="connections: how many of them chat during the hold, in single chats two by two (0);"
+        " at --rate messages/s in all (default: each sends every 5 s)",
+    )
     p.add_argument("--calls", type=int, default=2000, help="allocator: calls per batch size")
     p.add_argument("--messages", type=int, default=20000, help="transfer, persist: messages in all")
     p.add_argument(
@@ -356,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     e2e.add_argument("--users", type=int, default=200, help="users online, one websocket each (200)")
     e2e.add_argument("--groups", type=int, default=0, help="groups, created through POST /group/create_group (0)")
     e2e.add_argument("--group-size", type=int, default=10, help="members per group (10)")
-    e2e.add_argument("--rate", type=float, default=0.0, help="total messages/s (default: as fast as acknowledged)")
+    e2e.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="total messages/s (default: as fast as acknowledged); connections: see --chatting",
+    )
     e2e.add_argument("--inflight", type=int, default=1, help="as fast as acknowledged: messages in flight per user")
     e2e.add_argument("--duration", type=float, default=30.0, help="seconds of sending (30)")
     e2e.add_argument("--procs", type=int, default=2, help="load processes holding the connections (2)")
@@ -373,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     e2e.add_argument("--smoke", action="store_true", help="a few seconds with 20 users, 10 chats, 2 groups (CI)")
     e2e.add_argument("--no-progress", action="store_true", help="no progress bar")
-    e2e.add_argument("--json", default=None, metavar="PATH", help="write every figure as JSON")
+    e2e.add_argument("--json", default=None, metavar="PATH", help="write every figure as JSON (also connections)")
     e2e.add_argument("--plot", default=None, metavar="PATH", help="write latency and throughput plots (PNG)")
     p.set_defaults(func=cmd_bench)
 

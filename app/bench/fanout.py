@@ -1,11 +1,9 @@
-"""`python -m app bench fanout` and `python -m app bench connections`: push and gateway capacity.
+"""`python -m app bench fanout`: push capacity (`bench connections` is app/bench/connections.py).
 
 fanout       recipient deliveries/s of the push stage for a group (default 500 members, half online):
              the group is created in MongoDB and Redis, the online half is registered on two bench
              gateway nodes, and the push task routes committed messages to those nodes' channels,
              where subscribers count the deliveries. Figures printed, never asserted.
-connections  how many idle websocket connections one running gateway holds, and its memory per
-             connection (psutil on the gateway's process), opened from gevent greenlets here.
 """
 
 from __future__ import annotations
@@ -84,59 +82,3 @@ def bench_fanout(members: int = 500, online_fraction: float = 0.5, messages: int
         f"  {counted['deliveries']} of {expected} recipient deliveries reached the nodes' channels in {total:.2f}s:"
         f" {counted['deliveries'] / total:,.0f} deliveries/s"
     )
-
-
-def bench_connections(url: str, count: int = 10_000, hold_seconds: float = 10.0) -> None:
-    """Open `count` idle connections to the gateway at `url` (ws://host:port) and report its memory."""
-    import subprocess
-    import sys
-
-    script = _CONNECTIONS_SCRIPT.format(url=url, count=count, hold=hold_seconds)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    print(result.stdout.strip() or result.stderr[-2000:])
-
-
-# Runs in its own process: gevent's monkey patching must come first there.
-_CONNECTIONS_SCRIPT = """
-from gevent import monkey
-monkey.patch_all()
-import time, gevent, psutil, requests, websocket
-from gevent.pool import Pool
-from app.services.auth import mint_token
-
-url, count, hold = {url!r}, {count}, {hold}
-http = url.replace("ws://", "http://")
-def gateway_process():
-    port = int(url.rsplit(":", 1)[1])
-    for proc in psutil.process_iter(["cmdline"]):
-        if "app" in (proc.info["cmdline"] or []) and "gateway" in (proc.info["cmdline"] or []):
-            if any(c.laddr.port == port for c in proc.net_connections(kind="tcp") if c.status == "LISTEN"):
-                return proc
-    return None
-gw = gateway_process()
-before = gw.memory_info().rss if gw else 0
-socks, failed = [], 0
-def open_one(i):
-    global failed
-    user = f"bench-conn-{{i}}"
-    try:
-        socks.append(websocket.create_connection(
-            f"{{url}}/?sendID={{user}}&platformID=7&sdkType=json&token={{mint_token(user, 7)}}", timeout=30))
-    except Exception:
-        failed += 1
-pool = Pool(200)
-start = time.perf_counter()
-for i in range(count):
-    pool.spawn(open_one, i)
-pool.join()
-opened = time.perf_counter() - start
-gevent.sleep(hold)
-held = requests.get(http + "/healthz", timeout=30).json()["connections"]
-after = gw.memory_info().rss if gw else 0
-print(f"connections: {{len(socks)}} opened ({{failed}} failed) in {{opened:.1f}}s; the gateway reports {{held}} held")
-if gw:
-    per = (after - before) / max(1, len(socks))
-    print(f"gateway RSS {{before / 2**20:.0f}} MiB -> {{after / 2**20:.0f}} MiB: {{per / 1024:.1f}} KiB per connection")
-for s in socks:
-    s.close()
-"""

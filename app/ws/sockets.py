@@ -18,12 +18,17 @@ from typing import Any
 import gevent
 from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.socket import socket as GeventSocket
 
 from app.ops import metrics
 
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 2.0  # how long a client may take to answer the server's close frame
+# Connections the kernel completes before the gateway accepts them (gevent's default is 128; Linux
+# caps it at net.core.somaxconn). A storm of 10,000 clients, 200 handshakes at a time, overflowed 128
+# some 40-60 times a run: each overflow costs that client a SYN retransmission (1 s, then 3 s...).
+LISTEN_BACKLOG = 1024
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -117,13 +122,38 @@ class GuardedHandler(WSGIHandler):  # type: ignore[misc]
         shutdown_quietly(getattr(self, "socket", None))
 
 
+class OneDescriptorSocket(GeventSocket):  # type: ignore[misc]
+    """An accepted socket that refuses dup(). simple_websocket dups the socket it takes from pywsgi
+    unless dup() raises NotImplementedError; the dup cost a second file descriptor per websocket, and
+    10,000 websockets then met a 20,000 descriptor limit (EMFILE: accepting paused, ~1% of a
+    connection storm failed). Undup'ed, the websocket shares pywsgi's socket object: the reader's
+    close() is deferred by pywsgi's own reference to it (makefile), as a dup's would have been."""
+
+    __slots__ = ()
+
+    def dup(self) -> Any:
+        raise NotImplementedError("one descriptor per connection")
+
+
 class GuardedServer(WSGIServer):  # type: ignore[misc]
     handler_class = GuardedHandler
+    backlog = LISTEN_BACKLOG
 
     def __init__(self, listener: Any, application: Any, guard: SocketGuard, **kwargs: Any) -> None:
         super().__init__(listener, application, **kwargs)
         self.guard = guard
         reserve_descriptors(guard.max_sockets)
+
+    def do_read(self) -> tuple[Any, Any] | None:
+        """gevent's StreamServer.do_read, with the accepted socket as a OneDescriptorSocket."""
+        listener = self.socket
+        try:
+            fd, address = listener._accept()
+        except BlockingIOError:
+            if not listener.timeout:
+                return None
+            raise
+        return OneDescriptorSocket(listener.family, listener.type, listener.proto, fileno=fd), address
 
     def handle(self, sock: Any, address: Any) -> None:
         if not self.guard.admit():
@@ -136,10 +166,10 @@ class GuardedServer(WSGIServer):  # type: ignore[misc]
 
 
 def reserve_descriptors(max_sockets: int) -> None:
-    """A websocket holds two file descriptors (simple_websocket keeps a dup of the socket): raise the
-    soft limit to what the cap needs, and warn when the hard limit is lower (the cap would then be
-    reached as EMFILE, which pauses accepting for every client)."""
-    need = 2 * max_sockets + 256  # and Redis, MongoDB and broker connections
+    """A socket holds one file descriptor (OneDescriptorSocket): raise the soft limit to what the cap
+    needs, and warn when the hard limit is lower (the cap would then be reached as EMFILE, which
+    pauses accepting for every client)."""
+    need = max_sockets + 256  # and Redis, MongoDB and broker connections, log files
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)

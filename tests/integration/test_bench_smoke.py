@@ -81,3 +81,35 @@ def test_bench_transfer_runs_alone_then_gives_the_queues_back(stack: Any) -> Non
         assert eventually(lambda: not any(depth.sample().values()), timeout=120), depth.sample()
     finally:
         depth.close()
+
+
+def test_bench_connections_holds_them_while_some_chat(stack: Any, tmp_path: Path) -> None:
+    """A handful of connections held two seconds while six of them chat: the printed counts add up."""
+    report_path = tmp_path / "connections.json"
+    run = run_bench(
+        stack,
+        ["connections", "--url", stack.ws_url, "--count", "12", "--hold", "2", "--chatting", "6"]
+        + ["--rate", "15", "--json", str(report_path)],
+        timeout=120,
+    )
+    report = json.loads(report_path.read_text())
+    msgs = report["messages"]
+
+    assert (report["opened"], report["failed"], report["dropped"]) == (12, 0, 0), run.stdout
+    assert report["chatting"] == 6
+    assert msgs["sent"] > 0
+    assert msgs["sent"] == msgs["acked"] + msgs["refused"] + msgs["unanswered"]
+    assert (msgs["refused"], msgs["unanswered"], msgs["duplicate_pushes"]) == (0, 0, 0)
+    # a single chat has one recipient: every acknowledged message pushed to the peer once
+    assert msgs["delivered"] == msgs["expected_deliveries"] == msgs["acked"]
+    assert report["latency_ms"]["ack"]["count"] == msgs["acked"]
+    assert report["latency_ms"]["push"]["count"] == msgs["delivered"]
+    for kind in ("ack", "push"):
+        lat = report["latency_ms"][kind]
+        assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
+    assert report["gateway"]["found"] is True  # the test stack's gateway runs on this machine
+    # what was printed is what was measured
+    assert "opened 12, failed 0 " in run.stdout, run.stdout
+    assert "dropped 0;" in run.stdout, run.stdout
+    sent_line = f"sent {msgs['sent']:,}, acked {msgs['acked']:,} (refused 0, unanswered 0)"
+    assert f"{sent_line}, delivered {msgs['delivered']:,} of {msgs['expected_deliveries']:,}" in run.stdout, run.stdout
