@@ -119,11 +119,20 @@ def run_batch(task: BatchedTask, pending: list[Pending], current: Callable[[], b
     log.debug("%s: %d broker messages in %.1f ms", task.name, len(pending), elapsed * 1000)
 
 
+def consumes_queue_of(task: BatchedTask, app: Any) -> bool:
+    """Whether this worker consumes the queue the task is routed to (`-Q`): Celery builds a strategy
+    for every registered task, also in workers that never receive it."""
+    queue = app.amqp.router.route({}, task.name, task_type=task).get("queue")
+    return getattr(queue, "name", queue) in app.amqp.queues.consume_from
+
+
 def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Callable[..., None]:
     """Celery calls this on every consumer start; returns the handler of each task message."""
     if type(consumer.pool).__module__ != "celery.concurrency.solo":
         # Acks must come from the consumer's thread: on another pool, one message per run as usual.
-        log.warning("%s merges broker messages only on the solo pool: one message per run", task.name)
+        # Said only where it costs something: a worker of another stage never receives this task.
+        if consumes_queue_of(task, app):
+            log.warning("%s merges broker messages only on the solo pool: one message per run", task.name)
         return default_strategy(task, app, consumer, **_kwargs)  # type: ignore[no-any-return]
     # Without an event loop Celery's timer runs callbacks in a thread of its own: acks would come
     # from there. Then every message runs as it arrives (no merging, same thread).

@@ -83,6 +83,14 @@ def test_logs_are_one_json_object_per_line_with_context(stack: Any, uid: str) ->
                 json.loads(line)
 
 
+def test_only_the_persist_worker_speaks_of_persist_merging(stack: Any) -> None:
+    """The offline worker (threads pool) never receives persist.batch: no warning about its merging."""
+    assert "offline" in stack.procs and stack.procs["offline"].poll() is None
+    assert "ready." in stack.log_text("offline")
+    assert "merges broker messages only on the solo pool" not in stack.log_text("offline")
+    assert "merges broker messages only on the solo pool" not in stack.log_text("persist")
+
+
 def test_sigterm_answers_what_was_taken_then_closes_sockets_going_away(stack: Any, uid: str) -> None:
     node = stack.start_gateway("gw-drain")
     sender_id, peer_id = f"s{uid}", f"p{uid}"

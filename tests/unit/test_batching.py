@@ -90,3 +90,21 @@ def test_a_persist_hand_off_is_kept_by_its_journal_entry_only_when_it_names_one(
     assert is_journal_entry(["persist", "1-0"])
     for bad in (None, [], ["persist"], ["persist", ""], ["persist", 5], "persist 1-0"):
         assert not is_journal_entry(bad)
+
+
+def test_only_a_worker_consuming_the_task_queue_counts_as_running_it() -> None:
+    """Celery builds persist.batch's strategy in every worker: the offline worker (threads pool) must
+    not warn that persist merges only on the solo pool, a persist worker on threads must."""
+    from celery import Celery
+
+    from app.tasks.batching import consumes_queue_of
+    from app.tasks.persist import persist_batch
+
+    app = Celery(set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.amqp.queues.select(["offline", "webhooks"])
+    assert not consumes_queue_of(persist_batch, app)
+    app.amqp.queues.select(["persist"])
+    assert consumes_queue_of(persist_batch, app)
+    app.amqp.queues.select(["transfer.0", "persist"])
+    assert consumes_queue_of(persist_batch, app)
