@@ -74,5 +74,5 @@ def test_waiting_batches_run_together_in_order_a_bad_one_alone(stack: Any, uid: 
     dead = [e for e in dead_letters.list_entries("transfer", 10_000) if e.id not in dead_before]
     assert [e.details.get("clientMsgID") for e in dead] == [f"bad-{uid}"]
     for queue in {q0, q1}:
-        left = get_broker_redis().xrange(journal_key(queue))
+        left = get_broker_redis().xrange(journal_key(queue)) or []
         assert not [e for e in left if uid in str(e)], left
