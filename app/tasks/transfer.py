@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import redis
 from celery import bootsteps
 
 from app.celery_app import celery_app
@@ -414,6 +415,10 @@ def take_queued_batches() -> list[Batch]:
         popped = pipe.execute()
     except TRANSIENT_ERRORS:
         return []  # the broker is away: this batch runs alone; the rest wait in their queues
+    except redis.ResponseError:  # RPOP with a count needs Redis 6.2: nothing was popped
+        log.warning("the broker's Redis cannot pop several messages at once: transfer runs one batch at a time")
+        merge_from([])
+        return []
     taken: list[Batch] = []
     for queue, raws in zip(_merge_queues, popped, strict=True):
         raws = list(raws or [])
