@@ -164,7 +164,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     from app.core.conversation import transfer_queue
     from app.pipeline.shard_lease import ShardLease
     from app.store.redis.client import get_broker_redis
-    from app.tasks.transfer import guard_commits, journal_replay_step
+    from app.tasks.transfer import guard_commits, journal_replay_step, merge_from
 
     log = logging.getLogger("app.worker")
     queues = [transfer_queue(k) for k in settings.transfer_worker_shards]
@@ -179,6 +179,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     lease.keep_renewing(lost)
     # Commit only with a third of the lease still ahead (renewals come every third of it).
     guard_commits(lambda: lease.confirm(settings.transfer_lease_seconds / 3))
+    merge_from(queues)  # its runs may take the batches waiting in the queues it alone consumes
     # Before consuming, and again after each reconnection to the broker: finish what the journal holds.
     celery_app.steps["consumer"].add(journal_replay_step(queues))
     try:

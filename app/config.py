@@ -139,6 +139,9 @@ class Settings:
     celery_task_events: bool = env("CELERY_TASK_EVENTS", True)
     flower_port: int = env("FLOWER_PORT", 5555)  # Flower's port in the Procfile (which reads it itself)
     transfer_lease_seconds: int = env("TRANSFER_LEASE_SECONDS", 15)
+    # Redis broker: a leased transfer worker takes up to this many more gateway batches waiting in
+    # each of its shard queues into the run of the one it received (1: no merging).
+    transfer_merge_max: int = env("TRANSFER_MERGE_MAX", 16)
     seq_block_single: int = env("SEQ_BLOCK_SINGLE", 50)
     seq_block_group: int = env("SEQ_BLOCK_GROUP", 100)
     seq_block_growth_max: int = env("SEQ_BLOCK_GROWTH_MAX", 16)

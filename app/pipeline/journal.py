@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import kombu.exceptions
+
 from app.config import settings
 from app.core import compact_json
 from app.pipeline import dead_letters
@@ -85,24 +87,30 @@ def send(task: Any, args: list[Any], queue: str) -> None:
 
 
 def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
-    """`send` for several hand-offs (task, args, queue): their journal entries in one round trip,
-    then each publish; a publish that fails removes its own entry and the rest are not sent."""
+    """`send` for several hand-offs (task, args, queue) in two round trips: their journal entries,
+    then every publish in one pipeline (kombu's producer batch). A failed publish removes the
+    entries (delivery uncertain: the caller sends them all again; a duplicate is recognised)."""
     if not JOURNALING:
         for task, args, queue in sends:
             send(task, args, queue)
+        return
+    if not sends:
         return
     pipe = get_broker_redis().pipeline(transaction=False)
     for _task, args, queue in sends:
         pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(args)}, maxlen=MAX_ENTRIES, approximate=True)
     entry_ids = [str(entry_id) for entry_id in pipe.execute()]
-    for i, ((task, args, queue), entry_id) in enumerate(zip(sends, entry_ids, strict=True)):
-        try:
-            task.apply_async(args=args, kwargs={"journal": [queue, entry_id]}, queue=queue)
-        except Exception:
-            # not sent: the caller waits the outage out and sends them all again
-            for (_t, _a, q), e in list(zip(sends, entry_ids, strict=True))[i:]:
-                remove(q, e)
-            raise
+    try:
+        with sends[0][0].app.producer_or_acquire() as producer, producer.batch():
+            for (task, args, queue), entry_id in zip(sends, entry_ids, strict=True):
+                task.apply_async(args=args, kwargs={"journal": [queue, entry_id]}, queue=queue, producer=producer)
+    except Exception as exc:
+        # not sent, or not surely: the caller waits the outage out and sends them all again
+        for (_t, _a, queue), entry_id in zip(sends, entry_ids, strict=True):
+            remove(queue, entry_id)
+        if isinstance(exc, kombu.exceptions.BatchPublishError) and isinstance(exc.__cause__, TRANSIENT_ERRORS):
+            raise exc.__cause__ from exc  # an outage, as the caller's backoff knows them
+        raise
 
 
 def done(journal: list[str] | None) -> None:

@@ -16,15 +16,19 @@ messages keep their order (P3). Only the message that fails on its own is dead-l
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import redis
 from celery import bootsteps
 
 from app.celery_app import celery_app
+from app.config import settings
 from app.core import classify, quarantine
 from app.core.constants import GROUP_CHAT, MSG_FROM_SYSTEM, MSG_STATUS_SUCCESS
 from app.core.conversation import conversation_id_for
@@ -36,7 +40,7 @@ from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import seq_allocator
 from app.store.mongo import conversations, seq_users
 from app.store.redis import badges, msg_cache, scripts
-from app.store.redis.client import get_redis
+from app.store.redis.client import get_broker_redis, get_redis
 from app.store.redis.keys import (
     CLIENT_MSG_TTL_SECONDS,
     client_msg_key,
@@ -44,6 +48,8 @@ from app.store.redis.keys import (
 )
 
 log = logging.getLogger(__name__)
+
+JSON = "application/json"
 
 Msgs = list[dict[str, Any]]
 ByConversation = dict[str, Msgs]
@@ -57,10 +63,24 @@ NOT_THE_MESSAGES_FAULT: tuple[type[BaseException], ...] = (LeaseLost, *TRANSIENT
 # for its shards (app/pipeline/shard_lease.py on a Redis broker).
 _commit_guard: Callable[[], None] | None = None
 
+# The shard queues this worker alone consumes (it holds their lease, Redis broker): a delivered
+# batch's run also takes the batches waiting there (take_queued_batches). Empty: no merging.
+_merge_queues: list[str] = []
+
+Journal = list[str]  # [queue, journal entry id] of a gateway batch (Redis broker)
+Batch = tuple[Any, Journal | None]  # (the broker message's msgs, its journal entry)
+
 
 def guard_commits(check: Callable[[], None] | None) -> None:
     global _commit_guard
     _commit_guard = check
+
+
+def merge_from(queues: list[str]) -> None:
+    """Let runs take the batches waiting in `queues`: only for a worker that holds their lease, so
+    nothing else pops them and every one of them is journaled (the journal keeps what we pop)."""
+    global _merge_queues
+    _merge_queues = list(queues) if hand_offs.JOURNALING and settings.transfer_merge_max > 1 else []
 
 
 def group_by_conversation(msgs: Msgs) -> ByConversation:
@@ -328,7 +348,15 @@ def process_checked(msgs: Msgs) -> int:
 
 @celery_app.task(name="transfer.batch", acks_late=True)
 def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
-    """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker)."""
+    """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker). A batch
+    the worker received from the broker also takes the batches waiting behind it into its run."""
+    waiting = take_queued_batches() if _merge_queues and journal and transfer_batch.request.delivery_info else []
+    if waiting:
+        return transfer_many([(msgs, journal), *waiting])
+    return transfer_one(msgs, journal)
+
+
+def transfer_one(msgs: Any, journal: Journal | None) -> int:
     if not isinstance(msgs, list):
         msgs = [msgs]  # not a batch at all: quarantine refuses it as one unreadable message
     try:
@@ -345,6 +373,85 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
         raise
     until_done(partial(hand_offs.done, journal), "journal")
     return count
+
+
+def transfer_many(batches: list[Batch]) -> int:
+    """Several gateway batches as one run (one allocation, one commit, one hand-off), in the order
+    given: a conversation's batches all come from its shard's queue, taken in queue order, so its
+    order holds (P3). Should the run fail for a reason that is not the messages' (outages are waited
+    out inside), each batch goes again on its own, as it would have unmerged (P2 recognises what
+    the merged run committed)."""
+    flat: Msgs = [m for msgs, _ in batches for m in (msgs if isinstance(msgs, list) else [msgs])]
+    try:
+        count = process_batch(flat)
+    except LeaseLost:
+        raise
+    except Exception:
+        log.exception("merged transfer of %d batches failed: once more one batch at a time", len(batches))
+        count = 0
+        for msgs, journal in batches:
+            try:
+                count += transfer_one(msgs, journal)
+            except LeaseLost:
+                raise
+            except Exception:  # transfer_one dead-lettered its messages and removed its entry
+                continue
+    until_done(partial(hand_offs.done_many, [j for _, j in batches]), "journal")
+    return count
+
+
+def take_queued_batches() -> list[Batch]:
+    """Pop up to TRANSFER_MERGE_MAX gateway batches waiting in each of this worker's shard queues,
+    oldest first. Safe because this worker alone consumes them (lease) and kombu has no BRPOP
+    outstanding while the solo pool runs a task: what we pop is the next in each queue, and its
+    journal entry stays until the run handed it off (a worker killed meanwhile: the next holder
+    replays the journal). A message that is not a plain journaled transfer.batch goes back, with
+    everything behind it, to the consuming end of its queue for kombu, in its order."""
+    r = get_broker_redis()
+    pipe = r.pipeline(transaction=False)
+    for queue in _merge_queues:
+        pipe.rpop(queue, settings.transfer_merge_max)
+    try:
+        popped = pipe.execute()
+    except TRANSIENT_ERRORS:
+        return []  # the broker is away: this batch runs alone; the rest wait in their queues
+    except redis.ResponseError:  # RPOP with a count needs Redis 6.2: nothing was popped
+        log.warning("the broker's Redis cannot pop several messages at once: transfer runs one batch at a time")
+        merge_from([])
+        return []
+    taken: list[Batch] = []
+    for queue, raws in zip(_merge_queues, popped, strict=True):
+        raws = list(raws or [])
+        for i, raw in enumerate(raws):
+            batch = queued_batch(raw)
+            if batch is None:
+                until_done(partial(r.rpush, queue, *reversed(raws[i:])), "give back queued batches")
+                break
+            taken.append(batch)
+    return taken
+
+
+def queued_batch(raw: str | bytes) -> Batch | None:
+    """(msgs, journal) of a kombu Redis message holding a journaled transfer.batch call; else None."""
+    try:
+        envelope = json.loads(raw)
+        headers, props = envelope["headers"], envelope["properties"]
+        if headers.get("task") != "transfer.batch" or headers.get("eta") or envelope.get("content-type") != JSON:
+            return None
+        body = envelope["body"]
+        if props.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, kwargs, _embed = json.loads(body)
+        journal = kwargs.get("journal")
+        if len(args) != 1 or set(kwargs) != {"journal"} or not is_journal(journal):
+            return None
+        return args[0], journal
+    except Exception:  # anything unexpected is left to kombu and the task as they are
+        return None
+
+
+def is_journal(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
 
 
 def replay_journal(queues: list[str]) -> int:
