@@ -31,9 +31,7 @@ def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
             args=[docs],
             kwargs={"journal": entry},
             queue=queue,
-            # what Flower shows of the task: without these Celery walks the whole batch with saferepr
-            argsrepr=f"[<{len(docs)} messages>]",
-            kwargsrepr=repr({"journal": entry}),
+            **journal.shown([docs], entry),
         ),
     )
 
