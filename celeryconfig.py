@@ -43,6 +43,9 @@ worker_send_task_events = settings.celery_task_events
 broker_connection_retry_on_startup = True
 
 broker_transport_options: dict[str, object] = {}
+if broker_url.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport, with one publishing client per channel (app/pipeline/broker_redis.py)
+    broker_transport = "app.pipeline.broker_redis:Transport"
 if _amqp:
     # Publisher confirms: the gateway answers SendMsg only after the broker took the message.
     broker_transport_options["confirm_publish"] = True
