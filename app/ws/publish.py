@@ -6,7 +6,7 @@ notifications) are published directly, one batch per shard, through the same acc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from app.celery_app import celery_app
@@ -17,7 +17,7 @@ from app.pipeline.journal import JOURNALING
 from app.store.redis import client_acks, recv_opts
 from app.store.redis.client import get_broker_redis, get_redis
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batch, encode_ack, run_now, settle
+from app.ws.acceptance import Ack, Pending, accept_batch, encode_ack, run_now
 
 
 def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
@@ -59,7 +59,8 @@ def accept_shard_batch(
         for i, refusal in enumerate(refusals)
         if refusal is not None and existing[i] is None  # reserved by this batch: a resend is decided again
     ]
-    answers: Iterator[Ack | Exception] = iter(
+    # with every message refused, this only drops their fresh reservations (settle_later)
+    answers = iter(
         accept_batch(
             [batch[i] for i in kept],
             lambda docs: publish_docs(queue, docs),
@@ -67,11 +68,7 @@ def accept_shard_batch(
             settle_later=settle_later,
             release=release,
         )
-        if kept
-        else []
     )
-    if not kept and release:
-        settle_later(lambda: settle([], release))
     return [refusal if refusal is not None else next(answers) for refusal in refusals]
 
 

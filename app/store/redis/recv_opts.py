@@ -20,24 +20,19 @@ GLOBAL = "g"
 
 
 def queue_cached(pipe: Any, pairs: list[tuple[str, str]]) -> None:
-    """Queue the reads of `cached` on `pipe` (one reply per pair, read by `parse_cached`)."""
+    """Queue the reads of the pairs' options on `pipe` (one reply per pair, read by `parse_cached`):
+    the gateway reads them in the same round trip as the batch's clientMsgID reservations."""
     for user_id, conversation_id in pairs:
         pipe.hmget(recv_opts_key(user_id), [LOADED, GLOBAL, conversation_id])
 
 
 def parse_cached(pairs: list[tuple[str, str]], replies: list[Any]) -> dict[tuple[str, str], tuple[int, int] | None]:
+    """(user, conversation) -> (global option, conversation option), or None where the user's hash
+    is not cached."""
     out: dict[tuple[str, str], tuple[int, int] | None] = {}
     for pair, (loaded, global_opt, conv_opt) in zip(pairs, replies, strict=True):
         out[pair] = (int(global_opt or 0), int(conv_opt or 0)) if loaded else None
     return out
-
-
-def cached(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int] | None]:
-    """(user, conversation) -> (global option, conversation option), or None where the user's hash
-    is not cached."""
-    pipe = get_redis().pipeline(transaction=False)
-    queue_cached(pipe, pairs)
-    return parse_cached(pairs, pipe.execute())
 
 
 def fill(user_id: str, global_opt: int, conversation_opts: dict[str, int]) -> None:
