@@ -27,10 +27,8 @@ from urllib.parse import urlparse
 import numpy as np
 import psutil
 import requests
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from app.bench.e2e.load import LoadProcess, ProcSpec, Target, User, UserSpec, _Shared
+from app.bench.e2e.load import LoadProcess, ProcSpec, Target, User, UserSpec, _Shared, log_in
 from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.services.auth import mint_token
@@ -137,21 +135,12 @@ def make_users(tag: str, count: int, chatting: int) -> list[UserSpec]:
 async def _open(user: User, gate: asyncio.Semaphore, failures: Counter[str]) -> None:
     async with gate:
         try:
-            ws = await connect(
-                user.url(), compression=None, max_size=2**22, ping_interval=None, open_timeout=30, close_timeout=2
-            )
+            refused = await log_in(user, answer_timeout=30, reason=_reason)
         except Exception as exc:  # whatever stops a handshake is a failure to count, never the bench's end
             failures[_reason(exc)] += 1
             return
-        try:
-            answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        except (ConnectionClosed, TimeoutError, ValueError) as exc:
-            answer = {"errCode": -1, "errMsg": _reason(exc)}
-        if isinstance(answer, dict) and answer.get("errCode") == 0:
-            user.ws = ws
-            return
-        failures[f"login not confirmed: {answer}"[:120]] += 1
-        await ws.close()
+        if refused is not None:
+            failures[refused[:120]] += 1
 
 
 def _held_by_gateway(url: str) -> int | None:

@@ -19,6 +19,7 @@ import json
 import resource
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -273,6 +274,23 @@ class User:
         result.push_ms.append((now - sent_at) * 1000.0)
 
 
+async def log_in(user: User, answer_timeout: float, reason: Callable[[BaseException], str] = repr) -> str | None:
+    """Open the user's websocket and wait for the gateway's login answer (isMsgResp): None once logged
+    in (user.ws is set), else why not. A failed handshake raises, as websockets' connect does."""
+    ws = await connect(
+        user.url(), compression=None, max_size=2**22, ping_interval=None, open_timeout=30, close_timeout=2
+    )
+    try:
+        answer = json.loads(await asyncio.wait_for(ws.recv(), answer_timeout))
+    except (ConnectionClosed, TimeoutError, ValueError) as exc:
+        answer = {"errCode": -1, "errMsg": reason(exc)}
+    if isinstance(answer, dict) and answer.get("errCode") == 0:
+        user.ws = ws
+        return None
+    await ws.close()
+    return f"login not confirmed: {answer}"
+
+
 class LoadProcess:
     def __init__(self, spec: ProcSpec, shared: _Shared) -> None:
         self.spec = spec
@@ -311,26 +329,13 @@ class LoadProcess:
                     await asyncio.sleep(0.5 * attempt)
                 async with gate:
                     try:
-                        ws = await connect(
-                            user.url(),
-                            compression=None,
-                            max_size=2**22,
-                            ping_interval=None,
-                            open_timeout=30,
-                            close_timeout=2,
-                        )
+                        refused = await log_in(user, answer_timeout=15)
                     except (OSError, InvalidHandshake, TimeoutError) as exc:
                         error = repr(exc)
                         continue
-                    try:
-                        answer = json.loads(await asyncio.wait_for(ws.recv(), 15))
-                    except (ConnectionClosed, TimeoutError, ValueError) as exc:
-                        answer = {"errCode": -1, "errMsg": repr(exc)}
-                    if isinstance(answer, dict) and answer.get("errCode") == 0:
-                        user.ws = ws
+                    if refused is None:
                         return
-                    error = f"login not confirmed: {answer}"
-                    await ws.close()
+                    error = refused
             self.result.connect_errors.append(f"{user.spec.user_id}: {error}")
 
         await asyncio.gather(*(one(u) for u in self.users))
