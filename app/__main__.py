@@ -37,6 +37,9 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     monkey.patch_all()
     _setup_logging()
+    from app.ops.runtime import direct_redis_probes
+
+    direct_redis_probes()
     from app.config import secrets
 
     # it signs and checks tokens: refuse to start, not to answer, without usable secrets
@@ -100,12 +103,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging()
     from app.celery_app import celery_app
     from app.config import settings
-    from app.ops import preflight
+    from app.ops import logs, preflight
     from app.ops.metrics import serve_metrics, watch_tasks
     from app.pipeline.webhooks import check_webhooks
     from app.store.mongo import client as mongo
 
     check_webhooks()
+    logs.quiet_task_lines(settings.log_task_lines or settings.log_level.upper() == "DEBUG")
     tune_gc_when_ready(settings.gc_gen0_threshold)
     serve_metrics(settings.metrics_host, settings.metrics_port)
     watch_tasks()

@@ -13,9 +13,14 @@ def _write_task_json(value: object) -> bytes:
     return compact_json.dumps(value, fallback=kombu_json.dumps)
 
 
-# Task messages stay kombu's application/json (any consumer reads them as before); only writing them
-# is faster: a gateway batch's arguments were 7% of the gateway's CPU under load.
-register("json", _write_task_json, kombu_json.loads, content_type="application/json", content_encoding="utf-8")
+def _read_task_json(data: str | bytes) -> object:
+    return compact_json.loads(data, fallback=kombu_json.loads)
+
+
+# Task messages stay kombu's application/json (any consumer reads them as before); only writing and
+# reading them is faster: a gateway batch's arguments were 7% of the gateway's CPU under load, reading
+# a task's 7% of a push worker's at 200 msg/s.
+register("json", _write_task_json, _read_task_json, content_type="application/json", content_encoding="utf-8")
 
 celery_app = Celery("openim")
 celery_app.config_from_object("celeryconfig")

@@ -2,17 +2,26 @@
 outgoing frames): orjson writes it ~8x faster than the standard library (a 35-message batch: 30 us
 instead of 240 us). What orjson refuses (integers beyond 64 bits, lone surrogates, keys that are not
 strings, types of its own) is written by the standard library as before, so no value that could be
-sent before fails now; both read back the same with json.loads."""
+sent before fails now; both read back the same with json.loads. Reading (`loads`) takes orjson
+only where it gives what the standard library gives: text with a run of 19 or more digits (orjson
+turns integers beyond 64 bits into floats), kombu's typed values (`__type__`) and what orjson refuses
+(NaN, lone surrogates) are read by the fallback."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 # datetimes, dataclasses and subclasses of builtins go to the fallback, which writes them as before
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+# any integer orjson reads exactly has at most 19 digits; a longer run (perhaps inside a string) goes
+# to the fallback, which is slower but never wrong
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
 
 
 def dumps(value: Any, fallback: Any = None) -> bytes:
@@ -23,3 +32,20 @@ def dumps(value: Any, fallback: Any = None) -> bytes:
     except TypeError:  # orjson.JSONEncodeError
         out = fallback(value) if fallback is not None else json.dumps(value, separators=(",", ":"))
         return out.encode("utf-8") if isinstance(out, str) else bytes(out)
+
+
+def loads(data: str | bytes | bytearray | memoryview, fallback: Callable[[Any], Any] = json.loads) -> Any:
+    """`data` (JSON text or UTF-8 bytes) read as `fallback` (the standard library by default) would
+    read it, by orjson where that is sure to give the same value."""
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if isinstance(data, str):
+        plain = "__type__" not in data and _LONG_DIGITS.search(data) is None
+    else:
+        plain = b"__type__" not in data and _LONG_DIGITS_BYTES.search(data) is None
+    if plain:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return fallback(data)

@@ -42,3 +42,16 @@ def setup(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)  # library warnings become records too, not raw stderr lines
+
+
+# Celery's loggers of the per-task lines ("Task ... received", "Task ... succeeded in ...")
+TASK_LINE_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_task_lines(enabled: bool) -> None:
+    """Raise Celery's per-task loggers to WARNING unless `enabled` (LOG_TASK_LINES): Celery reads
+    their level once when a worker builds its task strategies, so this runs before the worker
+    starts. Failures are logged at ERROR by the same loggers, so they still show."""
+    if not enabled:
+        for name in TASK_LINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

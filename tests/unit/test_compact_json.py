@@ -51,3 +51,35 @@ def test_task_messages_stay_kombus_json() -> None:
         assert content_type == "application/json" and encoding == "utf-8"
         # what kombu's own writer would have produced, read back the same
         assert kombu_loads(body, content_type, encoding) == kombu_json.loads(kombu_json.dumps(value))
+
+
+@given(json_values)
+def test_reads_what_it_wrote_as_the_standard_library(value: Any) -> None:
+    written = compact_json.dumps(value)
+    assert compact_json.loads(written) == json.loads(written)
+    assert compact_json.loads(written.decode("utf-8")) == json.loads(written)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"seq": 18446744073709551616}',  # beyond 64 bits: orjson would read a float
+        "[-9999999999999999999]",
+        '{"id": "1234567890123456789012"}',  # a long digit run inside a string
+        '["\\ud800 lone"]',
+        "[NaN, Infinity]",
+        '{"a": 1e400}',
+    ],
+)
+def test_reads_what_orjson_would_misread_or_refuse_through_the_fallback(text: str) -> None:
+    value = compact_json.loads(text)
+    expected = json.loads(text)
+    assert repr(value) == repr(expected)  # repr: NaN != NaN, and 2**64 must stay an int
+    assert repr(compact_json.loads(text.encode())) == repr(expected)
+
+
+def test_task_messages_with_kombus_typed_values_read_back() -> None:
+    when = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+    content_type, encoding, body = kombu_dumps([{"at": when, "n": 2**70}], serializer="json")
+    assert kombu_loads(body, content_type, encoding) == [{"at": when, "n": 2**70}]
+    assert compact_json.loads(memoryview(b'{"seq": 7}')) == {"seq": 7}

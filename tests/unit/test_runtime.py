@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import gc
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +36,64 @@ def test_zero_keeps_pythons_defaults(gc_restored: None) -> None:
     before = gc.get_threshold()
     tune_gc(0)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+# run in a process of its own: gevent's monkey-patching cannot be undone in the test process
+_PROBE_SCRIPT = """
+import json, socket, sys, time
+from gevent import monkey
+monkey.patch_all()
+import gevent, greenlet
+from app.ops.runtime import direct_redis_probes
+if sys.argv[1] == "direct":
+    direct_redis_probes()
+import redis
+from redis._parsers.hiredis import _socket_can_read
+
+client = redis.Redis.from_url(sys.argv[2])
+client.set("runtime-probe-test", "1")  # a real command through the pool's readiness probe
+assert client.get("runtime-probe-test") == b"1"
+a, b = socket.socketpair()
+switches = []
+greenlet.settrace(lambda event, args: switches.append(event))
+idle = any(_socket_can_read(a, 0) for _ in range(200))
+b.send(b"x")
+readable = _socket_can_read(a, 0)
+greenlet.settrace(None)
+c, d = socket.socketpair()
+ticks = []
+ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(1000)])
+gevent.sleep(0)
+started = time.monotonic()
+waited_readable = _socket_can_read(c, 0.3)  # nothing comes: waits 0.3 s, cooperatively
+waited = time.monotonic() - started
+ticker.kill()
+print(json.dumps({"switches": len(switches), "idle": idle, "readable": readable,
+                  "waited_readable": waited_readable, "waited": waited, "ticks": len(ticks)}))
+"""
+
+
+def _probe(mode: str) -> dict[str, Any]:
+    from tests.conftest import REDIS_URL
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE_SCRIPT, mode, REDIS_URL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+        check=True,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_redis_readiness_probes_ask_the_os_without_a_hub_round_trip() -> None:
+    patched, direct = _probe("gevent"), _probe("direct")
+    # gevent's own poll switches to the hub and back for every probe; ours does not switch at all
+    assert patched["switches"] >= 200
+    assert direct["switches"] == 0
+    for result in (patched, direct):
+        assert result["idle"] is False and result["readable"] is True
+        # a probe that waits still waits cooperatively: other greenlets ran meanwhile
+        assert result["waited_readable"] is False and result["waited"] >= 0.25
+        assert result["ticks"] >= 5
