@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 
 def _setup_logging() -> None:
@@ -118,6 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     preflight.run(settings, args.kind)
     if args.kind in ("persist", "push"):
         start_journal_sweeper(args.kind, settings.broker_visibility_timeout)
+        stop_unacked_records(celery_app)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
         return run_leased_transfer_worker(args.celery_args)
     celery_app.worker_main(worker_argv(args.kind, args.celery_args))
@@ -159,6 +161,15 @@ def start_journal_sweeper(kind: str, older_than_seconds: float) -> None:
     else:
         from app.tasks.push import push_batch as task
     journal.start_sweeper(kind, task, older_than_seconds)
+
+
+def stop_unacked_records(celery_app: Any) -> None:
+    """Redis broker: the journal stands in for kombu's records of unacknowledged messages (app/pipeline/journal.py)."""
+    from app.pipeline import journal
+
+    celery_app.conf.broker_transport_options = journal.without_unacked_records(
+        dict(celery_app.conf.broker_transport_options)
+    )
 
 
 def run_leased_transfer_worker(extra: list[str]) -> int:
