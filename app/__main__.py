@@ -195,6 +195,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     # Commit only with a third of the lease still ahead (renewals come every third of it).
     guard_commits(lambda: lease.confirm(settings.transfer_lease_seconds / 3))
     merge_from(queues)  # its runs may take the batches waiting in the queues it alone consumes
+    stop_unacked_records(celery_app)  # the gateway journals every batch; the replay below runs them
     # Before consuming, and again after each reconnection to the broker: finish what the journal holds.
     celery_app.steps["consumer"].add(journal_replay_step(queues))
     try:

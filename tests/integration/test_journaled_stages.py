@@ -1,5 +1,5 @@
-"""Persist and push on a Redis broker: their journal, not kombu's records of unacknowledged messages,
-brings back what a dead worker took (app/pipeline/journal.py `without_unacked_records`)."""
+"""Transfer, persist and push on a Redis broker: their journal, not kombu's records of unacknowledged
+messages, brings back what a dead worker took (app/pipeline/journal.py `without_unacked_records`)."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ KOMBU_RECORD = "HSET unacked "  # kombu recording a delivered message until its 
 
 class KombuRecords:
     """The queues of the messages kombu records as delivered-but-unacknowledged on the broker's
-    Redis, read from MONITOR (each record is `HSET unacked <tag> [<message>, <exchange>, "<queue>"]`)."""
+    Redis (`HSET unacked <tag> [<message>, <exchange>, "<queue>"]`), and the queues published to
+    (`LPUSH <queue> <message>`), read from MONITOR."""
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
         self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
         self.queues: set[str] = set()
+        self.published: set[str] = set()
         self.marker = f"kombu-records-{uuid.uuid4().hex}"
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -39,8 +41,12 @@ class KombuRecords:
                 text = command["command"]
                 if self.marker in text:
                     return
-                if command["db"] == self.db and text.startswith(KOMBU_RECORD):
+                if command["db"] != self.db:
+                    continue
+                if text.startswith(KOMBU_RECORD):
                     self.queues.add(text.rsplit(", ", 1)[-1].strip('"]'))
+                elif text.startswith("LPUSH "):
+                    self.published.add(text.split(" ", 2)[1])
 
     def __enter__(self) -> KombuRecords:
         self._ready = threading.Event()
@@ -93,10 +99,11 @@ def test_a_persist_worker_holds_hand_offs_without_kombu_records_and_its_death_lo
     finally:
         sender.close()
         receiver.close()
-    # kombu recorded the transfer batches (a MULTI on receipt, another on the ack), but none of the
-    # hand-offs to persist and push: their journal stands in for that record
-    assert any(queue.startswith("transfer.") for queue in records.queues), records.queues
-    assert not {"persist", "push"} & records.queues, records.queues
+    # every stage's queue carried the messages, and kombu recorded none of them as delivered (it
+    # would: a MULTI on receipt, another on the ack); the journal stands in for that record
+    assert {"persist", "push"} <= records.published, records.published
+    assert any(queue.startswith("transfer.") for queue in records.published), records.published
+    assert records.queues == set()
     assert stored_client_msg_ids(conv) == set()  # not written yet
     # it dies holding them: the next persist worker runs them from the journal
     stack.kill("persist")
