@@ -27,7 +27,7 @@ from simple_websocket import ConnectionClosed
 
 from app.api import app as web_app
 from app.config import settings
-from app.core import protocol, push_frames, validation
+from app.core import compact_json, protocol, push_frames, validation
 from app.core.constants import GROUP_CHAT, HAS_READ_RECEIPT, MSG_FROM_USER, MSG_STATUS_SENDING, SINGLE_CHAT
 from app.core.conversation import conversation_id_for, shard_of
 from app.core.errors import (
@@ -408,7 +408,7 @@ class Gateway:
 
     def _deliver_raw(self, raw: str) -> None:
         try:
-            payload = json.loads(raw)
+            payload = compact_json.loads(raw)  # written by the push worker with compact_json
             kick = payload.get("kick")
             if kick:
                 self.hub.kick(kick["user_id"], set(kick["platforms"]), kick["except_conn"], kick["token"])

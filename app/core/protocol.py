@@ -113,7 +113,7 @@ def parse_request(frame: bytes | str, sdk_type: str) -> Request:
             data=req.data,
         )
     try:
-        raw = json.loads(frame)
+        raw = compact_json.loads(frame)  # orjson where it reads what the standard library reads
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImError(ARGS_ERROR, "request is not JSON") from exc
     if not isinstance(raw, dict):

@@ -6,12 +6,12 @@ published again (P2). The transfer stage also dedupes by clientMsgID, for broker
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.core import compact_json
 from app.store.redis import client_acks
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,11 @@ class Pending:
 
 
 def encode_ack(ack: Ack, final: bool) -> str:
-    return json.dumps({"s": ack.server_msg_id, "t": ack.send_time, "ok": final})
+    return compact_json.dumps({"s": ack.server_msg_id, "t": ack.send_time, "ok": final}).decode()
 
 
 def decode_ack(raw: str) -> tuple[Ack, bool]:
-    body = json.loads(raw)
+    body = compact_json.loads(raw)
     return Ack(str(body["s"]), int(body["t"])), bool(body["ok"])
 
 
