@@ -10,7 +10,6 @@ turns integers beyond 64 bits into floats), kombu's typed values (`__type__`) an
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +17,12 @@ import orjson
 
 # datetimes, dataclasses and subclasses of builtins go to the fallback, which writes them as before
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-# any integer orjson reads exactly has at most 19 digits; a longer run (perhaps inside a string) goes
-# to the fallback, which is slower but never wrong
-_LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+# any integer orjson reads exactly has at most 19 digits; text with a longer run of digits (perhaps
+# inside a string) goes to the fallback, which is slower but never wrong. Found by mapping every digit
+# to "1" and everything else to "0" (bytes.translate) and looking for nineteen "1"s: a few us for 8 KB,
+# where a regular expression took 150.
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
+_LONG_DIGIT_RUN = b"1" * 19
 
 
 def dumps(value: Any, fallback: Any = None) -> bytes:
@@ -37,15 +38,11 @@ def dumps(value: Any, fallback: Any = None) -> bytes:
 def loads(data: str | bytes | bytearray | memoryview, fallback: Callable[[Any], Any] = json.loads) -> Any:
     """`data` (JSON text or UTF-8 bytes) read as `fallback` (the standard library by default) would
     read it, by orjson where that is sure to give the same value."""
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if isinstance(data, str):
-        plain = "__type__" not in data and _LONG_DIGITS.search(data) is None
-    else:
-        plain = b"__type__" not in data and _LONG_DIGITS_BYTES.search(data) is None
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    plain = b"__type__" not in raw and raw.translate(_DIGITS_AS_ONES).find(_LONG_DIGIT_RUN) < 0
     if plain:
         try:
-            return orjson.loads(data)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return fallback(data)

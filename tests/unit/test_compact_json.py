@@ -83,3 +83,8 @@ def test_task_messages_with_kombus_typed_values_read_back() -> None:
     content_type, encoding, body = kombu_dumps([{"at": when, "n": 2**70}], serializer="json")
     assert kombu_loads(body, content_type, encoding) == [{"at": when, "n": 2**70}]
     assert compact_json.loads(memoryview(b'{"seq": 7}')) == {"seq": 7}
+
+
+def test_text_holding_a_lone_surrogate_itself_reads_as_the_standard_library_reads_it() -> None:
+    text = '["\ud800 raw", 1]'  # the character itself, not its escape: valid for json.loads, not UTF-8
+    assert compact_json.loads(text) == json.loads(text)
