@@ -31,3 +31,29 @@ def test_zero_keeps_pythons_defaults(gc_restored: None) -> None:
     before = gc.get_threshold()
     tune_gc(0)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_every_collection_pause_is_a_metric_and_a_slow_one_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from app.ops import metrics, runtime
+
+    watcher = runtime.watch_gc()
+    try:
+        assert runtime.watch_gc() is watcher and gc.callbacks.count(watcher) == 1  # installed once
+
+        def full_count() -> float:
+            for metric in metrics.GC_PAUSE_SECONDS.collect():
+                for sample in metric.samples:
+                    if sample.name.endswith("_count") and sample.labels == {"generation": "2"}:
+                        return sample.value
+            return 0.0
+
+        before = full_count()
+        gc.collect()
+        assert full_count() == before + 1
+        caplog.set_level("WARNING", logger="app.ops.runtime")
+        watcher("start", {"generation": 2})
+        watcher._started -= 0.5  # as if that collection had taken half a second
+        watcher("stop", {"generation": 2, "collected": 3})
+        assert "generation 2 collection paused the process 500 ms" in caplog.text
+    finally:
+        gc.callbacks.remove(watcher)
