@@ -1,0 +1,90 @@
+"""The online state a gateway node keeps renewed for its held connections (issue 19: 10,000 held
+connections): one Redis round trip per batch of users."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gevent
+import pytest
+
+from app.gateway import parse_conn_args
+from app.store.redis.client import get_redis
+from app.store.redis.keys import online_key
+from app.store.redis.online import get_online
+from app.ws.connections import Conn, Hub
+
+
+def _conn(user_id: str, platform_id: int, background: bool = False) -> Conn:
+    args = parse_conn_args({"sendID": user_id, "platformID": str(platform_id), "token": "t"})
+    conn = Conn(None, args)
+    conn.background = background
+    return conn
+
+
+@pytest.fixture
+def hub(infra: dict[str, str], uid: str) -> Any:
+    hub = Hub(f"renew-node-{uid}")
+    yield hub
+    for conn in hub.all_conns():
+        hub.remove(conn)
+        conn.writer.kill(block=False)
+    gevent.sleep(0)
+
+
+def test_online_entries_are_renewed_in_one_round_trip_per_batch(hub: Hub, uid: str, monkeypatch: Any) -> None:
+    users = [f"{uid}r{i}" for i in range(1_201)]
+    for user in users:
+        hub.add(_conn(user, 5))
+    hub.add(_conn(users[0], 2, background=True))  # iOS in the background: online, not pushable
+    hub.add(_conn(users[0], 2, background=False))  # and in the foreground on another socket: pushable
+    hub.add(_conn(users[1], 1, background=True))
+    redis = get_redis()
+    for user in users:  # as if the entries were about to lapse
+        redis.delete(online_key(user))
+    pipelines = 0
+    real_pipeline = redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return real_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "pipeline", counted)
+    started = time.time()
+    assert hub.renew_online(batch_users=500) == 1_203
+    monkeypatch.undo()
+    assert pipelines == 3  # 1,201 users, 500 a batch
+    online = get_online(users)
+    assert set(online) == set(users)
+    assert {(e.platform_id, e.node_id, e.background) for e in online[users[0]]} == {
+        (5, hub.node_id, False),
+        (2, hub.node_id, False),
+    }
+    assert {(e.platform_id, e.background) for e in online[users[1]]} == {(5, False), (1, True)}
+    assert 0 < redis.ttl(online_key(users[-1])) <= 90
+    fields = redis.hgetall(online_key(users[-1]))
+    assert int(fields[f"5:{hub.node_id}"]) >= int(started * 1000)
+
+
+def test_a_user_who_left_during_the_renewal_is_not_left_online(hub: Hub, uid: str) -> None:
+    stay, leave = _conn(f"{uid}stay", 5), _conn(f"{uid}leave", 5)
+    hub.add(stay)
+    hub.add(leave)
+    redis = get_redis()
+    real_execute = type(redis.pipeline()).execute
+    removed = False
+
+    def leave_while_on_the_way(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal removed
+        if not removed:  # the first batch is on its way to Redis when the user's session ends
+            removed = True
+            hub.remove(leave)
+        return real_execute(pipe, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(redis.pipeline()), "execute", leave_while_on_the_way)
+        hub.renew_online()
+    online = get_online([stay.user_id, leave.user_id])
+    assert stay.user_id in online and leave.user_id not in online
