@@ -93,6 +93,7 @@ class Conn:
         self.on_abort = on_abort  # the gateway's: the session ends (hub, online state) with the socket
         self.aborted = False
         self.close_code: int | None = None
+        self.expiry_timer: Any = None  # the gateway's loop timer closing the socket when its token expires
         self.writer = gevent.spawn(self._write_forever)
 
     @property
@@ -200,6 +201,9 @@ class Conn:
 
     def finish(self, timeout: float = 5.0) -> None:
         """The session ended: let the writer flush and stop."""
+        if self.expiry_timer is not None:
+            self.expiry_timer.close()
+            self.expiry_timer = None
         self.close()
         self.writer.join(timeout=timeout)
 
