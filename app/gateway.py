@@ -57,7 +57,7 @@ from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
 from app.ws.publish import accept_shard_batch
-from app.ws.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
+from app.ws.sockets import GuardedServer, ReaderGreenlet, SocketGuard, WholeWrites, drop_handshake, end_websocket
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +519,7 @@ class GatewayApp:
             answer: Any = self.web.json.response({"errCode": err.code, "errMsg": err.message, "errDlt": ""})
             return answer(environ, start_response)
         try:
-            ws = Server(environ, max_message_size=protocol.MAX_FRAME_BYTES)
+            ws = Server(environ, max_message_size=protocol.MAX_FRAME_BYTES, thread_class=ReaderGreenlet)
         except Exception:
             log.info("websocket handshake refused", exc_info=True)
             start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Connection", "close")])
@@ -545,6 +545,7 @@ def websocket_session(
 ) -> None:
     """One websocket, from the upgrade to its end: refused in a text frame, or logged in and served."""
     ws.sock = WholeWrites(ws.sock)  # before anything is written: whole frames, one writer at a time
+    drop_handshake(ws)
     try:
         if isinstance(admitted, Exception):
             raise admitted

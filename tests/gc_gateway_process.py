@@ -29,6 +29,7 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 
 from app.gateway import Gateway, create_app  # noqa: E402
+from app.ops import logs  # noqa: E402
 from app.ops.runtime import untrack_greenlet_tree  # noqa: E402
 from app.services.auth import mint_token  # noqa: E402
 from app.ws.acceptance import Pending  # noqa: E402
@@ -76,7 +77,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 def main(argv: list[str]) -> int:
     count = int(argv[0])
-    untrack_greenlet_tree()  # as `python -m app gateway` does
+    untrack_greenlet_tree()  # as `python -m app gateway` does, and its logging (records at INFO)
+    logs.setup("INFO", "json")
     gc.disable()
     batcher: ShardBatcher[Pending] = ShardBatcher(accept_shard_batch, 0.002, 100, 0.02)
     gateway = Gateway(f"gc-node-{os.getpid()}", batcher)
