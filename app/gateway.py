@@ -57,7 +57,15 @@ from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
 from app.ws.publish import accept_shard_batch
-from app.ws.sockets import GuardedServer, ReaderGreenlet, SocketGuard, WholeWrites, drop_handshake, end_websocket
+from app.ws.sockets import (
+    GuardedServer,
+    ReaderGreenlet,
+    SocketGuard,
+    WholeWrites,
+    drop_handshake,
+    end_websocket,
+    release_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -606,6 +614,7 @@ def _close_websocket(ws: Any) -> None:
         ws.close()  # no-op when closed already (flask-sock's last step)
     except Exception:
         pass
+    release_parser(ws)
 
 
 def create_app(gateway: Gateway) -> GatewayApp:
@@ -661,7 +670,7 @@ def serve() -> None:
     )
     stopping: list[gevent.Greenlet] = []
     tune_gc(settings.gc_gen0_threshold)  # after start-up: what exists now lives as long as the node
-    watch_gc()
+    watch_gc(freeze_survivors=settings.gc_freeze_survivors and settings.gc_gen0_threshold > 0)
 
     def on_signal() -> None:
         stopping.append(gevent.spawn(shut_down, gateway, server))

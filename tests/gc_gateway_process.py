@@ -5,8 +5,10 @@ collector, and what closing it leaves for that collector.
 Run as `python -m tests.gc_gateway_process N` from the project root with REDIS_URL and TOKEN_SECRET in
 the environment (the tests' conftest sets both). Automatic collections are off for the whole run.
 Prints one JSON line: tracked_per_connection (GC-tracked objects added per held connection, the few
-of each raw client socket included) and garbage_after_close (objects in reference cycles that the
-closed connections left, found by one full collection: reference counting frees the rest at once).
+of each raw client socket included), garbage_after_close (objects in reference cycles that the
+closed connections left, found by one full collection: reference counting frees the rest at once),
+then, with the gateway's freezing of young collections' survivors (GC_FREEZE_SURVIVORS), the objects
+frozen per held connection and those still frozen per connection once they closed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import gevent  # noqa: E402
 
 from app.gateway import Gateway, create_app  # noqa: E402
 from app.ops import logs  # noqa: E402
-from app.ops.runtime import untrack_greenlet_tree  # noqa: E402
+from app.ops.runtime import untrack_greenlet_tree, watch_gc  # noqa: E402
 from app.services.auth import mint_token  # noqa: E402
 from app.ws.acceptance import Pending  # noqa: E402
 from app.ws.batcher import ShardBatcher  # noqa: E402
@@ -90,11 +92,11 @@ def main(argv: list[str]) -> int:
     prefix = f"gc{os.getpid()}x"
 
     # minted first: minting leaves a little cyclic garbage of its own (importlib.metadata) in this process
-    tokens = {f"{prefix}{tag}{i}": "" for tag, n in (("w", count), ("c", count)) for i in range(n)}
+    tokens = {f"{prefix}{tag}{i}": "" for tag, n in (("w", count), ("c", count), ("f", count)) for i in range(n)}
     for user in tokens:
         tokens[user] = mint_token(user, PLATFORM)
 
-    def run(n: int, tag: str) -> int:
+    def run(n: int, tag: str, while_held: Callable[[], None] | None = None) -> int:
         """Open n connections, count what they hold, close them (half with a close frame, half by
         dropping the TCP connection), and wait until the gateway has ended every session."""
         clients = [open_client(port, f"{prefix}{tag}{i}", tokens[f"{prefix}{tag}{i}"]) for i in range(n)]
@@ -102,6 +104,8 @@ def main(argv: list[str]) -> int:
         gevent.sleep(0.2)
         gc.collect()
         held = len(gc.get_objects())
+        if while_held is not None:
+            while_held()
         for i, client in enumerate(clients):
             if i % 2 == 0:
                 client.sendall(close_frame())
@@ -120,8 +124,29 @@ def main(argv: list[str]) -> int:
     before = len(gc.get_objects())
     held = run(count, "c")
     garbage = gc.collect()
+    # The gateway's policy: what survives a young collection is frozen (never scanned again). Frozen,
+    # the connections' objects must still be freed by reference counting once they close.
+    watch_gc(freeze_survivors=True)
+    gc.freeze()  # as the gateway at start (tune_gc): the full collection's survivors too
+    frozen_before = gc.get_freeze_count()
+    clients_frozen: list[int] = []
+
+    def young_collection_then_count() -> None:
+        gc.collect(0)  # as the gateway's next automatic one: its survivors are frozen
+        clients_frozen.append(gc.get_freeze_count())
+
+    run(count, "f", while_held=young_collection_then_count)
+    frozen_after = gc.get_freeze_count()
     print(
-        json.dumps({"tracked_per_connection": (held - before) / count, "garbage_after_close": garbage, "count": count}),
+        json.dumps(
+            {
+                "tracked_per_connection": (held - before) / count,
+                "garbage_after_close": garbage,
+                "frozen_per_connection": (clients_frozen[0] - frozen_before) / count,
+                "frozen_left_per_connection": (frozen_after - frozen_before) / count,
+                "count": count,
+            }
+        ),
         flush=True,
     )
     server.stop(timeout=1)

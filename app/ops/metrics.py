@@ -114,3 +114,8 @@ GC_PAUSE_SECONDS = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+GC_FROZEN_OBJECTS = Gauge(
+    "gc_frozen_objects",
+    "objects Python's cyclic collector no longer scans (gc.freeze: what existed at start and, in the"
+    " gateway, what survived a young collection); it should follow the held connections, not grow alone",
+)

@@ -267,6 +267,17 @@ def drop_handshake(ws: Any) -> None:
         connection.handshake = _OPEN_HANDSHAKE
 
 
+def release_parser(ws: Any) -> None:
+    """wsproto's frame parser is a generator holding its FrameProtocol, which holds it: a reference
+    cycle that ends only when a close frame is parsed. A client that vanished without one (a phone
+    losing its network) left it to the cyclic collector, and frozen (app/ops/runtime.py GcWatch) it
+    would never be freed. Closed here once the session is over: a later read sees no more frames."""
+    connection = getattr(getattr(ws, "ws", None), "connection", None)
+    parser = getattr(getattr(connection, "_proto", None), "_parse_more", None)
+    if parser is not None:
+        parser.close()
+
+
 def end_websocket(ws: Any) -> None:
     """After a websocket session: give the client CLOSE_GRACE_SECONDS to answer our close frame
     (simple_websocket's reader sees the answer and stops), then shut the socket, so a client that

@@ -57,3 +57,26 @@ def test_every_collection_pause_is_a_metric_and_a_slow_one_is_logged(caplog: pyt
         assert "generation 2 collection paused the process 500 ms" in caplog.text
     finally:
         gc.callbacks.remove(watcher)
+
+
+def test_survivors_of_a_young_collection_are_frozen_when_asked(gc_restored: None) -> None:
+    from prometheus_client import REGISTRY
+
+    from app.ops import runtime
+
+    watcher = runtime.watch_gc(freeze_survivors=True)
+    try:
+        gc.unfreeze()
+        kept = [[i] for i in range(1000)]  # young, alive
+        gc.collect(0)
+        frozen = gc.get_freeze_count()
+        assert frozen >= 1000 and gc.get_count()[0] < 100
+        assert abs((REGISTRY.get_sample_value("gc_frozen_objects") or 0) - frozen) < 100  # set at the freeze
+        del kept  # frozen objects are still freed by reference counting
+        assert gc.get_freeze_count() <= frozen - 1000
+        gc.unfreeze()
+        gc.collect(2)  # a full collection freezes nothing
+        assert gc.get_freeze_count() == 0
+    finally:
+        watcher.freeze_survivors = False
+        gc.callbacks.remove(watcher)
