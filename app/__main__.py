@@ -36,6 +36,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_gateway(_: argparse.Namespace) -> int:
     from gevent import monkey
 
+    from app.ops.runtime import untrack_greenlet_tree
+
+    untrack_greenlet_tree()
     monkey.patch_all()
     _setup_logging()
     from app.ops.runtime import direct_redis_probes

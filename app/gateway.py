@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import gevent
-from flask import Flask, Response, g, jsonify, request
-from flask_sock import Sock
 from google.protobuf.message import Message
-from simple_websocket import ConnectionClosed
+from simple_websocket import ConnectionClosed, Server
 
 from app.api import app as web_app
 from app.config import settings
@@ -43,7 +42,7 @@ from app.core.errors import (
 )
 from app.core.sessions import LOGIN_POLICIES, platforms_to_kick
 from app.ops import metrics
-from app.ops.runtime import tune_gc
+from app.ops.runtime import tune_gc, watch_gc
 from app.pipeline.webhooks import check_webhooks
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
@@ -58,7 +57,15 @@ from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
 from app.ws.publish import accept_shard_batch
-from app.ws.sockets import GuardedServer, SocketGuard, WholeWrites, end_websocket
+from app.ws.sockets import (
+    GuardedServer,
+    ReaderGreenlet,
+    SocketGuard,
+    WholeWrites,
+    drop_handshake,
+    end_websocket,
+    release_parser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +245,11 @@ class Gateway:
         read as another device's login); the client's reconnect then gets 1501 and asks for a new one."""
         if conn.token_expires_at <= 0:
             return
-        timer = gevent.spawn_later(max(0.0, conn.token_expires_at - time.time()), self._expire, conn)
-        conn.writer.link(lambda _: timer.kill(block=False))  # the writer ends with the session: so does the timer
+        # a bare loop timer (a greenlet only once it fires), stopped when the session ends (Conn.finish):
+        # a greenlet waiting per connection cost a dozen GC-tracked objects each
+        timer = gevent.get_hub().loop.timer(max(0.0, conn.token_expires_at - time.time()))
+        timer.start(gevent.spawn, self._expire, conn)
+        conn.expiry_timer = timer
 
     def _expire(self, conn: Conn) -> None:
         log.info("closing %s/%d: its token expired", conn.user_id, conn.platform_id)
@@ -479,92 +489,137 @@ def serve_connection(gateway: Gateway, conn: Conn) -> None:
         gateway.handle_frame(conn, frame)
 
 
-def create_app(gateway: Gateway) -> Flask:
-    """The web app (REST and probes: app/api/app.py) with the websocket route."""
-    app = web_app.create_app(gateway)
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": protocol.MAX_FRAME_BYTES}
-    sock = Sock(app)
+def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
+    """What werkzeug's router calls a websocket request: `Connection: upgrade` and `Upgrade: websocket`."""
+    connection = environ.get("HTTP_CONNECTION", "").lower().split(",")
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket" and any(
+        v.strip(" \t") == "upgrade" for v in connection
+    )
 
-    @app.before_request
-    def admit_before_upgrade() -> Response | None:
-        """The connection's parameters, token and this node's room are checked before the upgrade, so a
-        refusal can be the HTTP answer where OpenIM gives it there (refused_over_http)."""
-        if request.path != "/" or request.headers.get("Upgrade", "").lower() != "websocket":
-            return None
-        query = request.args.to_dict()
-        try:
-            args = parse_conn_args(query, request.headers.get("compression", ""))
-            g.admitted = (args, authenticate(args))
-            gateway.check_admission()
-        except Exception as exc:
-            g.admitted = exc  # the websocket route refuses it in a text frame, unless answered here
-            if not refused_over_http(query):
-                return None
-            if isinstance(exc, ImError):
-                log.info("connection refused (%d): %s", exc.code, exc.message)
-                err = exc
+
+class GatewayApp:
+    """A gateway node's WSGI application: a websocket upgrade on "/" is served here, outside Flask;
+    every other request goes to the web app (REST and probes: app/api/app.py).
+
+    Under Flask (and flask-sock) a websocket's whole session ran inside its request: the request and
+    app contexts, the parsed request and its headers, a URL adapter and a class made for each
+    connection stayed alive as long as the socket, about 20 GC-tracked objects per connection that
+    every full garbage collection scans, and that class (a type is always in a reference cycle) held
+    the socket, so a closed connection was freed only by a full collection."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.web = web_app.create_app(gateway)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != "/" or not is_websocket_upgrade(environ):
+            return self.web(environ, start_response)
+        query = {k: v for k, v in reversed(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))}
+        admitted = self.admit(query, environ.get("HTTP_COMPRESSION", ""))
+        if isinstance(admitted, Exception) and refused_over_http(query):
+            # refused where OpenIM refuses a gob client: in the HTTP answer to the upgrade
+            if isinstance(admitted, ImError):
+                log.info("connection refused (%d): %s", admitted.code, admitted.message)
+                err = admitted
             else:
-                log.exception("login failed")
+                log.error("login failed", exc_info=admitted)
                 err = ImError(SERVER_INTERNAL, "login failed, retry")
-            return jsonify({"errCode": err.code, "errMsg": err.message, "errDlt": ""})
-        return None
-
-    @sock.route("/")
-    def websocket(ws: Any) -> None:
-        ws.sock = WholeWrites(ws.sock)  # before anything is written: whole frames, one writer at a time
+            answer: Any = self.web.json.response({"errCode": err.code, "errMsg": err.message, "errDlt": ""})
+            return answer(environ, start_response)
         try:
-            admitted = g.get("admitted")
-            if isinstance(admitted, Exception):
-                raise admitted
-            if admitted is None:  # not through the hook (e.g. a test app): the same checks here
-                args = parse_conn_args(request.args.to_dict(), request.headers.get("compression", ""))
-                admitted = (args, authenticate(args))
-            args, claims = admitted
-            conn = Conn(
-                ws,
-                args,
-                claims.expires_at,
-                settings.gateway_rate_limit,
-                settings.gateway_rate_burst,
-                outbox_max_bytes=settings.gateway_outbox_max_bytes,
-                on_abort=gateway.hub.remove,  # a client too slow to read goes offline with its socket
-            )
-            gateway.login(conn)
-        except ImError as err:
-            log.info("connection refused (%d): %s", err.code, err.message)
-            ws.send(json.dumps({"errCode": err.code, "errMsg": err.message, "errDlt": ""}))
-            ws.close(reason=WS_POLICY_VIOLATION, message=err.message[:120])
-            end_websocket(ws)
-            return
+            ws = Server(environ, max_message_size=protocol.MAX_FRAME_BYTES, thread_class=ReaderGreenlet)
         except Exception:
-            # e.g. Redis unreachable: tell the client and close, so it retries (never a half-open socket)
-            log.exception("login failed")
-            ws.send(json.dumps({"errCode": SERVER_INTERNAL, "errMsg": "login failed, retry", "errDlt": ""}))
-            ws.close(reason=WS_INTERNAL_ERROR, message="login failed")
-            end_websocket(ws)
-            return
-        log.info(
-            "user %s connected on platform %d",
-            conn.user_id,
-            conn.platform_id,
-            extra={"userID": conn.user_id, "platformID": conn.platform_id, "operationID": args.operation_id},
+            log.info("websocket handshake refused", exc_info=True)
+            start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Connection", "close")])
+            return [b"bad websocket handshake"]
+        websocket_session(self.gateway, ws, admitted, query.get("operationID", ""))
+        # pywsgi: the socket was the websocket's; nothing more is written on it (as flask-sock did)
+        return []
+
+    def admit(self, query: dict[str, str], header_compression: str) -> tuple[ConnArgs, TokenClaims] | Exception:
+        """The connection's parameters, token and this node's room, checked before the upgrade, so a
+        refusal can be the HTTP answer where OpenIM gives it there (refused_over_http)."""
+        try:
+            args = parse_conn_args(query, header_compression)
+            admitted = (args, authenticate(args))
+            self.gateway.check_admission()
+        except Exception as exc:
+            return exc
+        return admitted
+
+
+def websocket_session(
+    gateway: Gateway, ws: Any, admitted: tuple[ConnArgs, TokenClaims] | Exception, operation_id: str
+) -> None:
+    """One websocket, from the upgrade to its end: refused in a text frame, or logged in and served."""
+    ws.sock = WholeWrites(ws.sock)  # before anything is written: whole frames, one writer at a time
+    drop_handshake(ws)
+    try:
+        if isinstance(admitted, Exception):
+            raise admitted
+        args, claims = admitted
+        conn = Conn(
+            ws,
+            args,
+            claims.expires_at,
+            settings.gateway_rate_limit,
+            settings.gateway_rate_burst,
+            outbox_max_bytes=settings.gateway_outbox_max_bytes,
+            on_abort=gateway.hub.remove,  # a client too slow to read goes offline with its socket
         )
-        try:
-            if args.is_msg_resp:
-                conn.answer_connection()  # OpenIM's connection answer: a text frame, in every encoding
-            serve_connection(gateway, conn)
-        except ConnectionClosed as closed:  # the client closed: the normal end of a session, no traceback
-            log.info("%s/%d closed the connection (%s)", conn.user_id, conn.platform_id, closed.reason)
-        except Exception:
-            # never out to Flask: its error answer would be HTTP bytes written into the websocket stream
-            log.exception("session of %s/%d failed", conn.user_id, conn.platform_id)
-        finally:
-            gateway.hub.remove(conn)
-            conn.finish()
-            end_websocket(ws)
-            log.info("user %s disconnected from platform %d", conn.user_id, conn.platform_id)
+        gateway.login(conn)
+    except ImError as err:
+        log.info("connection refused (%d): %s", err.code, err.message)
+        _refuse_websocket(ws, err.code, err.message, WS_POLICY_VIOLATION, err.message[:120])
+        return
+    except Exception:
+        # e.g. Redis unreachable: tell the client and close, so it retries (never a half-open socket)
+        log.exception("login failed")
+        _refuse_websocket(ws, SERVER_INTERNAL, "login failed, retry", WS_INTERNAL_ERROR, "login failed")
+        return
+    log.info(
+        "user %s connected on platform %d",
+        conn.user_id,
+        conn.platform_id,
+        extra={"userID": conn.user_id, "platformID": conn.platform_id, "operationID": operation_id},
+    )
+    try:
+        if args.is_msg_resp:
+            conn.answer_connection()  # OpenIM's connection answer: a text frame, in every encoding
+        serve_connection(gateway, conn)
+    except ConnectionClosed as closed:  # the client closed: the normal end of a session, no traceback
+        log.info("%s/%d closed the connection (%s)", conn.user_id, conn.platform_id, closed.reason)
+    except Exception:
+        # never out to the server: an error answer would be HTTP bytes written into the websocket stream
+        log.exception("session of %s/%d failed", conn.user_id, conn.platform_id)
+    finally:
+        gateway.hub.remove(conn)
+        conn.finish()
+        _close_websocket(ws)
+        log.info("user %s disconnected from platform %d", conn.user_id, conn.platform_id)
 
-    return app
+
+def _refuse_websocket(ws: Any, code: int, message: str, close_code: int, close_message: str) -> None:
+    try:
+        ws.send(json.dumps({"errCode": code, "errMsg": message, "errDlt": ""}))
+        ws.close(reason=close_code, message=close_message)
+    except Exception:  # the client is gone already
+        log.debug("refusal not delivered", exc_info=True)
+    _close_websocket(ws)
+
+
+def _close_websocket(ws: Any) -> None:
+    end_websocket(ws)
+    try:
+        ws.close()  # no-op when closed already (flask-sock's last step)
+    except Exception:
+        pass
+    release_parser(ws)
+
+
+def create_app(gateway: Gateway) -> GatewayApp:
+    """The gateway's WSGI application: the websocket route and the web app (app/api/app.py)."""
+    return GatewayApp(gateway)
 
 
 def shut_down(gateway: Gateway, server: Any) -> None:
@@ -615,6 +670,7 @@ def serve() -> None:
     )
     stopping: list[gevent.Greenlet] = []
     tune_gc(settings.gc_gen0_threshold)  # after start-up: what exists now lives as long as the node
+    watch_gc(freeze_survivors=settings.gc_freeze_survivors and settings.gc_gen0_threshold > 0)
 
     def on_signal() -> None:
         stopping.append(gevent.spawn(shut_down, gateway, server))

@@ -38,6 +38,10 @@ def setup(level: str, fmt: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Neither format prints threadName: without it a record does not ask threading.current_thread(),
+    # which under gevent makes a _DummyThread (a dozen GC-tracked objects) for every greenlet that
+    # logs, e.g. each websocket session's, kept as long as the session
+    logging.logThreads = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

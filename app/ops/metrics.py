@@ -107,3 +107,15 @@ GATEWAY_SOCKETS_DROPPED = Counter(
     "sockets the gateway closed to protect itself: handshake_timeout, evicted, over_cap, slow_reader",
     ["reason"],
 )
+GC_PAUSE_SECONDS = Histogram(
+    "gc_pause_seconds",
+    "pauses of Python's cyclic garbage collector, by generation (2: a full collection); the process"
+    " does nothing else meanwhile (app/ops/runtime.py)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+GC_FROZEN_OBJECTS = Gauge(
+    "gc_frozen_objects",
+    "objects Python's cyclic collector no longer scans (gc.freeze: what existed at start and, in the"
+    " gateway, what survived a young collection); it should follow the held connections, not grow alone",
+)

@@ -232,6 +232,52 @@ class WholeWrites:
         return getattr(self.raw, name)
 
 
+class ReaderGreenlet(gevent.Greenlet):  # type: ignore[misc]
+    """simple_websocket's reader "thread" (its `thread_class`) as a plain greenlet. Under gevent a
+    threading.Thread is a greenlet and, besides it, a Thread object with its lock, started event,
+    thread handle, weak references and a closure: ~15 more GC-tracked objects per websocket for every
+    full collection to scan. A finished greenlet drops its target, as a finished Thread does, so the
+    websocket it read is freed by reference counting."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__(target)
+
+    def is_alive(self) -> bool:
+        return not self.dead
+
+
+class _OpenHandshake:
+    """All wsproto's WSConnection asks of its handshake once the connection is open: its events, none."""
+
+    __slots__ = ()
+
+    def events(self) -> tuple[()]:
+        return ()
+
+
+_OPEN_HANDSHAKE = _OpenHandshake()
+
+
+def drop_handshake(ws: Any) -> None:
+    """Once a websocket is open, wsproto keeps its HTTP handshake for good (h11's connection, its
+    state, receive buffer and the parsed request: ~15 GC-tracked objects per websocket). It reads no
+    more of it than its (spent) events, so it is swapped for an empty one."""
+    connection = getattr(ws, "ws", None)
+    if connection is not None and getattr(connection, "connection", None) is not None:
+        connection.handshake = _OPEN_HANDSHAKE
+
+
+def release_parser(ws: Any) -> None:
+    """wsproto's frame parser is a generator holding its FrameProtocol, which holds it: a reference
+    cycle that ends only when a close frame is parsed. A client that vanished without one (a phone
+    losing its network) left it to the cyclic collector, and frozen (app/ops/runtime.py GcWatch) it
+    would never be freed. Closed here once the session is over: a later read sees no more frames."""
+    connection = getattr(getattr(ws, "ws", None), "connection", None)
+    parser = getattr(getattr(connection, "_proto", None), "_parse_more", None)
+    if parser is not None:
+        parser.close()
+
+
 def end_websocket(ws: Any) -> None:
     """After a websocket session: give the client CLOSE_GRACE_SECONDS to answer our close frame
     (simple_websocket's reader sees the answer and stops), then shut the socket, so a client that

@@ -97,3 +97,52 @@ def test_redis_readiness_probes_ask_the_os_without_a_hub_round_trip() -> None:
         # a probe that waits still waits cooperatively: other greenlets ran meanwhile
         assert result["waited_readable"] is False and result["waited"] >= 0.25
         assert result["ticks"] >= 5
+
+
+def test_every_collection_pause_is_a_metric_and_a_slow_one_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from app.ops import metrics, runtime
+
+    watcher = runtime.watch_gc()
+    try:
+        assert runtime.watch_gc() is watcher and gc.callbacks.count(watcher) == 1  # installed once
+
+        def full_count() -> float:
+            for metric in metrics.GC_PAUSE_SECONDS.collect():
+                for sample in metric.samples:
+                    if sample.name.endswith("_count") and sample.labels == {"generation": "2"}:
+                        return sample.value
+            return 0.0
+
+        before = full_count()
+        gc.collect()
+        assert full_count() == before + 1
+        caplog.set_level("WARNING", logger="app.ops.runtime")
+        watcher("start", {"generation": 2})
+        watcher._started -= 0.5  # as if that collection had taken half a second
+        watcher("stop", {"generation": 2, "collected": 3})
+        assert "generation 2 collection paused the process 500 ms" in caplog.text
+    finally:
+        gc.callbacks.remove(watcher)
+
+
+def test_survivors_of_a_young_collection_are_frozen_when_asked(gc_restored: None) -> None:
+    from prometheus_client import REGISTRY
+
+    from app.ops import runtime
+
+    watcher = runtime.watch_gc(freeze_survivors=True)
+    try:
+        gc.unfreeze()
+        kept = [[i] for i in range(1000)]  # young, alive
+        gc.collect(0)
+        frozen = gc.get_freeze_count()
+        assert frozen >= 1000 and gc.get_count()[0] < 100
+        assert abs((REGISTRY.get_sample_value("gc_frozen_objects") or 0) - frozen) < 100  # set at the freeze
+        del kept  # frozen objects are still freed by reference counting
+        assert gc.get_freeze_count() <= frozen - 1000
+        gc.unfreeze()
+        gc.collect(2)  # a full collection freezes nothing
+        assert gc.get_freeze_count() == 0
+    finally:
+        watcher.freeze_survivors = False
+        gc.callbacks.remove(watcher)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from app.core import compact_json
@@ -52,10 +53,25 @@ def online_platform_ids(user_id: str) -> list[int]:
 
 
 def set_online(user_id: str, platform_id: int, node_id: str, background: bool = False) -> None:
+    set_online_many([(user_id, platform_id, background)], node_id)
+
+
+def set_online_many(entries: Iterable[tuple[str, int, bool]], node_id: str) -> None:
+    """This node's entries (user, platform, background) in one round trip (a pipeline of two
+    commands each; in Redis Cluster redis-py splits it by slot)."""
     expires = int(time.time() * 1000) + ONLINE_TTL_SECONDS * 1000
     pipe = get_redis().pipeline(transaction=False)
-    pipe.hset(online_key(user_id), _online_field(platform_id, node_id), f"{expires}:bg" if background else str(expires))
-    pipe.expire(online_key(user_id), ONLINE_TTL_SECONDS)
+    for user_id, platform_id, background in entries:
+        key = online_key(user_id)
+        pipe.hset(key, _online_field(platform_id, node_id), f"{expires}:bg" if background else str(expires))
+        pipe.expire(key, ONLINE_TTL_SECONDS)
+    pipe.execute()
+
+
+def clear_online_many(entries: Iterable[tuple[str, int]], node_id: str) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    for user_id, platform_id in entries:
+        pipe.hdel(online_key(user_id), _online_field(platform_id, node_id))
     pipe.execute()
 
 
