@@ -254,16 +254,17 @@ class QueueDepth:
         return time.monotonic() - start
 
     def in_flight(self) -> int:
-        """Redis broker: messages delivered to workers and not yet acknowledged (kombu's `unacked`),
-        plus persist hand-offs journaled and not yet written (the merging persist worker acknowledges
-        journaled hand-offs when it buffers them: app/tasks/batching.py)."""
+        """Redis broker: messages taken by a worker and not finished: those kombu records as
+        unacknowledged (the offline worker's), plus the hand-offs journaled and not yet done (transfer,
+        persist and push run without kombu's record: app/pipeline/journal.py; a queued transfer batch
+        is journaled too, so it counts twice, which only matters as "not zero")."""
         if self.amqp:
             return 0
         pipe = self._redis_client().pipeline(transaction=False)
         pipe.hlen("unacked")
-        pipe.xlen(journal_key("persist"))
-        unacked, journaled = pipe.execute()
-        return int(unacked) + int(journaled)
+        for queue in self.queues:
+            pipe.xlen(journal_key(queue))
+        return int(sum(pipe.execute()))
 
     def _amqp_depth(self, queue: str) -> int:
         from kombu.connection import Connection
