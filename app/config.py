@@ -187,6 +187,8 @@ class Settings:
     # The gateway freezes what survives each young collection, so that full collections do not
     # rescan every held connection (1.4 s at 10,000); app/ops/runtime.py GcWatch.
     gc_freeze_survivors: bool = env("GC_FREEZE_SURVIVORS", True)
+    # ... and every this many seconds collects everything once, frozen objects included (0: never)
+    gc_thaw_seconds: float = env("GC_THAW_SECONDS", 3600.0)
     # json: one JSON object per line (operationID, conversationID, seq ... as fields); text: plain lines
     log_format: str = env("LOG_FORMAT", "json")
 

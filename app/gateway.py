@@ -42,7 +42,7 @@ from app.core.errors import (
 )
 from app.core.sessions import LOGIN_POLICIES, platforms_to_kick
 from app.ops import metrics
-from app.ops.runtime import tune_gc, watch_gc
+from app.ops.runtime import thaw_forever, tune_gc, watch_gc
 from app.pipeline.webhooks import check_webhooks
 from app.proto import sdkws_pb2 as pb
 from app.services import groups, history, profiles
@@ -670,7 +670,10 @@ def serve() -> None:
     )
     stopping: list[gevent.Greenlet] = []
     tune_gc(settings.gc_gen0_threshold)  # after start-up: what exists now lives as long as the node
-    watch_gc(freeze_survivors=settings.gc_freeze_survivors and settings.gc_gen0_threshold > 0)
+    freezing = settings.gc_freeze_survivors and settings.gc_gen0_threshold > 0
+    watch_gc(freeze_survivors=freezing)
+    if freezing and settings.gc_thaw_seconds > 0:
+        gevent.spawn(thaw_forever, settings.gc_thaw_seconds, gevent.sleep)
 
     def on_signal() -> None:
         stopping.append(gevent.spawn(shut_down, gateway, server))

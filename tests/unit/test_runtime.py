@@ -146,3 +146,24 @@ def test_survivors_of_a_young_collection_are_frozen_when_asked(gc_restored: None
     finally:
         watcher.freeze_survivors = False
         gc.callbacks.remove(watcher)
+
+
+def test_a_thaw_frees_a_cycle_that_formed_among_frozen_objects(gc_restored: None) -> None:
+    import weakref
+
+    from app.ops.runtime import thaw_now
+
+    class Node:
+        other: object = None
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a reference cycle, alive when frozen
+    gc.collect()
+    gc.freeze()
+    alive = weakref.ref(a)
+    del a, b  # garbage now, but frozen: no ordinary collection scans it
+    gc.collect()
+    assert alive() is not None
+    assert thaw_now() >= 2
+    assert alive() is None
+    assert gc.get_freeze_count() > 0  # what lives is frozen again
