@@ -28,7 +28,7 @@ from app.ops import metrics
 from app.pipeline import webhooks
 from app.proto import sdkws_pb2 as pb
 from app.store.redis import tokens
-from app.store.redis.online import clear_online, clear_online_many, publish_online_change, set_online, set_online_many
+from app.store.redis.online import clear_online, clear_online_many, publish_online_change, set_online_many
 from app.ws import sockets
 
 log = logging.getLogger(__name__)
@@ -298,13 +298,14 @@ class Hub:
         return len(self._by_user)
 
     def refresh_online(self, user_id: str, platform_id: int) -> None:
-        """This node's entry for one platform of a user; background only when every socket is."""
-        conns = [c for c in self.conns_of(user_id) if c.platform_id == platform_id]
-        if conns:
-            set_online(user_id, platform_id, self.node_id, background=not any(c.pushable for c in conns))
+        """This node's entry for one platform of a user."""
+        entries = [e for e in self._online_entries(user_id) if e[1] == platform_id]
+        if entries:
+            set_online_many(entries, self.node_id)
 
     def _online_entries(self, user_id: str) -> list[tuple[str, int, bool]]:
-        """(user, platform, background) of this node's entries for one user, as refresh_online writes them."""
+        """(user, platform, background) of this node's entries for one user: a platform's entry is
+        background only when every socket of it is."""
         platforms: dict[int, bool] = {}
         for conn in self._by_user.get(user_id, ()):
             platforms[conn.platform_id] = platforms.get(conn.platform_id, False) or conn.pushable

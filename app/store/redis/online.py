@@ -76,7 +76,7 @@ def clear_online_many(entries: Iterable[tuple[str, int]], node_id: str) -> None:
 
 
 def clear_online(user_id: str, platform_id: int, node_id: str) -> None:
-    get_redis().hdel(online_key(user_id), _online_field(platform_id, node_id))
+    clear_online_many([(user_id, platform_id)], node_id)
 
 
 def publish_online_change(user_id: str) -> None:
