@@ -259,6 +259,7 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         rate=args.rate,
         inflight=args.inflight,
+        warm_up=args.warm_up,
         duration=args.duration,
         procs=args.procs,
         gateway=args.gateway or "",
@@ -393,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         help="total messages/s (default: as fast as acknowledged); connections: see --chatting",
     )
     e2e.add_argument("--inflight", type=int, default=1, help="as fast as acknowledged: messages in flight per user")
+    e2e.add_argument(
+        "--warm-up",
+        action="store_true",
+        help="each conversation's first message sent and answered before measuring (steady-state figures)",
+    )
     e2e.add_argument("--duration", type=float, default=30.0, help="seconds of sending (30)")
     e2e.add_argument("--procs", type=int, default=2, help="load processes holding the connections (2)")
     e2e.add_argument("--gateway", default=None, help="websocket URL (default ws://GATEWAY_HOST:GATEWAY_PORT)")

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from app.bench.e2e.load import WARM_MARK
+from app.bench.e2e.plan import E2EConfig, make_plan, smoke_config
 from app.bench.e2e.watch import QueueDepth
 from app.celery_app import celery_app
+from app.store.mongo import client as mongo
 from tests.integration.helpers import eventually
 from tests.stack import ROOT
 
@@ -57,6 +60,38 @@ def test_bench_smoke_accounts_for_every_message(stack: Any, tmp_path: Path) -> N
     assert set(report["queues"]) >= {"transfer.0", "persist", "push", "offline"}
     assert report["bottleneck"]
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_warm_up_messages_are_sent_and_stored_but_not_measured(stack: Any, tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    run_bench(
+        stack,
+        ["e2e", "--smoke", "--warm-up", "--rate", "40", "--no-progress", "--gateway", stack.ws_url]
+        + ["--json", str(report_path)],
+        timeout=240,
+    )
+    report = json.loads(report_path.read_text())
+    msgs = report["messages"]
+    assert "conversations warmed up" in report["description"]
+    assert report["drained"] is True
+    # the measured messages alone: the paced sender's count, each acknowledged, stored and delivered once
+    assert msgs["sent"] == msgs["acknowledged"] == msgs["persisted"] > 0
+    assert msgs["persisted_unacknowledged"] == 0
+    assert msgs["duplicated"] == 0
+    assert msgs["deliveries"] == msgs["expected_deliveries"]
+    # and before them, one stored warm-up message per sender and conversation (single chats and groups)
+    plan = make_plan(smoke_config(E2EConfig(seed=report["config"]["seed"])), report["tag"])
+    expected = sum(len(targets) for targets in plan.targets().values())
+    prefix = WARM_MARK + report["tag"]
+    convs = plan.conversations()
+    docs = mongo.get_db().msg.find({"doc_id": {"$in": [f"{c}:0" for c in convs]}}, {"msgs.msg.client_msg_id": 1})
+    warm = [
+        cmid
+        for doc in docs
+        for slot in doc.get("msgs") or []
+        if (cmid := ((slot or {}).get("msg") or {}).get("client_msg_id", "")).startswith(prefix)
+    ]
+    assert len(warm) == len(set(warm)) == expected
 
 
 def consumed_queues() -> dict[str, list[str]]:

@@ -39,6 +39,7 @@ from app.proto import sdkws_pb2 as pb
 # Progress counters, one row of the shared array per process.
 SENT, ACKED, REFUSED, DELIVERED, ECHOES, CONNECTED, OUTSTANDING, STATE = range(8)
 FIELDS = 8
+WARM_MARK = "w"  # starts warm-up clientMsgIDs; a run's tag starts with "b"
 STATE_CONNECTING, STATE_READY, STATE_SENDING, STATE_ACKS, STATE_DRAINING, STATE_DONE = range(6)
 
 
@@ -69,6 +70,7 @@ class ProcSpec:
     duration: float
     platform_id: int
     sdk_type: str
+    warm_up: bool = False  # one unmeasured message per conversation before the measured sending
     ack_timeout: float = 30.0
     connect_concurrency: int = 16
 
@@ -120,6 +122,8 @@ class User:
         self.count = 0
         self.next_target = 0
         self.prefix = f"{proc.spec.tag}{spec.index:x}-"
+        # warm-up clientMsgIDs do not start with the run's tag: neither counted nor checked in MongoDB
+        self.warm_prefix = f"{WARM_MARK}{self.prefix}"
         self.pending: dict[str, tuple[float, int]] = {}  # msgIncr -> (send time, fan-out)
         self.waiters: dict[str, asyncio.Future[int]] = {}
         self.seen: set[str] = set()
@@ -139,8 +143,8 @@ class User:
         }
         return f"{self.proc.spec.url.rstrip('/')}/?{urlencode(query)}"
 
-    def frame(self, target: Target, now: float) -> tuple[str, bytes]:
-        cmid = f"{self.prefix}{self.count}"
+    def frame(self, target: Target, now: float, warm: bool = False) -> tuple[str, bytes]:
+        cmid = f"{self.warm_prefix if warm else self.prefix}{self.count}"
         self.count += 1
         content = json.dumps({"content": f"bench {now:.6f}"})
         if self.protobuf:
@@ -182,18 +186,30 @@ class User:
         }
         return cmid, json.dumps(envelope, separators=(",", ":")).encode()
 
-    async def send_next(self, waiter: asyncio.Future[int] | None = None) -> None:
+    async def send_next(self, waiter: asyncio.Future[int] | None = None, warm: bool = False) -> None:
         """Send one message to the next target; `waiter` gets its answer's errCode."""
         assert self.ws is not None
         target = self.spec.targets[self.next_target]
         self.next_target = (self.next_target + 1) % len(self.spec.targets)
         now = time.monotonic()
-        cmid, frame = self.frame(target, now)
+        cmid, frame = self.frame(target, now, warm)
         self.pending[cmid] = (now, target.fanout)
         if waiter is not None:
             self.waiters[cmid] = waiter
-        self.proc.result.sent += 1
+        if not warm:
+            self.proc.result.sent += 1
         await self.ws.send(frame)
+
+    async def warm_up(self, timeout: float) -> None:
+        """One message to each target, answered before the measured sending starts: a conversation's
+        first message creates its records, seq block and caches, which a running chat has long had."""
+        loop = asyncio.get_running_loop()
+        for _ in self.spec.targets:
+            answer: asyncio.Future[int] = loop.create_future()
+            await self.send_next(answer, warm=True)
+            code = await asyncio.wait_for(answer, timeout)
+            if code:
+                raise RuntimeError(f"warm-up message of {self.spec.user_id} answered errCode {code}")
 
     # --- receiving ---
 
@@ -228,6 +244,11 @@ class User:
         sent = self.pending.pop(cmid, None)
         if sent is None:
             return
+        if cmid.startswith(WARM_MARK):
+            waiter = self.waiters.pop(cmid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(code)
+            return
         result = self.proc.result
         if code == 0:
             result.acked += 1
@@ -255,6 +276,8 @@ class User:
 
     def on_msg(self, cmid: str, send_id: str, content: str | bytes, now: float) -> None:
         result = self.proc.result
+        if cmid.startswith(WARM_MARK):
+            return
         if not cmid.startswith(self.proc.spec.tag):
             result.foreign_pushes += 1
             return
@@ -380,6 +403,8 @@ class LoadProcess:
         progress = asyncio.create_task(self.progress_forever())
         await self.connect_all()
         readers = [asyncio.create_task(u.read_forever()) for u in self.users if u.ws is not None]
+        if self.spec.warm_up:
+            await asyncio.gather(*(u.warm_up(self.spec.ack_timeout) for u in self.users if u.ws is not None))
         self.state = STATE_READY
         self.shared.out.put(("ready", self.spec.proc_index, len(self.result.connect_errors)))
         loop = asyncio.get_running_loop()

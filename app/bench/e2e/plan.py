@@ -17,6 +17,7 @@ class E2EConfig:
     group_size: int = 10
     rate: float = 0.0  # total messages/s; 0 = as fast as acknowledged
     inflight: int = 1
+    warm_up: bool = False  # each conversation's first message sent (and answered) before measuring
     duration: float = 30.0
     procs: int = 2
     gateway: str = ""
@@ -39,9 +40,10 @@ class E2EConfig:
     def describe(self) -> str:
         mode = f"{self.rate:,.0f} msg/s" if self.rate > 0 else f"as fast as acknowledged (inflight {self.inflight})"
         groups = f" + {self.groups} groups of {self.group_size}" if self.groups else ""
+        warm = ", conversations warmed up" if self.warm_up else ""
         return (
             f"{self.users} users, {self.single_chats} single chats{groups}, {mode}, {self.duration:g} s, "
-            f"{self.procs} load processes, sdkType {self.sdk_type}"
+            f"{self.procs} load processes, sdkType {self.sdk_type}{warm}"
         )
 
 

@@ -153,7 +153,9 @@ def run_phase(label: str, cfg: E2EConfig, ws_url: str, api_url: str, queue_names
         )
         proc_senders = sum(1 for u in users if u.targets)
         rate = cfg.rate * proc_senders / senders if cfg.rate > 0 and senders else 0.0
-        specs.append(ProcSpec(p, ws_url, tag, users, rate, cfg.inflight, cfg.duration, LINUX, cfg.sdk_type))
+        specs.append(
+            ProcSpec(p, ws_url, tag, users, rate, cfg.inflight, cfg.duration, LINUX, cfg.sdk_type, cfg.warm_up)
+        )
 
     ctx = mp.get_context("spawn")
     progress = ctx.RawArray("d", procs * FIELDS)
@@ -167,6 +169,8 @@ def run_phase(label: str, cfg: E2EConfig, ws_url: str, api_url: str, queue_names
     results: dict[int, ProcResult] = {}
     try:
         connect_errors = _wait_ready(out, procs, progress, cfg)
+        if cfg.warm_up:  # the warm-up's pushes and writes are done before anything is measured
+            wait_idle(queue_names, max(cfg.drain_timeout, 60.0))
         roles = discover_stack(settings.redis_url, settings.mongo_url)
         import psutil
 
