@@ -49,16 +49,16 @@ def receiver_options(
     if missing and time.monotonic() >= _skip_until:
         try:
             global_opts = users.global_recv_msg_opts(missing)
-            loaded = {user_id: conversations.recv_msg_opts_of(user_id) for user_id in missing}
+            loaded = conversations.recv_msg_opts_of(missing)
         except Exception as exc:
             _skip_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
             log.warning("receive options unavailable for %.0f s (%r): delivering", OUTAGE_BACKOFF_SECONDS, exc)
             loaded = {}
-        for user_id, by_conversation in loaded.items():
-            recv_opts.fill(user_id, global_opts[user_id], by_conversation)
-            for pair in pairs:
-                if pair[0] == user_id:
-                    found[pair] = (global_opts[user_id], by_conversation.get(pair[1], 0))
+        if loaded:
+            recv_opts.fill_many({user_id: (global_opts[user_id], opts) for user_id, opts in loaded.items()})
+        for pair in pairs:
+            if pair[0] in loaded:
+                found[pair] = (global_opts[pair[0]], loaded[pair[0]].get(pair[1], 0))
     return {pair: opts for pair, opts in found.items() if opts is not None}
 
 

@@ -9,9 +9,11 @@ from app.core import recv_opts as recv_opts_rules
 from app.core.constants import SINGLE_CHAT, TEXT
 from app.core.conversation import single_conversation_id
 from app.core.errors import ARGS_ERROR, ImError
+from app.store.mongo import conversations, users
 from app.store.redis import recv_opts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import client_ack_key
+from app.ws import recv_rules
 from app.ws.acceptance import Ack, Pending, accept_batch, decode_ack
 from app.ws.publish import accept_shard_batch
 
@@ -86,3 +88,33 @@ def test_a_refused_message_does_not_keep_its_reservation(infra: dict[str, str], 
         settle()
     # released: a resend is decided again (and, once bob receives, published under a new answer)
     assert reservation(conv, "r1") is None
+
+
+def test_receivers_options_missing_from_the_cache_are_loaded_together_and_cached(
+    infra: dict[str, str], uid: str
+) -> None:
+    alice, bob, carol, dave = (f"{name}{uid}" for name in ("alice", "bob", "carol", "dave"))
+    convs = {user: single_conversation_id(alice, user) for user in (bob, carol, dave)}
+    conversations.create_conversations_many({c: ([alice, user], SINGLE_CHAT) for user, c in convs.items()})
+    assert conversations.set_recv_msg_opt(bob, convs[bob], recv_opts_rules.NOT_RECEIVE)
+    assert conversations.set_recv_msg_opt(dave, convs[dave], recv_opts_rules.RECEIVE_NOT_NOTIFY)
+    users.register_users([(user, {"nickname": user}) for user in (bob, carol, dave)], now_ms=1)
+    assert users.set_global_recv_msg_opt(carol, recv_opts_rules.RECEIVE_NOT_NOTIFY)
+    pairs = sorted((user, conv) for user, conv in convs.items())
+    assert all(found is None for found in read_cached(pairs).values())
+
+    options = recv_rules.receiver_options(pairs, read_cached(pairs))
+
+    expected = {
+        (bob, convs[bob]): (recv_opts_rules.RECEIVE, recv_opts_rules.NOT_RECEIVE),
+        (carol, convs[carol]): (recv_opts_rules.RECEIVE_NOT_NOTIFY, recv_opts_rules.RECEIVE),
+        (dave, convs[dave]): (recv_opts_rules.RECEIVE, recv_opts_rules.RECEIVE_NOT_NOTIFY),
+    }
+    assert options == expected
+    assert read_cached(pairs) == expected  # each user's options cached, complete
+
+
+def read_cached(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, int] | None]:
+    pipe = get_redis().pipeline(transaction=False)
+    recv_opts.queue_cached(pipe, pairs)
+    return recv_opts.parse_cached(pairs, pipe.execute())

@@ -37,14 +37,21 @@ def parse_cached(pairs: list[tuple[str, str]], replies: list[Any]) -> dict[tuple
 
 def fill(user_id: str, global_opt: int, conversation_opts: dict[str, int]) -> None:
     """Cache a user's complete options (only the conversations whose option is not 0)."""
-    mapping: dict[FieldT, EncodableT] = {c: o for c, o in conversation_opts.items() if o}
-    mapping[GLOBAL] = global_opt
-    mapping[LOADED] = 1
-    key = recv_opts_key(user_id)
+    fill_many({user_id: (global_opt, conversation_opts)})
+
+
+def fill_many(options: dict[str, tuple[int, dict[str, int]]]) -> None:
+    """Cache several users' complete options, user -> (global option, {conversation: option}), in one
+    round trip."""
     pipe = get_redis().pipeline(transaction=True)
-    pipe.delete(key)
-    pipe.hset(key, mapping=mapping)
-    pipe.expire(key, RECV_OPTS_TTL_SECONDS)
+    for user_id, (global_opt, conversation_opts) in options.items():
+        mapping: dict[FieldT, EncodableT] = {c: o for c, o in conversation_opts.items() if o}
+        mapping[GLOBAL] = global_opt
+        mapping[LOADED] = 1
+        key = recv_opts_key(user_id)
+        pipe.delete(key)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, RECV_OPTS_TTL_SECONDS)
     pipe.execute()
 
 
