@@ -23,17 +23,20 @@ from app.ws.acceptance import Ack, Pending, accept_batch, encode_ack, run_now
 def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
     """One transfer batch on a shard queue, journaled first on a Redis broker (a failed publish is
     not journaled: the client is told to resend)."""
-    journal.publish(
-        queue,
-        docs,
-        lambda entry: celery_app.send_task(
-            "transfer.batch",
-            args=[docs],
-            kwargs={"journal": entry},
-            queue=queue,
-            **journal.shown([docs], entry),
-        ),
-    )
+    journal.publish(queue, docs, lambda entry: send_transfer_batch(queue, docs, entry))
+
+
+def send_transfer_batch(queue: str, docs: list[dict[str, Any]], entry: list[str] | None) -> None:
+    """On a Redis broker the lean publish of the transfer's hand-offs, with Celery's publish retries
+    (a broker blip is ridden out here, not answered as a failure); on RabbitMQ Celery's send_task,
+    which declares the queue and waits for the publisher confirm."""
+    if entry is None:
+        celery_app.send_task(
+            "transfer.batch", args=[docs], kwargs={"journal": entry}, queue=queue, **journal.shown([docs], entry)
+        )
+        return
+    with celery_app.producer_or_acquire() as producer:
+        journal.publish_task_message(producer, celery_app, "transfer.batch", [docs], entry, queue, retry=True)
 
 
 def accept_shard_batch(
