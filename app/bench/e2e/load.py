@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -110,10 +111,6 @@ class _Shared:
         self.out = out
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 class User:
     def __init__(self, spec: UserSpec, proc: LoadProcess) -> None:
         self.spec = spec
@@ -146,7 +143,7 @@ class User:
     def frame(self, target: Target, now: float, warm: bool = False) -> tuple[str, bytes]:
         cmid = f"{self.warm_prefix if warm else self.prefix}{self.count}"
         self.count += 1
-        content = json.dumps({"content": f"bench {now:.6f}"})
+        content = orjson.dumps({"content": f"bench {now:.6f}"})
         if self.protobuf:
             msg = pb.MsgData(
                 sendID=self.spec.user_id,
@@ -155,7 +152,7 @@ class User:
                 clientMsgID=cmid,
                 sessionType=GROUP_CHAT if target.group_id else SINGLE_CHAT,
                 contentType=TEXT,
-                content=content.encode(),
+                content=content,
                 createTime=int(time.time() * 1000),
             )
             if self.sdk_type == SDK_GO:
@@ -172,7 +169,7 @@ class User:
                 "clientMsgID": cmid,
                 "sessionType": GROUP_CHAT if target.group_id else SINGLE_CHAT,
                 "contentType": TEXT,
-                "content": _b64(content),
+                "content": base64.b64encode(content).decode(),
                 "createTime": str(int(time.time() * 1000)),
                 "options": {},
             }
@@ -184,7 +181,7 @@ class User:
             "msgIncr": cmid,
             "data": data,
         }
-        return cmid, json.dumps(envelope, separators=(",", ":")).encode()
+        return cmid, orjson.dumps(envelope)
 
     async def send_next(self, waiter: asyncio.Future[int] | None = None, warm: bool = False) -> None:
         """Send one message to the next target; `waiter` gets its answer's errCode."""
@@ -224,7 +221,7 @@ class User:
                     resp = gob.decode_response(raw)
                     req, incr, code, data = resp.req_identifier, resp.msg_incr, resp.err_code, resp.data
                 else:
-                    body = json.loads(raw)
+                    body = orjson.loads(raw)
                     req, incr = body.get("reqIdentifier"), str(body.get("msgIncr", ""))
                     code, data = int(body.get("errCode") or 0), body.get("data")
                 if req == PUSH_MSG:
@@ -291,7 +288,7 @@ class User:
         result.delivered += 1
         result.last_delivery = now
         raw = content if isinstance(content, bytes) else base64.b64decode(content)
-        text = str(json.loads(raw).get("content", ""))
+        text = str(orjson.loads(raw).get("content", ""))
         sent_at = float(text.split(" ", 1)[1])
         result.push_at.append(sent_at - self.proc.t0)
         result.push_ms.append((now - sent_at) * 1000.0)
