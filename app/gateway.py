@@ -268,7 +268,8 @@ class Gateway:
             publish_to_node(node, {"kick": command})
 
     def handle_frame(self, conn: Conn, frame: bytes | str) -> None:
-        if not conn.limiter.allow(time.monotonic()):
+        started = time.monotonic()
+        if not conn.limiter.allow(started):
             self._refuse_flood(conn, frame)
             return
         if conn.rate_limited:
@@ -292,6 +293,8 @@ class Gateway:
                 raise ImError(ARGS_ERROR, f"unknown reqIdentifier {req.req_identifier}")
             data = handler(conn, req)
             conn.respond(req.req_identifier, req.msg_incr, req.operation_id, data)
+            if req.req_identifier == protocol.SEND_MSG:
+                metrics.SEND_MSG_SECONDS.observe(time.monotonic() - started)
         except ImError as err:
             log.info(
                 "request from %s refused (%d): %s",

@@ -32,6 +32,13 @@ MSG_OPERATIONS = Counter(
     "message operations over REST (revoke, delete, clear, read, server send), by outcome",
     ["operation", "outcome"],
 )
+SEND_MSG_SECONDS = Histogram(
+    "send_msg_seconds",
+    "SendMsg on this gateway node: from its frame read to its answer queued for the socket (the wait for"
+    " its batch's linger and publish included); what a client waits beyond this is the network and the"
+    " socket's write queue",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 QUEUE_DEPTH = Gauge("queue_depth", "messages waiting in a broker queue (read by the gateway at scrape time)", ["queue"])
 TASK_SECONDS = Histogram(
     "task_seconds",

@@ -31,6 +31,7 @@ def test_readyz_reports_each_dependency(stack: Any) -> None:
 def test_a_short_scenario_moves_every_stages_counters(stack: Any, uid: str) -> None:
     names = {
         ("gateway", "msg_accepted_total"),
+        ("gateway", "send_msg_seconds_count"),
         ("gateway", "msg_online_push_success_total"),
         ("transfer", "seq_allocated_total"),
         ("persist", "msg_insert_mongo_success_total"),
