@@ -90,6 +90,9 @@ os.environ.update(
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[str]:
     proc = embedded.start_mongo(MONGO_PORT, WORK_DIR / "mongo", WORK_DIR / "mongo.log")
+    from app.store.mongo import client as mongo
+
+    mongo.ensure_indexes()  # as every writing process does at its start (unique records rely on them)
     yield MONGO_URL
     proc.terminate()
     proc.wait(timeout=20)

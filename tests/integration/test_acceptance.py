@@ -9,6 +9,7 @@ from app.core import recv_opts as recv_opts_rules
 from app.core.constants import SINGLE_CHAT, TEXT
 from app.core.conversation import single_conversation_id
 from app.core.errors import ARGS_ERROR, ImError
+from app.store.mongo import client as mongo
 from app.store.mongo import conversations, users
 from app.store.redis import recv_opts
 from app.store.redis.client import get_redis
@@ -118,3 +119,22 @@ def read_cached(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int
     pipe = get_redis().pipeline(transaction=False)
     recv_opts.queue_cached(pipe, pairs)
     return recv_opts.parse_cached(pairs, pipe.execute())
+
+
+def test_conversation_records_are_created_once_and_never_overwritten(infra: dict[str, str], uid: str) -> None:
+    alice, bob, carol = f"alice{uid}", f"bob{uid}", f"carol{uid}"
+    conv = single_conversation_id(alice, bob)
+    conversations.create_conversations_many({conv: ([alice, bob], SINGLE_CHAT)})
+    assert conversations.set_recv_msg_opt(bob, conv, recv_opts_rules.NOT_RECEIVE)
+    # again (a redelivered batch, another transfer worker), with a new record beside the existing ones
+    other = single_conversation_id(alice, carol)
+    conversations.create_conversations_many({conv: ([alice, bob], SINGLE_CHAT), other: ([alice, carol], SINGLE_CHAT)})
+    records = list(mongo.get_db().conversation.find({"conversation_id": {"$in": [conv, other]}}, {"_id": 0}))
+    assert sorted((r["conversation_id"], r["owner_user_id"], r["recv_msg_opt"]) for r in records) == sorted(
+        [
+            (conv, alice, recv_opts_rules.RECEIVE),
+            (conv, bob, recv_opts_rules.NOT_RECEIVE),  # bob's choice kept
+            (other, alice, recv_opts_rules.RECEIVE),
+            (other, carol, recv_opts_rules.RECEIVE),
+        ]
+    )

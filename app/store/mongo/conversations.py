@@ -5,34 +5,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import UpdateOne
-
 from app.core.recv_opts import RECEIVE as RECV_AND_NOTIFY
 from app.core.recv_opts import RECV_MSG_OPTS
-from app.store.mongo.bulk import create_once
+from app.store.mongo.bulk import insert_once
 from app.store.mongo.client import get_db, get_quick_db
 
 
 def create_conversations_many(wanted: dict[str, tuple[list[str], int]]) -> None:
-    """conversation -> (owners, conversation type): one record per owner, created once, in one
-    round trip; later calls never overwrite what owners changed."""
-    ops = [
-        UpdateOne(
-            {"owner_user_id": owner, "conversation_id": conv},
+    """conversation -> (owners, conversation type): one record per owner, created once (the unique
+    index on owner and conversation), in one round trip; later calls never overwrite what owners
+    changed. On the hot path for a conversation's first message."""
+    insert_once(
+        get_db().conversation,
+        [
             {
-                "$setOnInsert": {
-                    "owner_user_id": owner,
-                    "conversation_id": conv,
-                    "conversation_type": conv_type,
-                    "recv_msg_opt": RECV_AND_NOTIFY,
-                }
-            },
-            upsert=True,
-        )
-        for conv, (owners, conv_type) in wanted.items()
-        for owner in owners
-    ]
-    create_once(get_db().conversation, ops)
+                "owner_user_id": owner,
+                "conversation_id": conv,
+                "conversation_type": conv_type,
+                "recv_msg_opt": RECV_AND_NOTIFY,
+            }
+            for conv, (owners, conv_type) in wanted.items()
+            for owner in owners
+        ],
+    )
 
 
 def conversations_of(user_id: str) -> list[str]:
