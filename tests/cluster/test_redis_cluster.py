@@ -29,6 +29,7 @@ from tests.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = [
+    "tests/integration/test_acceptance.py",
     "tests/integration/test_single_chat.py",
     "tests/integration/test_groups.py",
     "tests/integration/test_read_side.py",

@@ -42,8 +42,10 @@ def fill(user_id: str, global_opt: int, conversation_opts: dict[str, int]) -> No
 
 def fill_many(options: dict[str, tuple[int, dict[str, int]]]) -> None:
     """Cache several users' complete options, user -> (global option, {conversation: option}), in one
-    round trip."""
-    pipe = get_redis().pipeline(transaction=True)
+    round trip. Not one transaction: the users' hashes are in different slots of a Redis Cluster. A
+    reader between a user's DEL and HSET finds no hash and loads from MongoDB; a change's `forget`
+    racing this fill is what the TTL bounds, transaction or not."""
+    pipe = get_redis().pipeline(transaction=False)
     for user_id, (global_opt, conversation_opts) in options.items():
         mapping: dict[FieldT, EncodableT] = {c: o for c, o in conversation_opts.items() if o}
         mapping[GLOBAL] = global_opt
