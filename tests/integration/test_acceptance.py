@@ -78,7 +78,7 @@ def test_answers_come_before_the_confirmation_and_a_resend_meanwhile_is_publishe
 def test_a_refused_message_does_not_keep_its_reservation(infra: dict[str, str], uid: str) -> None:
     alice, bob = f"alice{uid}", f"bob{uid}"
     conv = single_conversation_id(alice, bob)
-    recv_opts.fill(bob, recv_opts_rules.RECEIVE, {conv: recv_opts_rules.NOT_RECEIVE})
+    recv_opts.fill_many({bob: (recv_opts_rules.RECEIVE, {conv: recv_opts_rules.NOT_RECEIVE})})
     doc = {"session_type": SINGLE_CHAT, "send_id": alice, "recv_id": bob, "content_type": TEXT, "msg_from": 100}
     refused = Pending(conv, "r1", Ack("s1", 1000), dict(doc))
     deferred: list[Callable[[], None]] = []

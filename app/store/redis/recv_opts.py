@@ -35,16 +35,12 @@ def parse_cached(pairs: list[tuple[str, str]], replies: list[Any]) -> dict[tuple
     return out
 
 
-def fill(user_id: str, global_opt: int, conversation_opts: dict[str, int]) -> None:
-    """Cache a user's complete options (only the conversations whose option is not 0)."""
-    fill_many({user_id: (global_opt, conversation_opts)})
-
-
 def fill_many(options: dict[str, tuple[int, dict[str, int]]]) -> None:
-    """Cache several users' complete options, user -> (global option, {conversation: option}), in one
-    round trip. Not one transaction: the users' hashes are in different slots of a Redis Cluster. A
-    reader between a user's DEL and HSET finds no hash and loads from MongoDB; a change's `forget`
-    racing this fill is what the TTL bounds, transaction or not."""
+    """Cache users' complete options, user -> (global option, {conversation: option}; only the
+    conversations whose option is not 0 are kept), in one round trip. Not one transaction: the users'
+    hashes are in different slots of a Redis Cluster. A reader between a user's DEL and HSET finds no
+    hash and loads from MongoDB; a change's `forget` racing this fill is what the TTL bounds,
+    transaction or not."""
     pipe = get_redis().pipeline(transaction=False)
     for user_id, (global_opt, conversation_opts) in options.items():
         mapping: dict[FieldT, EncodableT] = {c: o for c, o in conversation_opts.items() if o}
