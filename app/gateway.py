@@ -198,6 +198,10 @@ def prepare_outgoing(
     return conv, protocol.msgdata_to_doc(msg)
 
 
+# SendMsgs of one connection waiting for their batch before it stops reading more (the request rate
+# limit allows bursts of GATEWAY_RATE_BURST).
+MAX_SENDS_IN_FLIGHT = 64
+
 READ_REQUESTS: dict[int, tuple[type[Message], Callable[[str, Any], Message]]] = {
     protocol.GET_NEWEST_SEQ: (pb.GetMaxSeqReq, lambda user_id, _body: history.newest_seqs(user_id)),
     protocol.PULL_MSG_BY_RANGE: (pb.PullMessageBySeqsReq, history.pull_by_range),
@@ -217,7 +221,6 @@ class Gateway:
         self.draining = False
         self.push_subscribed = False
         self.handlers: dict[int, Callable[[Conn, protocol.Request], Message | None]] = {
-            protocol.SEND_MSG: self.send_msg,
             **{req_id: self.read for req_id in READ_REQUESTS},
             protocol.LOGOUT_MSG: self.logout,
             protocol.SET_BACKGROUND_STATUS: self.set_background,
@@ -288,21 +291,16 @@ class Gateway:
             req = protocol.parse_request(frame, conn.sdk_type)
             if req.send_id != conn.user_id:
                 raise ImError(NO_PERMISSION, "sendID is not the connection's user")
+            if req.req_identifier == protocol.SEND_MSG:
+                self.send_msg(conn, req, started)  # answered once its batch is published (_answer_send)
+                return
             handler = self.handlers.get(req.req_identifier)
             if handler is None:
                 raise ImError(ARGS_ERROR, f"unknown reqIdentifier {req.req_identifier}")
             data = handler(conn, req)
             conn.respond(req.req_identifier, req.msg_incr, req.operation_id, data)
-            if req.req_identifier == protocol.SEND_MSG:
-                metrics.SEND_MSG_SECONDS.observe(time.monotonic() - started)
         except ImError as err:
-            log.info(
-                "request from %s refused (%d): %s",
-                conn.user_id,
-                err.code,
-                err.message,
-                extra={"operationID": req.operation_id if req else "", "userID": conn.user_id, "errCode": err.code},
-            )
+            _log_refusal(conn, req, err)
             self._respond_error(conn, req, frame, err)
         except Exception:
             log.exception(
@@ -331,7 +329,11 @@ class Gateway:
             err=err,
         )
 
-    def send_msg(self, conn: Conn, req: protocol.Request) -> Message:
+    def send_msg(self, conn: Conn, req: protocol.Request, started: float | None = None) -> None:
+        """Checked and handed to the shard's batcher; answered by `_answer_send` once the batch
+        carrying it is published, while the connection goes on reading (its later messages to the
+        same conversation queue behind it on the same shard, so their order holds: P3). Past
+        MAX_SENDS_IN_FLIGHT unanswered ones, the connection's reading waits for this answer."""
         msg = protocol.decode_data(conn.sdk_type, req.data, pb.MsgData)
         validation.check_operation_id(req.operation_id)
         now_ms = int(time.time() * 1000)
@@ -341,15 +343,38 @@ class Gateway:
             raise ImError(NOT_IN_GROUP, f"{conn.user_id} is not in group {msg.groupID}")
         doc = send_hooks.before_send(doc, req.operation_id)  # OpenIM's before-send webhooks, when enabled
         pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
-        answered = self.batcher.submit(shard_of(conv, settings.transfer_shards), pending)
+        shard = shard_of(conv, settings.transfer_shards)
+        answer = functools.partial(self._answer_send, conn, req, msg.clientMsgID, started or time.monotonic())
+        conn.sends_in_flight += 1
+        if conn.sends_in_flight <= MAX_SENDS_IN_FLIGHT:
+            self.batcher.submit_with(shard, pending, answer)
+            return
+        waited = self.batcher.submit(shard, pending)
         try:
-            ack: Ack = answered.get(timeout=settings.gateway_publish_timeout_seconds)
-        except ImError:  # refused for this message alone (the receiver's options)
-            raise
+            result: object = waited.get(timeout=settings.gateway_publish_timeout_seconds)
         except (Exception, gevent.Timeout) as exc:  # gevent.Timeout, the deadline, is a BaseException
-            raise ImError(SERVER_INTERNAL, "message was not accepted, send it again") from exc
-        metrics.MSGS_ACCEPTED.inc()
-        return pb.UserSendMsgResp(serverMsgID=ack.server_msg_id, clientMsgID=msg.clientMsgID, sendTime=ack.send_time)
+            result = exc
+        answer(result)
+
+    def _answer_send(
+        self, conn: Conn, req: protocol.Request, client_msg_id: str, started: float, result: object
+    ) -> None:
+        conn.sends_in_flight -= 1
+        if isinstance(result, Ack):
+            metrics.MSGS_ACCEPTED.inc()
+            answer = pb.UserSendMsgResp(
+                serverMsgID=result.server_msg_id, clientMsgID=client_msg_id, sendTime=result.send_time
+            )
+            conn.respond(req.req_identifier, req.msg_incr, req.operation_id, answer)
+            metrics.SEND_MSG_SECONDS.observe(time.monotonic() - started)
+            return
+        if isinstance(result, ImError):  # refused for this message alone (the receiver's options)
+            err = result
+        else:  # the batch failed, or its deadline passed: nothing says it was published
+            log.warning("message %s of %s not accepted: %r", client_msg_id, conn.user_id, result)
+            err = ImError(SERVER_INTERNAL, "message was not accepted, send it again")
+        _log_refusal(conn, req, err)
+        conn.respond(req.req_identifier, req.msg_incr, req.operation_id, err=err)
 
     def read(self, conn: Conn, req: protocol.Request) -> Message:
         """The read requests (1001, 1002, 1005, 1006, 1007): always about the connection's own user."""
@@ -475,6 +500,16 @@ def refused_over_http(query: dict[str, str]) -> bool:
     else:
         sdk_type, msg_resp = query.get("sdkType", ""), query.get("isMsgResp", "") == "true"
     return protocol.SDK_ALIASES.get(str(sdk_type)) == protocol.SDK_GO and not msg_resp
+
+
+def _log_refusal(conn: Conn, req: protocol.Request | None, err: ImError) -> None:
+    log.info(
+        "request from %s refused (%d): %s",
+        conn.user_id,
+        err.code,
+        err.message,
+        extra={"operationID": req.operation_id if req else "", "userID": conn.user_id, "errCode": err.code},
+    )
 
 
 def serve_connection(gateway: Gateway, conn: Conn) -> None:
@@ -658,6 +693,7 @@ def serve() -> None:
         settings.batch_linger_ms / 1000.0,
         settings.batch_max_msgs,
         settings.batch_linger_max_ms / 1000.0,
+        deadline_seconds=settings.gateway_publish_timeout_seconds,  # a SendMsg is answered within it
     )
     gateway = Gateway(settings.node_id, batcher)
     gevent.spawn(gateway.subscribe_pushes)

@@ -85,13 +85,12 @@ def baseline_message(msg: dict[str, Any]) -> int:
 
 def serve_gateway() -> None:
     """The project's gateway with one task published per SendMsg (the caller patched with gevent)."""
-    from gevent.event import AsyncResult
     from gevent.pywsgi import WSGIServer
 
     from app.config import settings
     from app.gateway import Gateway, create_app
     from app.ws.acceptance import Pending
-    from app.ws.batcher import ShardBatcher
+    from app.ws.batcher import Answer, ShardBatcher
 
     class PerMessagePublisher(ShardBatcher[Pending]):
         """Publishes each message at once, in the request's own greenlet: no linger, no batch."""
@@ -99,15 +98,13 @@ def serve_gateway() -> None:
         def __init__(self) -> None:
             super().__init__(lambda _shard, items: [], 0.0, 1)
 
-        def submit(self, shard: int, item: Pending) -> AsyncResult:
-            done = AsyncResult()
+        def submit_with(self, shard: int, item: Pending, answer: Answer) -> None:
             try:
                 baseline_app.send_task(TASK, args=[item.doc], queue=QUEUE)
             except Exception as exc:
-                done.set_exception(exc)
+                answer(exc)
             else:
-                done.set(item.ack)
-            return done
+                answer(item.ack)
 
     mongo.ensure_indexes()
     gateway = Gateway(settings.node_id, PerMessagePublisher())

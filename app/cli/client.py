@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Self
 from urllib.parse import urlencode
 
@@ -42,6 +43,14 @@ def connect_url(base: str, user_id: str, platform_id: int, token: str, **extra: 
         **extra,
     }
     return f"{base.rstrip('/')}/?{urlencode(query)}"
+
+
+def _data_of(resp: dict[str, Any]) -> dict[str, Any]:
+    """A response's data; raises ClientError on a non-zero errCode."""
+    if resp.get("errCode"):
+        raise ClientError(int(resp["errCode"]), str(resp.get("errMsg", "")))
+    result: dict[str, Any] = resp.get("data") or {}
+    return result
 
 
 class ImClient:
@@ -122,15 +131,18 @@ class ImClient:
 
     def request(self, req_identifier: int, data: dict[str, Any] | None) -> dict[str, Any]:
         """Send one request and wait for its response; raises ClientError on a non-zero errCode."""
-        resp = self.request_raw(req_identifier, data)
-        if resp.get("errCode"):
-            raise ClientError(int(resp["errCode"]), str(resp.get("errMsg", "")))
-        result: dict[str, Any] = resp.get("data") or {}
-        return result
+        return _data_of(self.request_raw(req_identifier, data))
 
     def request_raw(
         self, req_identifier: int, data: dict[str, Any] | None, send_id: str | None = None
     ) -> dict[str, Any]:
+        return self.request_later(req_identifier, data, send_id)()
+
+    def request_later(
+        self, req_identifier: int, data: dict[str, Any] | None, send_id: str | None = None
+    ) -> Callable[[], dict[str, Any]]:
+        """Send one request now; the returned call waits for its response (requests in flight
+        together are sent in the order of these calls)."""
         incr = f"{self.user_id}_{next(self._incr)}"
         waiter: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
         self._pending[incr] = waiter
@@ -157,11 +169,15 @@ class ImClient:
             frame = json.dumps(envelope).encode()
         with self._lock:
             self.ws.send_binary(protocol.gzip_frame(frame) if self.gzip else frame)
-        try:
-            return waiter.get(timeout=self.timeout)
-        except queue.Empty as exc:
-            self._pending.pop(incr, None)
-            raise TimeoutError(f"no answer to {req_identifier} within {self.timeout}s") from exc
+
+        def answer() -> dict[str, Any]:
+            try:
+                return waiter.get(timeout=self.timeout)
+            except queue.Empty as exc:
+                self._pending.pop(incr, None)
+                raise TimeoutError(f"no answer to {req_identifier} within {self.timeout}s") from exc
+
+        return answer
 
     def send_text(self, recv_id: str, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
         return self.send(recv_id, TEXT, json.dumps({"content": text}), client_msg_id=client_msg_id)
@@ -206,7 +222,7 @@ class ImClient:
         msgs: dict[str, dict[str, Any]] = data.get("msgs") or {}
         return msgs
 
-    def send(
+    def send_later(
         self,
         recv_id: str,
         content_type: int,
@@ -214,9 +230,9 @@ class ImClient:
         options: dict[str, bool] | None = None,
         client_msg_id: str | None = None,
         group_id: str = "",
-    ) -> dict[str, Any]:
-        """Any message: to recv_id (single chat) or to group_id (group chat, recv_id empty); content is
-        the message's text (JSON for most content types)."""
+    ) -> Callable[[], dict[str, Any]]:
+        """`send` without waiting for the answer: the returned call waits for it (and raises
+        ClientError on a refusal), so several messages can be in flight on one connection."""
         msg: dict[str, Any] = {
             "sendID": self.user_id,
             "recvID": recv_id,
@@ -228,7 +244,21 @@ class ImClient:
             "createTime": str(int(time.time() * 1000)),
             "options": options or {},
         }
-        return self.request(protocol.SEND_MSG, msg)
+        answer = self.request_later(protocol.SEND_MSG, msg)
+        return lambda: _data_of(answer())
+
+    def send(
+        self,
+        recv_id: str,
+        content_type: int,
+        content: str,
+        options: dict[str, bool] | None = None,
+        client_msg_id: str | None = None,
+        group_id: str = "",
+    ) -> dict[str, Any]:
+        """Any message: to recv_id (single chat) or to group_id (group chat, recv_id empty); content is
+        the message's text (JSON for most content types)."""
+        return self.send_later(recv_id, content_type, content, options, client_msg_id, group_id)()
 
     def logout(self) -> dict[str, Any]:
         return self.request(protocol.LOGOUT_MSG, None)

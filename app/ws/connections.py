@@ -86,6 +86,7 @@ class Conn:
         self.watching: set[str] = set()
         self.limiter = TokenBucket(rate, burst)
         self.rate_limited = False
+        self.sends_in_flight = 0  # SendMsgs handed to the batcher, not answered yet (the gateway's)
         self.last_alive = time.monotonic()
         self._outbox: Queue[bytes | str | _Control] = Queue(maxsize=OUTBOX_LIMIT)
         self._outbox_bytes = 0  # queued, or being written: counted down once on the socket

@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from app.cli.client import text_of
-from app.core.constants import WEB
+from app.core.constants import TEXT, WEB
 from app.core.conversation import single_conversation_id
+from app.gateway import MAX_SENDS_IN_FLIGHT
 from app.store.mongo import client as mongo
 from tests.integration.helpers import eventually, login
 
@@ -50,6 +51,27 @@ def test_hundred_messages_reach_online_recipient_in_order(stack: Any, uid: str) 
         assert [s["client_msg_id"] for s in slots] == sent
         assert all(s["send_id"] == alice and s["recv_id"] == bob and s["status"] == 2 for s in slots)
         assert json.loads(slots[0]["content"]) == {"content": "message 0"}
+
+
+def test_messages_in_flight_together_on_one_connection_keep_their_order(stack: Any, uid: str) -> None:
+    """A client need not wait for each answer: the gateway goes on reading while earlier SendMsgs
+    wait for their batch (and past MAX_SENDS_IN_FLIGHT it reads no more until one is answered); every
+    message is answered, and the conversation keeps the order they were sent in (P3)."""
+    alice, bob = f"alice{uid}", f"bob{uid}"
+    conv = single_conversation_id(alice, bob)
+    count = MAX_SENDS_IN_FLIGHT + 36  # within the request rate limit's burst
+    with login(stack, alice) as a, login(stack, bob, WEB) as b:
+        answers = [a.send_later(bob, TEXT, json.dumps({"content": f"burst {i}"})) for i in range(count)]
+        acks = [answer() for answer in answers]
+        assert all(ack["serverMsgID"] and int(ack["sendTime"]) > 0 for ack in acks)
+        sent = [ack["clientMsgID"] for ack in acks]
+        assert len(set(sent)) == count
+
+        pushed = b.pushed_msgs(count, timeout=60)
+        assert [int(m["seq"]) for m in pushed] == list(range(1, count + 1))
+        assert [text_of(m) for m in pushed] == [f"burst {i}" for i in range(count)]
+        assert [m["clientMsgID"] for m in pushed] == sent
+        assert b.newest_seqs()[conv] == count
 
 
 def test_offline_recipient_gets_provider_push_and_pulls_later(stack: Any, provider: Any, uid: str) -> None:

@@ -1,9 +1,10 @@
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 
-from app.ws.batcher import ShardBatcher, next_linger
+from app.ws.batcher import Overdue, ShardBatcher, next_linger
 
 
 def test_batches_per_shard_in_order() -> None:
@@ -92,3 +93,46 @@ def test_after_a_full_batch_the_shard_collects_for_longer() -> None:
     for done in late:
         done.get(timeout=2)
     assert sizes == [10, 3]
+
+
+def test_answers_reach_callbacks_in_submission_order() -> None:
+    answered: list[object] = []
+    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: [i * 2 for i in items], 0.005, 10)
+    for i in range(25):
+        batcher.submit_with(0, i, answered.append)
+    assert batcher.drain(2)
+    assert answered == [i * 2 for i in range(25)]
+    assert batcher.in_flight == 0
+
+
+def test_a_failing_callback_costs_no_other_item_its_answer() -> None:
+    answered: list[object] = []
+
+    def explode(_result: object) -> None:
+        raise RuntimeError("the connection is gone")
+
+    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: list(items), 0.005, 10)
+    batcher.submit_with(0, 0, answered.append)
+    batcher.submit_with(0, 1, explode)
+    batcher.submit_with(0, 2, answered.append)
+    assert batcher.drain(2)
+    assert answered == [0, 2]
+
+
+def test_items_past_the_deadline_are_answered_overdue_and_once() -> None:
+    release = gevent.event.Event()
+
+    def stalled(shard: int, items: list[int]) -> list[object]:
+        release.wait()  # a broker that stopped answering
+        return list(items)
+
+    answered: list[object] = []
+    batcher: ShardBatcher[int] = ShardBatcher(stalled, 0.0, 10, deadline_seconds=0.2)
+    batcher.submit_with(0, 1, answered.append)
+    gevent.sleep(0.05)
+    batcher.submit_with(0, 2, answered.append)  # behind the stalled batch, pending
+    gevent.sleep(0.6)
+    assert [type(a) for a in answered] == [Overdue, Overdue]
+    release.set()
+    assert batcher.drain(2)  # the stalled batch and the one behind it were handled after all
+    assert len(answered) == 2  # and their late results were not answered again
