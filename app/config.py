@@ -174,7 +174,9 @@ class Settings:
     # The solo persist worker merges up to this many hand-offs (its prefetch), or what arrived within
     # the linger after the first, into one write per slot document (app/tasks/batching.py).
     persist_batch_max: int = env("PERSIST_BATCH_MAX", 1000)
-    persist_batch_linger_ms: float = env("PERSIST_BATCH_LINGER_MS", 1000.0)
+    persist_batch_linger_ms: float = env("PERSIST_BATCH_LINGER_MS", 2000.0)
+    # ... or until no hand-off came for this long (the end of a burst: no reason to wait on).
+    persist_batch_quiet_ms: float = env("PERSIST_BATCH_QUIET_MS", 250.0)
     metrics_host: str = env("METRICS_HOST", "127.0.0.1")
     metrics_port: int = env("METRICS_PORT", 0)
     log_level: str = env("LOG_LEVEL", "INFO")

@@ -3,7 +3,8 @@
 Persist writes 100-slot documents: one write per document per batch costs the store the same
 whether the batch holds one message of that document or fifty, and transfer hands persist one
 small batch per shard batch. So the persist worker takes many broker messages (up to
-`batch_max`, or what arrived within `batch_linger_s` of the first) and writes them in one go.
+`batch_max`, or what arrived within `batch_linger_s` of the first, or until the stream paused for
+`batch_quiet_s`) and writes them in one go.
 
 How it stays safe (P1), and why it is built like this:
 - It is a Celery *strategy* (Celery's own hook for how a worker handles a task's messages, as
@@ -74,7 +75,8 @@ class BatchedTask(Task):  # type: ignore[misc]
 
     Strategy = "app.tasks.batching:strategy"
     batch_max = 200
-    batch_linger_s = 0.05
+    batch_linger_s = 0.05  # the longest a buffered message waits for more
+    batch_quiet_s = 0.0  # ... and once nothing came for this long, the buffer is run at once (0: never)
     consumer_generation = 0  # which consumer start's buffer may still acknowledge
     buffered: list[Pending] | None = None  # the current consumer start's buffer
 
@@ -145,18 +147,40 @@ def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Call
     buffer: list[Pending] = [p for p in previous if p.kept]
     previous.clear()
     task.buffered = buffer
-    scheduled = [False]
+    quiet = min(task.batch_quiet_s, linger) if linger > 0 else 0.0
+    # The buffer's batch number: a timer set for an earlier batch finds it flushed and does nothing.
+    batch = [0]
+    last_arrival = [0.0]
 
     def current() -> bool:
         return task.consumer_generation == generation
 
     def flush() -> None:
-        scheduled[0] = False
+        batch[0] += 1
         if not buffer:
             return
         taken = buffer[:]
         buffer.clear()
         run_batch(task, taken, current)
+
+    def flush_if(number: int) -> None:
+        if batch[0] == number:
+            flush()
+
+    def flush_if_quiet(number: int) -> None:
+        """The stream paused (nothing for `quiet`): no more is coming soon, so no longer wait."""
+        if batch[0] != number:
+            return
+        wait = last_arrival[0] + quiet - time.monotonic()
+        if wait <= 0:
+            flush()
+        else:
+            timer.call_after(wait, flush_if_quiet, (number,))
+
+    def start_timers() -> None:
+        timer.call_after(linger, flush_if, (batch[0],))
+        if quiet > 0:
+            timer.call_after(quiet, flush_if_quiet, (batch[0],))
 
     def handler(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **_kw: Any) -> None:
         try:
@@ -165,6 +189,7 @@ def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Call
             log.error("%s: unreadable broker message refused (%r)", task.name, exc)
             reject(log, consumer.connection_errors, False)
             return
+        last_arrival[0] = time.monotonic()
         if task.kept_elsewhere(call):
             ack(log, consumer.connection_errors)
             buffer.append(Pending(call, lambda: None, kept=True))
@@ -172,11 +197,9 @@ def strategy(task: BatchedTask, app: Any, consumer: Any, **_kwargs: Any) -> Call
             buffer.append(Pending(call, lambda: ack(log, consumer.connection_errors)))
         if len(buffer) >= task.batch_max or linger <= 0:
             flush()
-        elif not scheduled[0]:
-            scheduled[0] = True
-            timer.call_after(linger, flush)
+        elif len(buffer) == 1:
+            start_timers()
 
     if buffer:
-        scheduled[0] = True
-        timer.call_after(linger, flush)
+        start_timers()
     return handler

@@ -242,10 +242,12 @@ def is_journal_entry(journal: Any) -> bool:
 
 class PersistTask(BatchedTask):
     """The persist worker merges up to PERSIST_BATCH_MAX hand-offs (or what arrived within
-    PERSIST_BATCH_LINGER_MS) into one write per slot document (app/tasks/batching.py)."""
+    PERSIST_BATCH_LINGER_MS, or until none came for PERSIST_BATCH_QUIET_MS) into one write per slot
+    document (app/tasks/batching.py)."""
 
     batch_max = settings.persist_batch_max
     batch_linger_s = settings.persist_batch_linger_ms / 1000.0
+    batch_quiet_s = settings.persist_batch_quiet_ms / 1000.0
 
     def kept_elsewhere(self, call: Call) -> bool:
         """A journaled hand-off on a Redis broker: its journal entry keeps it until written."""

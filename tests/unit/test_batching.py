@@ -3,6 +3,9 @@ that falls back to one message at a time and acknowledges only what ran."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
 from app.tasks.batching import BatchedTask, Call, Pending, decode_call, run_batch
@@ -108,3 +111,84 @@ def test_only_a_worker_consuming_the_task_queue_counts_as_running_it() -> None:
     assert consumes_queue_of(persist_batch, app)
     app.amqp.queues.select(["transfer.0", "persist"])
     assert consumes_queue_of(persist_batch, app)
+
+
+class _Consumer:
+    """What the strategy reads of Celery's consumer: its pool, event loop, timer and errors."""
+
+    def __init__(self) -> None:
+        from celery.concurrency.solo import TaskPool
+        from kombu.asynchronous.timer import Timer
+
+        self.pool = TaskPool()
+        self.hub = object()  # an event loop exists: the timer runs flushes in the consumer's thread
+        self.timer = Timer()
+        self.connection_errors = ()
+
+
+def _run_timer(timer: Any, seconds: float) -> None:
+    """Apply the timer's due entries for `seconds`, as the consumer's event loop does."""
+    end = time.monotonic() + seconds
+    entries = iter(timer)
+    while time.monotonic() < end:
+        wait, entry = next(entries)
+        if entry is not None:
+            timer.apply_entry(entry)
+        else:
+            time.sleep(min(wait or 0.005, 0.005))
+
+
+class _Message:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def decode(self) -> Any:
+        return [[self.n], {}, {}]
+
+
+def _merging(quiet_s: float, linger_s: float) -> tuple[Recorder, Any, _Consumer, list[int]]:
+    from app.tasks.batching import strategy
+
+    task = Recorder(False, set())
+    task.batch_max, task.batch_linger_s, task.batch_quiet_s = 100, linger_s, quiet_s
+    consumer, acks = _Consumer(), list[int]()
+    handler = strategy(task, None, consumer)
+
+    def deliver(n: int) -> None:
+        handler(_Message(n), None, lambda *_a: acks.append(n), lambda *_a: None, None)
+
+    return task, deliver, consumer, acks
+
+
+def test_a_steady_stream_is_merged_and_a_pause_runs_the_buffer_before_the_linger() -> None:
+    task, deliver, consumer, acks = _merging(quiet_s=0.15, linger_s=2.0)
+    started = time.monotonic()
+    for n in range(8):  # one every 50 ms: never quiet for 150 ms
+        deliver(n)
+        _run_timer(consumer.timer, 0.05)
+    assert task.merged == []
+    _run_timer(consumer.timer, 0.3)  # the pause after the last one
+    assert [[c[0][0] for c in calls] for calls in task.merged] == [list(range(8))]
+    assert acks == list(range(8))
+    assert time.monotonic() - started < 1.5  # well before the 2 s linger
+
+
+def test_the_linger_bounds_a_stream_that_never_pauses() -> None:
+    task, deliver, consumer, acks = _merging(quiet_s=0.15, linger_s=0.3)
+    for n in range(20):  # 20 x 50 ms = 1 s of steady arrivals
+        deliver(n)
+        _run_timer(consumer.timer, 0.05)
+    _run_timer(consumer.timer, 0.4)
+    sizes = [len(calls) for calls in task.merged]
+    assert sum(sizes) == 20 and sorted(acks) == list(range(20))
+    assert len(sizes) >= 3  # a run at least every ~300 ms, though the stream never paused 150 ms
+    assert [c[0][0] for calls in task.merged for c in calls] == list(range(20))  # in arrival order
+
+
+def test_without_a_quiet_time_only_the_linger_runs_the_buffer() -> None:
+    task, deliver, consumer, _acks = _merging(quiet_s=0.0, linger_s=0.4)
+    deliver(1)
+    _run_timer(consumer.timer, 0.25)
+    assert task.merged == []  # quiet for 250 ms, but no quiet time set: still lingering
+    _run_timer(consumer.timer, 0.3)
+    assert [len(calls) for calls in task.merged] == [1]
