@@ -34,6 +34,7 @@ from app.ws import sockets
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
+WRITE_COALESCE_FRAMES = 64  # queued frames the writer sends in one write
 OUTBOX_MAX_BYTES = 4 * 1024 * 1024  # bytes likewise (the gateway passes GATEWAY_OUTBOX_MAX_BYTES)
 MAX_SUBSCRIPTIONS = 1000  # users one connection may watch with 2005
 RENEW_BATCH_USERS = 500  # users whose online entries one Redis round trip renews
@@ -142,6 +143,7 @@ class Conn:
         self._outbox.put_nowait(item)
 
     def _write_forever(self) -> None:
+        plain = sockets.frames_are_plain(self.ws)
         while True:
             item = self._outbox.get()
             try:
@@ -150,13 +152,27 @@ class Conn:
                     if getattr(self.ws, "connected", True):
                         self.ws.close(reason=self.close_code) if self.close_code else self.ws.close()
                     return
-                if item is PING:
+                if isinstance(item, _Control):  # PING
                     # simple_websocket only pings on its own timer for every socket; this ping goes
                     # through the writer so it never interleaves with a frame being written.
                     self.ws.sock.send(self.ws.ws.send(Ping()))
                     continue
-                self.ws.send(item)
-                self._outbox_bytes -= len(item)
+                if not plain:
+                    self.ws.send(item)  # wsproto applies the negotiated extension
+                    self._outbox_bytes -= len(item)
+                    continue
+                # what else is queued goes out in the same write (one system call, one wakeup)
+                frames = [item]
+                while len(frames) < WRITE_COALESCE_FRAMES and self._outbox.qsize():
+                    queued = self._outbox.peek_nowait()
+                    if isinstance(queued, _Control):
+                        break
+                    frames.append(queued)
+                    self._outbox.get_nowait()
+                if not self.ws.connected:  # the client's close was answered: no more data frames
+                    return
+                self.ws.sock.send(b"".join([sockets.data_frame(f) for f in frames]))
+                self._outbox_bytes -= sum(len(f) for f in frames)
             except Exception:
                 log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)
                 return

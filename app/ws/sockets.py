@@ -232,6 +232,31 @@ class WholeWrites:
         return getattr(self.raw, name)
 
 
+def data_frame(payload: bytes | str) -> bytes:
+    """One whole, unmasked server-to-client data frame (RFC 6455 5.2): binary for bytes, text for
+    str. What wsproto writes for a message when no extension was negotiated, without its copies of
+    the payload and its per-frame checks (a push or an answer is written several times a message)."""
+    if isinstance(payload, str):
+        body, first = payload.encode("utf-8"), 0x81  # FIN + text
+    else:
+        body, first = payload, 0x82  # FIN + binary
+    size = len(body)
+    if size < 126:
+        head = bytes((first, size))
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", first, 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 127, size)
+    return head + body
+
+
+def frames_are_plain(ws: Any) -> bool:
+    """Whether the open websocket's frames carry no extension (permessage-deflate was not
+    negotiated): then `data_frame` writes them as wsproto would."""
+    proto = getattr(getattr(getattr(ws, "ws", None), "connection", None), "_proto", None)
+    return proto is not None and not proto.extensions
+
+
 class ReaderGreenlet(gevent.Greenlet):  # type: ignore[misc]
     """simple_websocket's reader "thread" (its `thread_class`) as a plain greenlet. Under gevent a
     threading.Thread is a greenlet and, besides it, a Thread object with its lock, started event,
