@@ -247,18 +247,10 @@ class ImClient:
         answer = self.request_later(protocol.SEND_MSG, msg)
         return lambda: _data_of(answer())
 
-    def send(
-        self,
-        recv_id: str,
-        content_type: int,
-        content: str,
-        options: dict[str, bool] | None = None,
-        client_msg_id: str | None = None,
-        group_id: str = "",
-    ) -> dict[str, Any]:
+    def send(self, recv_id: str, content_type: int, content: str, **fields: Any) -> dict[str, Any]:
         """Any message: to recv_id (single chat) or to group_id (group chat, recv_id empty); content is
-        the message's text (JSON for most content types)."""
-        return self.send_later(recv_id, content_type, content, options, client_msg_id, group_id)()
+        the message's text (JSON for most content types); `fields` as `send_later` takes them."""
+        return self.send_later(recv_id, content_type, content, **fields)()
 
     def logout(self) -> dict[str, Any]:
         return self.request(protocol.LOGOUT_MSG, None)
