@@ -329,7 +329,7 @@ class Gateway:
             err=err,
         )
 
-    def send_msg(self, conn: Conn, req: protocol.Request, started: float | None = None) -> None:
+    def send_msg(self, conn: Conn, req: protocol.Request, started: float) -> None:
         """Checked and handed to the shard's batcher; answered by `_answer_send` once the batch
         carrying it is published, while the connection goes on reading (its later messages to the
         same conversation queue behind it on the same shard, so their order holds: P3). Past
@@ -344,7 +344,7 @@ class Gateway:
         doc = send_hooks.before_send(doc, req.operation_id)  # OpenIM's before-send webhooks, when enabled
         pending = Pending(conv, msg.clientMsgID, Ack(msg.serverMsgID, msg.sendTime), doc)
         shard = shard_of(conv, settings.transfer_shards)
-        answer = functools.partial(self._answer_send, conn, req, msg.clientMsgID, started or time.monotonic())
+        answer = functools.partial(self._answer_send, conn, req, msg.clientMsgID, started)
         conn.sends_in_flight += 1
         if conn.sends_in_flight <= MAX_SENDS_IN_FLIGHT:
             self.batcher.submit_with(shard, pending, answer)
@@ -370,8 +370,7 @@ class Gateway:
             return
         if isinstance(result, ImError):  # refused for this message alone (the receiver's options)
             err = result
-        else:  # the batch failed, or its deadline passed: nothing says it was published
-            log.warning("message %s of %s not accepted: %r", client_msg_id, conn.user_id, result)
+        else:  # the batch failed, or its deadline passed (the batcher logged which, once per batch)
             err = ImError(SERVER_INTERNAL, "message was not accepted, send it again")
         _log_refusal(conn, req, err)
         conn.respond(req.req_identifier, req.msg_incr, req.operation_id, err=err)
