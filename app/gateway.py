@@ -22,11 +22,11 @@ from urllib.parse import parse_qsl
 
 import gevent
 from google.protobuf.message import Message
-from simple_websocket import ConnectionClosed, Server
+from simple_websocket import ConnectionClosed
 
 from app.api import app as web_app
 from app.config import settings
-from app.core import compact_json, protocol, push_frames, validation
+from app.core import compact_json, protocol, push_frames, sessions, validation
 from app.core.constants import GROUP_CHAT, HAS_READ_RECEIPT, MSG_FROM_USER, MSG_STATUS_SENDING, SINGLE_CHAT
 from app.core.conversation import conversation_id_for, shard_of
 from app.core.errors import (
@@ -59,7 +59,7 @@ from app.ws.connections import Conn, ConnArgs, Hub, online_event
 from app.ws.publish import accept_shard_batch
 from app.ws.sockets import (
     GuardedServer,
-    ReaderGreenlet,
+    InlineServer,
     SocketGuard,
     WholeWrites,
     drop_handshake,
@@ -461,6 +461,30 @@ class Gateway:
             return
         self.hub.notify_watchers(event)
 
+    def watch_liveness_forever(self) -> None:
+        """Ping the connections quiet for GATEWAY_PING_SECONDS and close those silent past
+        GATEWAY_READ_DEADLINE_SECONDS: one sweep over the node's connections every quarter of the ping
+        interval, instead of a timer armed on every read of every socket."""
+        period = max(0.05, settings.gateway_ping_seconds / 4)
+        while True:
+            gevent.sleep(period)
+            try:
+                self.sweep_liveness(time.monotonic())
+            except Exception:
+                log.exception("liveness sweep failed")
+
+    def sweep_liveness(self, now: float) -> None:
+        ping_seconds, deadline = settings.gateway_ping_seconds, settings.gateway_read_deadline_seconds
+        for conn in self.hub.all_conns():
+            if conn.closing:
+                continue
+            action = conn.liveness(now, ping_seconds, deadline)
+            if action == sessions.CLOSE:
+                log.info("closing %s/%d: silent past the read deadline", conn.user_id, conn.platform_id)
+                conn.close()
+            elif action == sessions.PING:
+                conn.ping(now)
+
     def renew_online_forever(self) -> None:
         while True:
             gevent.sleep(ONLINE_RENEW_SECONDS)
@@ -512,18 +536,13 @@ def _log_refusal(conn: Conn, req: protocol.Request | None, err: ImError) -> None
 
 
 def serve_connection(gateway: Gateway, conn: Conn) -> None:
-    """Read frames until the socket closes; ping when it is quiet, drop it when it stops answering."""
+    """Read and handle frames until the socket closes (ConnectionClosed). Pings and the read deadline
+    are the node's liveness sweep (`Gateway.watch_liveness_forever`), not a timer on every read."""
     while True:
-        frame = conn.ws.receive(timeout=settings.gateway_ping_seconds)
-        now = time.monotonic()
-        if frame is None:
-            if not conn.alive(now, settings.gateway_read_deadline_seconds):
-                log.info("closing %s/%d: silent past the read deadline", conn.user_id, conn.platform_id)
-                return
-            conn.ping()
-            continue
-        conn.last_alive = now
-        gateway.handle_frame(conn, frame)
+        frames = conn.ws.receive_messages()
+        conn.last_alive = time.monotonic()
+        for frame in frames:
+            gateway.handle_frame(conn, frame)
 
 
 def is_websocket_upgrade(environ: dict[str, Any]) -> bool:
@@ -564,7 +583,7 @@ class GatewayApp:
             answer: Any = self.web.json.response({"errCode": err.code, "errMsg": err.message, "errDlt": ""})
             return answer(environ, start_response)
         try:
-            ws = Server(environ, max_message_size=protocol.MAX_FRAME_BYTES, thread_class=ReaderGreenlet)
+            ws = InlineServer(environ, max_message_size=protocol.MAX_FRAME_BYTES)
         except Exception:
             log.info("websocket handshake refused", exc_info=True)
             start_response("400 Bad Request", [("Content-Type", "text/plain"), ("Connection", "close")])
@@ -697,6 +716,7 @@ def serve() -> None:
     gateway = Gateway(settings.node_id, batcher)
     gevent.spawn(gateway.subscribe_pushes)
     gevent.spawn(gateway.renew_online_forever)
+    gevent.spawn(gateway.watch_liveness_forever)
     # pywsgi's own complaints (e.g. a client's bytes after its websocket closed) as debug records
     http_errors = LoggingLogAdapter(logging.getLogger("app.gateway.http"), logging.DEBUG)
     server = GuardedServer(

@@ -63,3 +63,18 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
+
+
+PING = "ping"
+CLOSE = "close"
+
+
+def liveness_action(now: float, last_alive: float, last_ping: float, ping_seconds: float, deadline: float) -> str:
+    """What the gateway's liveness sweep does with a connection: CLOSE when nothing (no frame, no
+    pong) came from it within the read deadline; PING when it has been quiet for ping_seconds since
+    its last frame, pong or our last ping; else "" (nothing)."""
+    if now - last_alive > deadline:
+        return CLOSE
+    if now - max(last_alive, last_ping) >= ping_seconds:
+        return PING
+    return ""

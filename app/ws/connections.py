@@ -23,7 +23,7 @@ from wsproto.events import Ping
 
 from app.core import protocol, push_frames
 from app.core.errors import ARGS_ERROR, ImError
-from app.core.sessions import TokenBucket, counts_as_online
+from app.core.sessions import TokenBucket, counts_as_online, liveness_action
 from app.ops import metrics
 from app.pipeline import webhooks
 from app.proto import sdkws_pb2 as pb
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 OUTBOX_LIMIT = 1000  # frames queued for one socket before it counts as too slow
 WRITE_COALESCE_FRAMES = 64  # queued frames the writer sends in one write
 OUTBOX_MAX_BYTES = 4 * 1024 * 1024  # bytes likewise (the gateway passes GATEWAY_OUTBOX_MAX_BYTES)
+CLOSE_FLUSH_SECONDS = 5.0  # how long a closing connection's writer may take to get its close frame out
 MAX_SUBSCRIPTIONS = 1000  # users one connection may watch with 2005
 RENEW_BATCH_USERS = 500  # users whose online entries one Redis round trip renews
 
@@ -89,6 +90,9 @@ class Conn:
         self.rate_limited = False
         self.sends_in_flight = 0  # SendMsgs handed to the batcher, not answered yet (the gateway's)
         self.last_alive = time.monotonic()
+        self.last_ping = 0.0
+        self.closing = False  # the close frame is queued or written
+        self.close_deadline: gevent.Greenlet | None = None  # shuts the socket if the session outlives a close
         self._outbox: Queue[bytes | str | _Control] = Queue(maxsize=OUTBOX_LIMIT)
         self._outbox_bytes = 0  # queued, or being written: counted down once on the socket
         self.outbox_max_bytes = outbox_max_bytes
@@ -179,27 +183,42 @@ class Conn:
 
     # --- liveness: server pings, and the read deadline ---
 
-    def ping(self) -> None:
+    def ping(self, now: float) -> None:
+        self.last_ping = now
         self.ws.pong_received = False
         self._enqueue(PING)
 
-    def alive(self, now: float, deadline: float) -> bool:
-        """A frame or a pong within the deadline; pongs are seen through simple_websocket's flag."""
+    def liveness(self, now: float, ping_seconds: float, deadline: float) -> str:
+        """sessions.liveness_action for this connection; a pong since the last sweep (simple_websocket's
+        flag, taken down here) counts as a frame."""
         if getattr(self.ws, "pong_received", False):
+            self.ws.pong_received = False
             self.last_alive = now
-        return now - self.last_alive <= deadline
+        return liveness_action(now, self.last_alive, self.last_ping, ping_seconds, deadline)
 
     # --- ending the session ---
 
     def close(self, code: int | None = None) -> None:
-        """Write what is queued, then close the socket (with this close code, if given)."""
-        if self.aborted:
+        """Write what is queued, then close the socket (with this close code, if given). The session's
+        read ends when the client answers the close frame, or when the socket is shut: at the latest
+        CLOSE_FLUSH_SECONDS (the writer's time to get the frame out) plus the grace after this call."""
+        if self.aborted or self.closing:
             return
+        if not self._queue_close(code):
+            return
+        self.close_deadline = gevent.spawn_later(
+            CLOSE_FLUSH_SECONDS + sockets.CLOSE_GRACE_SECONDS, sockets.shutdown_quietly, getattr(self.ws, "sock", None)
+        )
+
+    def _queue_close(self, code: int | None) -> bool:
+        self.closing = True
         self.close_code = code
         try:
             self._outbox.put_nowait(CLOSE)
         except Full:
             self.abort()
+            return False
+        return True
 
     def abort(self) -> None:
         """Drop the connection at once with what is queued, and end its session (on_abort). No
@@ -216,13 +235,17 @@ class Conn:
                 log.warning("ending the session of %s/%d failed", self.user_id, self.platform_id, exc_info=True)
         sockets.shut(getattr(self.ws, "sock", None))
 
-    def finish(self, timeout: float = 5.0) -> None:
-        """The session ended: let the writer flush and stop."""
+    def finish(self, timeout: float = CLOSE_FLUSH_SECONDS) -> None:
+        """The session ended (its read is over): let the writer flush and stop."""
         if self.expiry_timer is not None:
             self.expiry_timer.close()
             self.expiry_timer = None
-        self.close()
+        if not self.aborted and not self.closing:
+            self._queue_close(None)
         self.writer.join(timeout=timeout)
+        if self.close_deadline is not None:
+            self.close_deadline.kill(block=False)
+            self.close_deadline = None
 
     def kick(self) -> None:
         """OpenIM's 2002: tell the client another login replaced it, then close."""

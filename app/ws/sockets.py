@@ -19,12 +19,15 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from gevent.socket import socket as GeventSocket
+from simple_websocket import ConnectionClosed, Server
+from wsproto.utilities import LocalProtocolError
 
 from app.ops import metrics
 
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 2.0  # how long a client may take to answer the server's close frame
+RECEIVE_BYTES = 16384  # one read of a websocket takes up to this much (several frames when they queued up)
 # Connections the kernel completes before the gateway accepts them (gevent's default is 128; Linux
 # caps it at net.core.somaxconn). A storm of 10,000 clients, 200 handshakes at a time, overflowed 128
 # some 40-60 times a run: each overflow costs that client a SYN retransmission (1 s, then 3 s...).
@@ -212,7 +215,7 @@ def shut(sock: Any) -> None:
 class WholeWrites:
     """A websocket's socket for simple_websocket, which writes each frame with one socket.send():
     under gevent that may write part of a frame when the socket's buffer is full, and the rest is
-    lost. Its reader greenlet (answering pings and closes) and our writer also share the socket.
+    lost. The session's reads (answering pings and closes) and our writer also share the socket.
     Here every write is whole, and one at a time."""
 
     def __init__(self, raw: Any) -> None:
@@ -257,18 +260,76 @@ def frames_are_plain(ws: Any) -> bool:
     return proto is not None and not proto.extensions
 
 
-class ReaderGreenlet(gevent.Greenlet):  # type: ignore[misc]
-    """simple_websocket's reader "thread" (its `thread_class`) as a plain greenlet. Under gevent a
-    threading.Thread is a greenlet and, besides it, a Thread object with its lock, started event,
-    thread handle, weak references and a closure: ~15 more GC-tracked objects per websocket for every
-    full collection to scan. A finished greenlet drops its target, as a finished Thread does, so the
-    websocket it read is freed by reference counting."""
+class _NotStarted:
+    """simple_websocket's reader "thread", never started: the session's own greenlet reads the socket
+    (`InlineServer.receive_messages`)."""
+
+    __slots__ = ("name",)
 
     def __init__(self, target: Any) -> None:
-        super().__init__(target)
+        self.name = ""
+
+    def start(self) -> None:
+        pass
 
     def is_alive(self) -> bool:
-        return not self.dead
+        return False
+
+
+class _NoWaiters:
+    """simple_websocket's "message arrived" event: nobody waits on it when the reader is the session."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+class InlineServer(Server):  # type: ignore[misc]
+    """simple_websocket's server side, read by the session's own greenlet instead of a reader greenlet
+    that hands each message over through an event: per incoming frame one greenlet switch, one event
+    and one read timer less (a sixth of the gateway's CPU under load went to the reader greenlet, its
+    event and timer), and one greenlet less per held connection. Frames are still parsed, and pings,
+    pongs and closes still answered, by simple_websocket and wsproto (`_handle_events`). Reading stops
+    while the session handles a frame; the socket's buffers hold what arrives meanwhile."""
+
+    input_buffer: list[bytes | str]  # simple_websocket's: whole messages read, not yet handled
+
+    def __init__(self, environ: dict[str, Any], max_message_size: int, receive_bytes: int = RECEIVE_BYTES) -> None:
+        self.read_ended = False  # end of stream, the client's close, or a protocol error: no more frames
+        super().__init__(
+            environ,
+            receive_bytes=receive_bytes,
+            max_message_size=max_message_size,
+            thread_class=_NotStarted,
+            event_class=_NoWaiters,
+        )
+
+    def receive_messages(self) -> list[bytes | str]:
+        """Wait for the next whole messages (one read may complete several); ConnectionClosed at the end."""
+        while not self.input_buffer:
+            if self.read_ended:
+                raise ConnectionClosed(self.close_reason, self.close_message)
+            sock: Any = self.sock
+            try:
+                data = getattr(sock, "raw", sock).recv(self.receive_bytes)
+                if not data:
+                    raise ConnectionResetError("end of stream")
+                self.ws.receive_data(data)
+                if not self._handle_events():  # the client's close (answered), or a message too big
+                    self.read_ended = True
+            except (OSError, LocalProtocolError):
+                self.connected = False
+                self.read_ended = True
+        messages: list[bytes | str] = self.input_buffer
+        self.input_buffer = []
+        return messages
+
+    def receive(self, timeout: float | None = None) -> bytes | str | None:
+        raise NotImplementedError("an InlineServer is read with receive_messages()")
 
 
 class _OpenHandshake:
@@ -304,14 +365,15 @@ def release_parser(ws: Any) -> None:
 
 
 def end_websocket(ws: Any) -> None:
-    """After a websocket session: give the client CLOSE_GRACE_SECONDS to answer our close frame
-    (simple_websocket's reader sees the answer and stops), then shut the socket, so a client that
-    never answers holds neither that reader nor its socket."""
-    reader = getattr(ws, "thread", None)
-    if reader is not None:
-        reader.join(timeout=CLOSE_GRACE_SECONDS)
-        if not reader.is_alive():
-            return
+    """After a websocket session: give the client CLOSE_GRACE_SECONDS to answer our close frame (its
+    late frames are dropped), then shut the socket, so a client that never answers holds no socket."""
+    if not getattr(ws, "read_ended", True):
+        with gevent.Timeout(CLOSE_GRACE_SECONDS, False):  # False: the timeout ends the block silently
+            try:
+                while True:
+                    ws.receive_messages()
+            except ConnectionClosed:
+                return
     shutdown_quietly(getattr(ws, "sock", None))
 
 

@@ -4,12 +4,15 @@ import pytest
 
 from app.core.constants import ANDROID, ANDROID_PAD, IOS, IPAD, LINUX, OSX, WEB, WINDOWS
 from app.core.sessions import (
+    CLOSE,
     KICK_SAME_CLASS,
     KICK_SAME_PLATFORM,
     NO_KICK,
     PC_AND_OTHER,
+    PING,
     TokenBucket,
     counts_as_online,
+    liveness_action,
     platform_class,
     platforms_to_kick,
 )
@@ -66,3 +69,16 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
 def test_zero_rate_means_unlimited() -> None:
     bucket = TokenBucket(rate=0, burst=0)
     assert all(bucket.allow(1.0) for _ in range(1000))
+
+
+def test_liveness_pings_a_quiet_connection_once_per_interval_and_closes_a_silent_one() -> None:
+    ping_s, deadline = 20.0, 60.0
+    assert liveness_action(now=119.0, last_alive=100.0, last_ping=0.0, ping_seconds=ping_s, deadline=deadline) == ""
+    assert liveness_action(120.0, 100.0, 0.0, ping_s, deadline) == PING
+    # pinged at 120: not again until 20 s after that ping
+    assert liveness_action(139.0, 100.0, 120.0, ping_s, deadline) == ""
+    assert liveness_action(140.0, 100.0, 120.0, ping_s, deadline) == PING
+    # a frame or pong after the ping restarts the quiet interval from it
+    assert liveness_action(145.0, 130.0, 120.0, ping_s, deadline) == ""
+    assert liveness_action(159.0, 100.0, 140.0, ping_s, deadline) == ""
+    assert liveness_action(160.1, 100.0, 140.0, ping_s, deadline) == CLOSE

@@ -1,0 +1,126 @@
+"""The gateway's websocket read by its session (InlineServer): frames written by wsproto's client side
+over a real socket pair, read back with receive_messages, and the server's answers parsed by wsproto."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+from simple_websocket import ConnectionClosed
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, Message, Ping, Pong, Request
+
+from app.ws.sockets import InlineServer
+
+
+class Peer:
+    """A websocket client (wsproto) on one end of a socket pair; the InlineServer on the other."""
+
+    def __init__(self, max_message_size: int = 1 << 20, receive_bytes: int = 16384) -> None:
+        self.sock, server_sock = socket.socketpair()
+        self.client = WSConnection(ConnectionType.CLIENT)
+        request = self.client.send(Request(host="gateway", target="/")).decode()
+        headers = dict(re.findall(r"^([^:\r\n]+): ([^\r\n]*)", request, re.M))
+        environ = {
+            "werkzeug.socket": server_sock,
+            "HTTP_HOST": "gateway",
+            "HTTP_CONNECTION": "Upgrade",
+            "HTTP_UPGRADE": "websocket",
+            "HTTP_SEC_WEBSOCKET_KEY": headers["Sec-WebSocket-Key"],
+            "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        }
+        self.server = InlineServer(environ, max_message_size=max_message_size, receive_bytes=receive_bytes)
+        assert any(isinstance(e, AcceptConnection) for e in self.events())
+
+    def write(self, *events: Event) -> None:
+        self.sock.sendall(b"".join(self.client.send(e) for e in events))
+
+    def events(self) -> Iterator[Event]:
+        self.sock.settimeout(2)
+        self.client.receive_data(self.sock.recv(65536))
+        return iter(list(self.client.events()))
+
+    def close(self) -> None:
+        self.sock.close()
+        self.server.sock.close()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+def test_messages_written_together_come_back_together_in_order(peer: Peer) -> None:
+    peer.write(Message(data=b"one"), Message(data="two"), Message(data=b"\x00three"))
+    assert peer.server.receive_messages() == [b"one", "two", b"\x00three"]
+    peer.write(Message(data=b"four"))
+    assert peer.server.receive_messages() == [b"four"]
+
+
+def test_a_message_split_over_many_reads_and_fragments_is_whole() -> None:
+    peer = Peer(receive_bytes=5)  # every frame takes several reads
+    try:
+        peer.write(
+            Message(data=b"abc" * 30, message_finished=False),
+            Message(data=b"def" * 30, message_finished=True),
+            Message(data="é" * 40),
+        )
+        got: list[bytes | str] = []
+        while len(got) < 2:
+            got += peer.server.receive_messages()
+        assert got == [b"abc" * 30 + b"def" * 30, "é" * 40]
+    finally:
+        peer.close()
+
+
+def test_a_ping_is_answered_and_a_pong_is_noted_without_a_message(peer: Peer) -> None:
+    peer.server.pong_received = False
+    peer.write(Ping(payload=b"are you there"), Pong(payload=b""), Message(data=b"after"))
+    assert peer.server.receive_messages() == [b"after"]
+    assert peer.server.pong_received
+    assert [(type(e), getattr(e, "payload", None)) for e in peer.events()] == [(Pong, b"are you there")]
+
+
+def test_the_clients_close_is_answered_and_ends_the_reading(peer: Peer) -> None:
+    peer.write(Message(data=b"last"), CloseConnection(code=1000, reason="bye"))
+    assert peer.server.receive_messages() == [b"last"]
+    with pytest.raises(ConnectionClosed) as closed:
+        peer.server.receive_messages()
+    assert closed.value.reason == 1000
+    assert peer.server.read_ended and not peer.server.connected
+    assert [type(e) for e in peer.events()] == [CloseConnection]
+
+
+def test_a_message_over_the_limit_is_refused_with_1009() -> None:
+    peer = Peer(max_message_size=100)
+    try:
+        peer.write(Message(data=b"x" * 101))
+        with pytest.raises(ConnectionClosed):
+            peer.server.receive_messages()
+        [close] = list(peer.events())
+        assert isinstance(close, CloseConnection) and close.code == 1009
+    finally:
+        peer.close()
+
+
+def test_an_unmasked_frame_is_refused_with_1002(peer: Peer) -> None:
+    peer.sock.sendall(b"\x82\x03abc")  # a client's frame must be masked (RFC 6455 5.1)
+    with pytest.raises(ConnectionClosed):
+        peer.server.receive_messages()
+    [close] = list(peer.events())
+    assert isinstance(close, CloseConnection) and close.code == 1002
+
+
+def test_end_of_stream_ends_the_reading(peer: Peer) -> None:
+    peer.write(Message(data=b"before"))
+    peer.sock.shutdown(socket.SHUT_WR)
+    assert peer.server.receive_messages() == [b"before"]
+    with pytest.raises(ConnectionClosed):
+        peer.server.receive_messages()
+    assert peer.server.read_ended
+    with pytest.raises(ConnectionClosed):  # and stays ended
+        peer.server.receive_messages()
