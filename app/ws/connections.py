@@ -30,6 +30,7 @@ from app.proto import sdkws_pb2 as pb
 from app.store.redis import tokens
 from app.store.redis.online import clear_online, clear_online_many, publish_online_change, set_online_many
 from app.ws import sockets
+from app.ws.frames import data_frame
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Conn:
                     self._outbox.get_nowait()
                 if not self.ws.connected:  # the client's close was answered: no more data frames
                     return
-                self.ws.sock.send(b"".join([sockets.data_frame(f) for f in frames]))
+                self.ws.sock.send(b"".join([data_frame(f) for f in frames]))
                 self._outbox_bytes -= sum(len(f) for f in frames)
             except Exception:
                 log.info("write to %s/%d failed: connection gone", self.user_id, self.platform_id)

@@ -23,6 +23,7 @@ from simple_websocket import ConnectionClosed, Server
 from wsproto.utilities import LocalProtocolError
 
 from app.ops import metrics
+from app.ws import frames
 
 log = logging.getLogger(__name__)
 
@@ -235,27 +236,9 @@ class WholeWrites:
         return getattr(self.raw, name)
 
 
-def data_frame(payload: bytes | str) -> bytes:
-    """One whole, unmasked server-to-client data frame (RFC 6455 5.2): binary for bytes, text for
-    str. What wsproto writes for a message when no extension was negotiated, without its copies of
-    the payload and its per-frame checks (a push or an answer is written several times a message)."""
-    if isinstance(payload, str):
-        body, first = payload.encode("utf-8"), 0x81  # FIN + text
-    else:
-        body, first = payload, 0x82  # FIN + binary
-    size = len(body)
-    if size < 126:
-        head = bytes((first, size))
-    elif size < 1 << 16:
-        head = struct.pack("!BBH", first, 126, size)
-    else:
-        head = struct.pack("!BBQ", first, 127, size)
-    return head + body
-
-
 def frames_are_plain(ws: Any) -> bool:
     """Whether the open websocket's frames carry no extension (permessage-deflate was not
-    negotiated): then `data_frame` writes them as wsproto would."""
+    negotiated): then app/ws/frames.py reads and writes them as wsproto would."""
     proto = getattr(getattr(getattr(ws, "ws", None), "connection", None), "_proto", None)
     return proto is not None and not proto.extensions
 
@@ -292,11 +275,14 @@ class InlineServer(Server):  # type: ignore[misc]
     """simple_websocket's server side, read by the session's own greenlet instead of a reader greenlet
     that hands each message over through an event: per incoming frame one greenlet switch, one event
     and one read timer less (a sixth of the gateway's CPU under load went to the reader greenlet, its
-    event and timer), and one greenlet less per held connection. Frames are still parsed, and pings,
-    pongs and closes still answered, by simple_websocket and wsproto (`_handle_events`). Reading stops
-    while the session handles a frame; the socket's buffers hold what arrives meanwhile."""
+    event and timer), and one greenlet less per held connection. Without an extension the client's
+    frames are parsed by frames.ClientFrames (`_take`); with permessage-deflate by wsproto and
+    simple_websocket (`_handle_events`), as before. Reading stops while the session handles a frame;
+    the socket's buffers hold what arrives meanwhile."""
 
     input_buffer: list[bytes | str]  # simple_websocket's: whole messages read, not yet handled
+    close_reason: int  # simple_websocket's: the close code, and its message
+    close_message: str | None
 
     def __init__(self, environ: dict[str, Any], max_message_size: int, receive_bytes: int = RECEIVE_BYTES) -> None:
         self.read_ended = False  # end of stream, the client's close, or a protocol error: no more frames
@@ -307,6 +293,8 @@ class InlineServer(Server):  # type: ignore[misc]
             thread_class=_NotStarted,
             event_class=_NoWaiters,
         )
+        # without an extension, the client's frames are parsed here (frames.ClientFrames), not by wsproto
+        self.frames = frames.ClientFrames(max_message_size) if frames_are_plain(self) else None
 
     def receive_messages(self) -> list[bytes | str]:
         """Wait for the next whole messages (one read may complete several); ConnectionClosed at the end."""
@@ -318,15 +306,41 @@ class InlineServer(Server):  # type: ignore[misc]
                 data = getattr(sock, "raw", sock).recv(self.receive_bytes)
                 if not data:
                     raise ConnectionResetError("end of stream")
-                self.ws.receive_data(data)
-                if not self._handle_events():  # the client's close (answered), or a message too big
-                    self.read_ended = True
+                if self.frames is not None:
+                    self._take(self.frames.feed(data))
+                else:
+                    self.ws.receive_data(data)
+                    if not self._handle_events():  # the client's close (answered), or a message too big
+                        self.read_ended = True
             except (OSError, LocalProtocolError):
                 self.connected = False
                 self.read_ended = True
         messages: list[bytes | str] = self.input_buffer
         self.input_buffer = []
         return messages
+
+    def _take(self, incoming: frames.Incoming) -> None:
+        """simple_websocket's `_handle_events` for frames parsed by ClientFrames."""
+        self.input_buffer.extend(incoming.messages)
+        if incoming.pong:
+            self.pong_received = True
+        answer = b"".join(frames.control_frame(frames.OP_PONG, body) for body in incoming.pings)
+        if answer:
+            self.sock.send(answer)
+        if incoming.error is not None:
+            log.info("websocket protocol error (%d): %s", incoming.error.code, incoming.error.reason)
+            self._end_with(incoming.error.code, incoming.error.reason)
+        elif incoming.close is not None:
+            self._end_with(*incoming.close)
+
+    def _end_with(self, code: int, reason: str) -> None:
+        """Close after the client's close frame (echoed, unless we closed first) or its protocol error."""
+        if self.connected:
+            self.connected = False
+            self.sock.send(frames.control_frame(frames.OP_CLOSE, frames.close_payload(code, reason)))
+        self.connected = False
+        self.read_ended = True
+        self.close_reason, self.close_message = code, reason
 
     def receive(self, timeout: float | None = None) -> bytes | str | None:
         raise NotImplementedError("an InlineServer is read with receive_messages()")

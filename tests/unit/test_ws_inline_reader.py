@@ -11,6 +11,7 @@ import pytest
 from simple_websocket import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Message, Ping, Pong, Request
+from wsproto.extensions import PerMessageDeflate
 
 from app.ws.sockets import InlineServer
 
@@ -18,10 +19,11 @@ from app.ws.sockets import InlineServer
 class Peer:
     """A websocket client (wsproto) on one end of a socket pair; the InlineServer on the other."""
 
-    def __init__(self, max_message_size: int = 1 << 20, receive_bytes: int = 16384) -> None:
+    def __init__(self, max_message_size: int = 1 << 20, receive_bytes: int = 16384, deflate: bool = False) -> None:
         self.sock, server_sock = socket.socketpair()
         self.client = WSConnection(ConnectionType.CLIENT)
-        request = self.client.send(Request(host="gateway", target="/")).decode()
+        offer = [PerMessageDeflate()] if deflate else []
+        request = self.client.send(Request(host="gateway", target="/", extensions=offer)).decode()
         headers = dict(re.findall(r"^([^:\r\n]+): ([^\r\n]*)", request, re.M))
         environ = {
             "werkzeug.socket": server_sock,
@@ -31,8 +33,12 @@ class Peer:
             "HTTP_SEC_WEBSOCKET_KEY": headers["Sec-WebSocket-Key"],
             "HTTP_SEC_WEBSOCKET_VERSION": "13",
         }
+        if deflate:
+            environ["HTTP_SEC_WEBSOCKET_EXTENSIONS"] = headers["Sec-WebSocket-Extensions"]
         self.server = InlineServer(environ, max_message_size=max_message_size, receive_bytes=receive_bytes)
         assert any(isinstance(e, AcceptConnection) for e in self.events())
+        # without an extension our own parser reads the frames; with permessage-deflate, wsproto
+        assert (self.server.frames is None) == deflate
 
     def write(self, *events: Event) -> None:
         self.sock.sendall(b"".join(self.client.send(e) for e in events))
@@ -47,9 +53,14 @@ class Peer:
         self.server.sock.close()
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "deflate"])
+def deflate(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
 @pytest.fixture
-def peer() -> Iterator[Peer]:
-    p = Peer()
+def peer(deflate: bool) -> Iterator[Peer]:
+    p = Peer(deflate=deflate)
     yield p
     p.close()
 
@@ -61,8 +72,8 @@ def test_messages_written_together_come_back_together_in_order(peer: Peer) -> No
     assert peer.server.receive_messages() == [b"four"]
 
 
-def test_a_message_split_over_many_reads_and_fragments_is_whole() -> None:
-    peer = Peer(receive_bytes=5)  # every frame takes several reads
+def test_a_message_split_over_many_reads_and_fragments_is_whole(deflate: bool) -> None:
+    peer = Peer(receive_bytes=5, deflate=deflate)  # every frame takes several reads
     try:
         peer.write(
             Message(data=b"abc" * 30, message_finished=False),
@@ -95,10 +106,10 @@ def test_the_clients_close_is_answered_and_ends_the_reading(peer: Peer) -> None:
     assert [type(e) for e in peer.events()] == [CloseConnection]
 
 
-def test_a_message_over_the_limit_is_refused_with_1009() -> None:
-    peer = Peer(max_message_size=100)
+def test_a_message_over_the_limit_is_refused_with_1009(deflate: bool) -> None:
+    peer = Peer(max_message_size=100, deflate=deflate)
     try:
-        peer.write(Message(data=b"x" * 101))
+        peer.write(Message(data=bytes(range(101))))
         with pytest.raises(ConnectionClosed):
             peer.server.receive_messages()
         [close] = list(peer.events())
