@@ -70,6 +70,8 @@ from app.ws.sockets import (
 log = logging.getLogger(__name__)
 
 ONLINE_RENEW_SECONDS = 30
+LIVENESS_SWEEP_SECONDS = 1.0
+LIVENESS_SWEEP_SLICE = 500  # connections checked between two yields to the loop
 WS_POLICY_VIOLATION = 1008
 WS_GOING_AWAY = 1001
 WS_INTERNAL_ERROR = 1011
@@ -463,9 +465,10 @@ class Gateway:
 
     def watch_liveness_forever(self) -> None:
         """Ping the connections quiet for GATEWAY_PING_SECONDS and close those silent past
-        GATEWAY_READ_DEADLINE_SECONDS: one sweep over the node's connections every quarter of the ping
-        interval, instead of a timer armed on every read of every socket."""
-        period = max(0.05, settings.gateway_ping_seconds / 4)
+        GATEWAY_READ_DEADLINE_SECONDS: one sweep over the node's connections every second (every
+        quarter of the ping interval, when shorter), instead of a timer armed on every read of every
+        socket. Pings go out in the second they fall due, as spread as the connections' quiet began."""
+        period = max(0.05, min(LIVENESS_SWEEP_SECONDS, settings.gateway_ping_seconds / 4))
         while True:
             gevent.sleep(period)
             try:
@@ -475,7 +478,9 @@ class Gateway:
 
     def sweep_liveness(self, now: float) -> None:
         ping_seconds, deadline = settings.gateway_ping_seconds, settings.gateway_read_deadline_seconds
-        for conn in self.hub.all_conns():
+        for i, conn in enumerate(self.hub.all_conns(), 1):
+            if i % LIVENESS_SWEEP_SLICE == 0:
+                gevent.sleep(0)  # let the frames waiting meanwhile be handled
             if conn.closing:
                 continue
             action = conn.liveness(now, ping_seconds, deadline)

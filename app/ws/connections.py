@@ -30,7 +30,7 @@ from app.proto import sdkws_pb2 as pb
 from app.store.redis import tokens
 from app.store.redis.online import clear_online, clear_online_many, publish_online_change, set_online_many
 from app.ws import sockets
-from app.ws.frames import data_frame
+from app.ws.frames import OP_PING, control_frame, data_frame
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Conn:
                 if isinstance(item, _Control):  # PING
                     # simple_websocket only pings on its own timer for every socket; this ping goes
                     # through the writer so it never interleaves with a frame being written.
-                    self.ws.sock.send(self.ws.ws.send(Ping()))
+                    self.ws.sock.send(control_frame(OP_PING) if plain else self.ws.ws.send(Ping()))
                     continue
                 if not plain:
                     self.ws.send(item)  # wsproto applies the negotiated extension
