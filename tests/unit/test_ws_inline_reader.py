@@ -21,6 +21,7 @@ class Peer:
 
     def __init__(self, max_message_size: int = 1 << 20, receive_bytes: int = 16384, deflate: bool = False) -> None:
         self.sock, server_sock = socket.socketpair()
+        server_sock.settimeout(5)  # a read that would wait forever fails the test instead (an OSError: the end)
         self.client = WSConnection(ConnectionType.CLIENT)
         offer = [PerMessageDeflate()] if deflate else []
         request = self.client.send(Request(host="gateway", target="/", extensions=offer)).decode()
