@@ -56,7 +56,7 @@ from app.ws import send_hooks
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
-from app.ws.publish import accept_shard_batch
+from app.ws.publish import accept_shard_batches
 from app.ws.sockets import (
     GuardedServer,
     InlineServer,
@@ -712,7 +712,7 @@ def serve() -> None:
     check_webhooks()
     mongo.ensure_indexes()
     batcher: ShardBatcher[Pending] = ShardBatcher(
-        functools.partial(accept_shard_batch, settle_later=gevent.spawn),  # confirmations off the answer's path
+        functools.partial(accept_shard_batches, settle_later=gevent.spawn),  # confirmations off the answer's path
         settings.batch_linger_ms / 1000.0,
         settings.batch_max_msgs,
         settings.batch_linger_max_ms / 1000.0,

@@ -36,7 +36,7 @@ from app.ops.runtime import untrack_greenlet_tree, watch_gc  # noqa: E402
 from app.services.auth import mint_token  # noqa: E402
 from app.ws.acceptance import Pending  # noqa: E402
 from app.ws.batcher import ShardBatcher  # noqa: E402
-from app.ws.publish import accept_shard_batch  # noqa: E402
+from app.ws.publish import accept_shard_batches  # noqa: E402
 from app.ws.sockets import GuardedServer, SocketGuard  # noqa: E402
 
 PLATFORM = 5  # web
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     untrack_greenlet_tree()  # as `python -m app gateway` does, and its logging (records at INFO)
     logs.setup("INFO", "json")
     gc.disable()
-    batcher: ShardBatcher[Pending] = ShardBatcher(accept_shard_batch, 0.002, 100, 0.02)
+    batcher: ShardBatcher[Pending] = ShardBatcher(accept_shard_batches, 0.002, 100, 0.02)
     gateway = Gateway(f"gc-node-{os.getpid()}", batcher)
     guard: Any = SocketGuard(count + 100, 100, 10.0)
     gateway.sockets = guard

@@ -96,7 +96,7 @@ def serve_gateway() -> None:
         """Publishes each message at once, in the request's own greenlet: no linger, no batch."""
 
         def __init__(self) -> None:
-            super().__init__(lambda _shard, items: [], 0.0, 1)
+            super().__init__(lambda _batches: {}, 0.0, 1)
 
         def submit_with(self, shard: int, item: Pending, answer: Answer) -> None:
             try:

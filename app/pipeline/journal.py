@@ -98,30 +98,44 @@ def send(task: Any, args: list[Any], queue: str) -> None:
 
 
 def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
-    """`send` for several hand-offs (task, args, queue) in two round trips: their journal entries,
-    then every publish in one pipeline (kombu's producer batch). A failed publish removes the
-    entries (delivery uncertain: the caller sends them all again; a duplicate is recognised)."""
+    """`send` for several hand-offs (task, args, queue): on a Redis broker in two round trips
+    (`publish_journaled`)."""
     if not JOURNALING:
         for task, args, queue in sends:
             send(task, args, queue)
         return
-    if not sends:
-        return
+    if sends:
+        publish_journaled(sends[0][0].app, [(task.name, args, queue) for task, args, queue in sends])
+
+
+def publish_journaled(app: Any, sends: list[tuple[str, list[Any], str]]) -> None:
+    """Several task messages (task name, args, queue) on a Redis broker in two round trips: their
+    journal entries, then every publish in one pipeline (kombu's producer batch). A failed publish
+    removes the entries (delivery uncertain: the caller sends them all again; a duplicate is
+    recognised) and raises; an outage raises as the caller's backoff knows it (TRANSIENT_ERRORS)."""
     pipe = get_broker_redis().pipeline(transaction=False)
-    for _task, args, queue in sends:
+    for _name, args, queue in sends:
         pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(args)}, maxlen=MAX_ENTRIES, approximate=True)
     entry_ids = [str(entry_id) for entry_id in pipe.execute()]
     try:
-        with sends[0][0].app.producer_or_acquire() as producer, producer.batch():
-            for (task, args, queue), entry_id in zip(sends, entry_ids, strict=True):
-                publish_task_message(producer, task.app, task.name, args, [queue, entry_id], queue)
+        with app.producer_or_acquire() as producer, producer.batch():
+            for (name, args, queue), entry_id in zip(sends, entry_ids, strict=True):
+                publish_task_message(producer, app, name, args, [queue, entry_id], queue)
     except Exception as exc:
-        # not sent, or not surely: the caller waits the outage out and sends them all again
-        for (_t, _a, queue), entry_id in zip(sends, entry_ids, strict=True):
-            remove(queue, entry_id)
+        # not sent, or not surely: the caller sends them all again
+        remove_many([(queue, entry_id) for (_n, _a, queue), entry_id in zip(sends, entry_ids, strict=True)])
         if isinstance(exc, kombu.exceptions.BatchPublishError) and isinstance(exc.__cause__, TRANSIENT_ERRORS):
             raise exc.__cause__ from exc  # an outage, as the caller's backoff knows them
         raise
+
+
+def remove_many(entries: list[tuple[str, str]]) -> None:
+    """Remove journal entries (queue, entry id); best effort after a failed publish: an entry left
+    behind is run once more by its queue's sweeper or replay, which every stage recognises."""
+    try:
+        done_many([[queue, entry_id] for queue, entry_id in entries])
+    except Exception:
+        log.warning("could not remove %d journal entries of a failed publish", len(entries), exc_info=True)
 
 
 def publish_task_message(

@@ -1,9 +1,9 @@
 """Messages the server sends (REST sends, notifications of the message operations) enter the
-pipeline exactly as a websocket SendMsg does: through the node's per-shard batcher, its acceptance
+pipeline exactly as a websocket SendMsg does: through the node's batcher, its acceptance
 records (one answer per clientMsgID, P2) and the transfer queues, answered only once published (P1).
 
 The gateway registers its batcher at start (app/api/app.py); a process without one (a CLI, a unit
-test) publishes each shard's batch at once through the same acceptance code.
+test) publishes every shard's batch at once through the same acceptance code.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from app.core.conversation import conversation_id_for, shard_of
 from app.core.errors import SERVER_INTERNAL, ImError
 from app.ws.acceptance import Ack, Pending
 from app.ws.batcher import ShardBatcher
-from app.ws.publish import accept_shard_batch
+from app.ws.publish import accept_shard_batches
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,13 @@ def _publish_directly(pendings: list[Pending]) -> list[Ack | ImError]:
     for i, p in enumerate(pendings):
         by_shard.setdefault(shard_of(p.conversation_id, settings.transfer_shards), []).append(i)
     out: list[Ack | ImError] = [ImError(SERVER_INTERNAL, "not sent")] * len(pendings)
+    try:
+        accepted = accept_shard_batches({shard: [pendings[i] for i in indexes] for shard, indexes in by_shard.items()})
+    except Exception as exc:
+        log.error("publishing %d server messages failed: %r", len(pendings), exc)
+        return out
     for shard, indexes in by_shard.items():
-        try:
-            answers = accept_shard_batch(shard, [pendings[i] for i in indexes])
-        except Exception as exc:
-            log.error("publishing %d server messages failed: %r", len(indexes), exc)
-            continue
-        for i, answer in zip(indexes, answers, strict=True):
+        for i, answer in zip(indexes, accepted[shard], strict=True):
             if isinstance(answer, ImError):
                 out[i] = answer
             elif isinstance(answer, Exception):

@@ -1,4 +1,4 @@
-"""How a gateway accepts one shard's batch: reserve each clientMsgID's answer, publish, confirm.
+"""How a gateway accepts its shards' batches: reserve each clientMsgID's answer, publish, confirm.
 
 A clientMsgID already answered (a client resend) is answered again with the first answer and not
 published again (P2). The transfer stage also dedupes by clientMsgID, for broker redeliveries.
@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.core import compact_json
 from app.store.redis import client_acks
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")  # what tells a gateway's batches apart: their shard
 
 
 @dataclass(frozen=True)
@@ -44,24 +46,18 @@ def run_now(settle: Callable[[], None]) -> None:
     settle()
 
 
-def accept_batch(
-    batch: list[Pending],
-    publish: Callable[[list[dict[str, Any]]], None],
-    existing: list[str | None] | None = None,
-    settle_later: Callable[[Callable[[], None]], object] = run_now,
-    release: list[tuple[str, str]] | None = None,
-) -> list[Ack | Exception]:
-    """Publish the batch's new messages; returns, per message, its answer or the error to report.
+@dataclass
+class Plan:
+    """What a batch answers (one per message) and which of its messages it publishes."""
 
-    `existing` is what the reservation of each message found (client_acks.reserved), when the caller
-    reserved them in its own round trip; else they are reserved here. Marking the published answers
-    final (and dropping the reservations in `release`) is not needed for the answer: an unconfirmed
-    reservation only makes a resend publish again, which transfer dedupes. So the gateway hands it to
-    `settle_later` (a greenlet) and answers its clients a round trip sooner."""
-    if existing is None:
-        existing = client_acks.reserve_client_acks(
-            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
-        )
+    answers: list[Ack]
+    to_publish: list[int]
+
+
+def plan_batch(batch: list[Pending], existing: list[str | None]) -> Plan:
+    """Decide from the reservations: a fresh clientMsgID is published under its own answer, one
+    answered before keeps that answer (published again when it was never confirmed), and a
+    clientMsgID twice in the batch is handled once."""
     answers: list[Ack] = []
     to_publish: list[int] = []
     first_in_batch: dict[tuple[str, str], int] = {}
@@ -82,23 +78,84 @@ def accept_batch(
             # flight): publish again under the first answer; transfer keeps one seq per clientMsgID.
             item.doc["server_msg_id"], item.doc["send_time"] = ack.server_msg_id, ack.send_time
             to_publish.append(i)
-    released = list(release or [])
+    return Plan(answers, to_publish)
+
+
+Publish = Callable[[dict[K, list[dict[str, Any]]]], dict[K, Exception]]
+"""Publishes each key's (shard's) docs; returns the keys whose publish failed, with the error."""
+
+
+def accept_batches(
+    batches: dict[K, list[Pending]],
+    publish: Publish[K],
+    existing: dict[K, list[str | None]],
+    settle_later: Callable[[Callable[[], None]], object] = run_now,
+    release: list[tuple[str, str]] | None = None,
+) -> dict[K, list[Ack | Exception]]:
+    """Publish the batches' new messages in one go; returns, per batch and message, its answer or
+    the error to report.
+
+    `existing` is what the reservation of each message found (client_acks.reserved). Marking the
+    published answers final (and dropping the reservations in `release`) is not needed for the
+    answer: an unconfirmed reservation only makes a resend publish again, which transfer dedupes.
+    So the gateway hands it to `settle_later` (a greenlet) and answers its clients a round trip sooner.
+    A batch whose publish failed releases its fresh reservations at once: its clients resend."""
+    plans = {key: plan_batch(batch, existing[key]) for key, batch in batches.items()}
+    docs = {key: [batches[key][i].doc for i in plan.to_publish] for key, plan in plans.items() if plan.to_publish}
     try:
-        if to_publish:
-            publish([batch[i].doc for i in to_publish])
+        failures = publish(docs) if docs else {}
     except Exception as exc:
-        log.error("publishing %d messages failed: %r", len(to_publish), exc)
-        failed = {(batch[i].conversation_id, batch[i].client_msg_id) for i in to_publish}
+        failures = dict.fromkeys(docs, exc)
+    out: dict[K, list[Ack | Exception]] = {}
+    confirmed: list[tuple[str, str, str]] = []
+    failed: set[tuple[str, str]] = set()
+    for key, plan in plans.items():
+        batch = batches[key]
+        error = failures.get(key)
+        if error is None:
+            out[key] = list(plan.answers)
+            confirmed += [
+                (batch[i].conversation_id, batch[i].client_msg_id, encode_ack(plan.answers[i], True))
+                for i in plan.to_publish
+            ]
+            continue
+        log.error("publishing %d messages failed: %r", len(plan.to_publish), error)
+        lost = {(batch[i].conversation_id, batch[i].client_msg_id) for i in plan.to_publish}
+        failed |= lost
+        # every copy of a failed clientMsgID in this batch fails with it
+        out[key] = [
+            error if (p.conversation_id, p.client_msg_id) in lost else plan.answers[i] for i, p in enumerate(batch)
+        ]
+    released = list(release or [])
+    if failed:
         try:
             client_acks.settle_client_acks([], [*failed, *released])
+            released = []
         except Exception:
             log.warning("could not release clientMsgID reservations", exc_info=True)
-        # every copy of a failed clientMsgID in this batch fails with it
-        return [exc if (p.conversation_id, p.client_msg_id) in failed else answers[i] for i, p in enumerate(batch)]
-    confirmed = [(batch[i].conversation_id, batch[i].client_msg_id, encode_ack(answers[i], True)) for i in to_publish]
     if confirmed or released:
         settle_later(lambda: settle(confirmed, released))
-    return list(answers)
+    return out
+
+
+def accept_batch(
+    batch: list[Pending],
+    publish: Callable[[list[dict[str, Any]]], None],
+    existing: list[str | None] | None = None,
+    settle_later: Callable[[Callable[[], None]], object] = run_now,
+    release: list[tuple[str, str]] | None = None,
+) -> list[Ack | Exception]:
+    """`accept_batches` for one batch; its messages are reserved here unless `existing` is given."""
+    if existing is None:
+        existing = client_acks.reserve_client_acks(
+            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
+        )
+
+    def publish_one(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
+        publish(docs[0])
+        return {}
+
+    return accept_batches({0: batch}, publish_one, {0: existing}, settle_later, release)[0]
 
 
 def settle(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:

@@ -1,8 +1,12 @@
-"""Gateway side of the transfer queues: one broker message per shard per short linger window.
+"""Gateway side of the transfer queues: every shard's waiting messages flushed together, per linger window.
 
-Each shard has a single flusher greenlet, so batches of one shard are handed over in acceptance
-order. The handler answers each item (a value, or an Exception for that item alone); a SendMsg is
-answered only after the batch carrying it was published (and confirmed, on RabbitMQ).
+One flusher greenlet hands over every shard's batch in one go (one handler call: one reservation
+round trip, one journal round trip, one publish pipeline), so a batch's cost does not grow with the
+number of shards, and the shards' batches reach the transfer workers together (a worker consuming
+several shards takes them into one run, app/tasks/transfer.py). Batches of one shard are handed over
+in acceptance order. The handler answers each item (a value, or an Exception for that item alone, or
+one Exception for a whole shard's batch); a SendMsg is answered only after the batch carrying it was
+published (and confirmed, on RabbitMQ).
 
 An item is answered through a callback run by the flusher (`submit_with`): the connection that sent
 it goes on reading meanwhile, and nothing waits per message. An item still unanswered past the
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import gevent
@@ -23,7 +27,10 @@ from gevent.event import AsyncResult, Event
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Handler = Callable[[int, list[T]], Sequence[object]]
+ShardResults = Sequence[object] | Exception
+"""One shard batch's answers, item by item, or the Exception that failed the whole shard batch."""
+Handler = Callable[[dict[int, list[T]]], Mapping[int, ShardResults]]
+"""Called with every shard's batch (shard -> items in acceptance order); answers per shard."""
 Answer = Callable[[object], None]
 """Called once with the item's result, or with the Exception that failed it."""
 
@@ -41,13 +48,6 @@ class _Entry(Generic[T]):
         self.since = since
 
 
-class _Shard(Generic[T]):
-    def __init__(self) -> None:
-        self.pending: list[_Entry[T]] = []
-        self.handling: list[_Entry[T]] = []  # the batch the flusher is handling now
-        self.wakeup = Event()
-
-
 def next_linger(base: float, longest: float, last_batch: int) -> float:
     """A shard whose last batch held n messages waits up to n times the base linger for the next.
 
@@ -55,6 +55,19 @@ def next_linger(base: float, longest: float, last_batch: int) -> float:
     record, ack), so a busy shard is better served by fewer, fuller batches; a quiet one (one message
     at a time) keeps the short linger and its latency."""
     return min(longest, base * last_batch) if last_batch > 1 else base
+
+
+def take_batches(pending: dict[int, list[T]], max_batch: int) -> dict[int, list[T]]:
+    """Up to `max_batch` of each shard's oldest items, removed from `pending` (what is left stays)."""
+    batches: dict[int, list[T]] = {}
+    for shard in list(pending):
+        items = pending[shard]
+        batches[shard] = items[:max_batch]
+        if len(items) > max_batch:
+            pending[shard] = items[max_batch:]
+        else:
+            del pending[shard]
+    return batches
 
 
 def _settle_async_result(done: AsyncResult) -> Answer:
@@ -82,7 +95,10 @@ class ShardBatcher(Generic[T]):
         self._max_batch = max_batch
         self._deadline = deadline_seconds  # 0: no watchdog (callers of `submit` wait with their own)
         self._watchdog: gevent.Greenlet | None = None
-        self._shards: dict[int, _Shard[T]] = {}
+        self._flusher: gevent.Greenlet | None = None
+        self._pending: dict[int, list[_Entry[T]]] = {}  # per shard, in acceptance order
+        self._handling: list[_Entry[T]] = []  # the batches the flusher is handling now
+        self._wakeup = Event()
         self.in_flight = 0  # submitted, not yet handled
         self._idle = Event()
         self._idle.set()
@@ -98,62 +114,68 @@ class ShardBatcher(Generic[T]):
         return done
 
     def submit_with(self, shard: int, item: T, answer: Answer) -> None:
-        """Queue `item` for `shard`; `answer` is called by the shard's flusher (or the watchdog)."""
-        state = self._shards.get(shard)
-        if state is None:
-            state = self._shards[shard] = _Shard()
-            gevent.spawn(self._flush_forever, shard, state)
+        """Queue `item` for `shard`; `answer` is called by the flusher (or the watchdog)."""
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush_forever)
         if self._deadline > 0 and self._watchdog is None:
             self._watchdog = gevent.spawn(self._watch_deadlines)
         self.in_flight += 1
         self._idle.clear()
-        state.pending.append(_Entry(item, answer, time.monotonic()))
-        state.wakeup.set()
+        self._pending.setdefault(shard, []).append(_Entry(item, answer, time.monotonic()))
+        self._wakeup.set()
 
-    def _flush_forever(self, shard: int, state: _Shard[T]) -> None:
+    def _flush_forever(self) -> None:
         linger = self._linger
         while True:
-            state.wakeup.wait()
-            state.wakeup.clear()
-            if len(state.pending) < self._max_batch and linger > 0:
+            self._wakeup.wait()
+            self._wakeup.clear()
+            if linger > 0 and max(map(len, self._pending.values()), default=0) < self._max_batch:
                 gevent.sleep(linger)
-            flushed = len(state.pending)
-            while state.pending:
-                batch, state.pending = state.pending[: self._max_batch], state.pending[self._max_batch :]
-                state.handling = batch
+            # the busiest shard sets the next linger, as if it had its own flusher
+            busiest = max(map(len, self._pending.values()), default=0)
+            while self._pending:
+                batches = take_batches(self._pending, self._max_batch)
+                handled = [entry for entries in batches.values() for entry in entries]
+                self._handling = handled
                 try:
-                    self._answer(shard, batch)
+                    self._answer(batches)
                 finally:
-                    state.handling = []
-                    self.in_flight -= len(batch)
+                    self._handling = []
+                    self.in_flight -= len(handled)
                     if self.in_flight == 0:
                         self._idle.set()
-            linger = next_linger(self._linger, self._max_linger, flushed)
+            linger = next_linger(self._linger, self._max_linger, busiest)
 
-    def _answer(self, shard: int, batch: list[_Entry[T]]) -> None:
+    def _answer(self, batches: dict[int, list[_Entry[T]]]) -> None:
         try:
-            results = list(self._handle(shard, [entry.item for entry in batch]))
-            if len(results) != len(batch):
-                raise RuntimeError(f"handler answered {len(results)} of {len(batch)} items")
-        except Exception as exc:  # the whole batch failed: every item learns it
-            log.error("handling %d items for shard %d failed: %r", len(batch), shard, exc)
-            for entry in batch:
-                _settle(entry, exc)
-            return
-        for entry, result in zip(batch, results, strict=True):
-            _settle(entry, result)
+            results = self._handle({shard: [entry.item for entry in entries] for shard, entries in batches.items()})
+        except Exception as exc:  # the whole flush failed: every item learns it
+            log.error("handling %d shard batches failed: %r", len(batches), exc)
+            results = {shard: exc for shard in batches}
+        for shard, entries in batches.items():
+            answers = results.get(shard)
+            if answers is None or (not isinstance(answers, Exception) and len(answers) != len(entries)):
+                got = "nothing" if answers is None else len(answers)
+                answers = RuntimeError(f"handler answered {got} of {len(entries)} items")
+            if isinstance(answers, Exception):
+                log.error("handling %d items for shard %d failed: %r", len(entries), shard, answers)
+                for entry in entries:
+                    _settle(entry, answers)
+                continue
+            for entry, result in zip(entries, answers, strict=True):
+                _settle(entry, result)
 
     def _watch_deadlines(self) -> None:
         """Answer `Overdue` to what waits past the deadline, at most a quarter of it late."""
         while True:
             gevent.sleep(min(1.0, self._deadline / 4))
             too_old = time.monotonic() - self._deadline
-            for shard, state in list(self._shards.items()):
-                overdue = [e for e in (*state.handling, *state.pending) if e.answer is not None and e.since < too_old]
-                if overdue:
-                    log.error("%d items for shard %d unanswered after %.0f s", len(overdue), shard, self._deadline)
-                for entry in overdue:
-                    _settle(entry, Overdue(f"not handled within {self._deadline:.0f} s"))
+            waiting = [*self._handling, *(entry for entries in self._pending.values() for entry in entries)]
+            overdue = [e for e in waiting if e.answer is not None and e.since < too_old]
+            if overdue:
+                log.error("%d items unanswered after %.0f s", len(overdue), self._deadline)
+            for entry in overdue:
+                _settle(entry, Overdue(f"not handled within {self._deadline:.0f} s"))
 
 
 def _settle(entry: _Entry[T], result: object) -> None:

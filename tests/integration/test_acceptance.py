@@ -11,11 +11,11 @@ from app.core.conversation import single_conversation_id
 from app.core.errors import ARGS_ERROR, ImError
 from app.store.mongo import client as mongo
 from app.store.mongo import conversations, users
-from app.store.redis import recv_opts
+from app.store.redis import client_acks, recv_opts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import client_ack_key
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batch, decode_ack
+from app.ws.acceptance import Ack, Pending, accept_batch, accept_batches, decode_ack, encode_ack
 from app.ws.publish import accept_shard_batch
 
 
@@ -49,6 +49,35 @@ def test_failed_publish_fails_every_copy_and_frees_the_clientmsgid(infra: dict[s
     published: list[list[dict[str, Any]]] = []
     assert accept_batch([pending(conv, "c2", "s3")], published.append) == [Ack("s3", 1000)]
     assert len(published) == 1
+
+
+def test_shards_are_published_together_and_a_failed_shard_frees_only_its_own(infra: dict[str, str], uid: str) -> None:
+    convs = {shard: f"si_acc{uid}_s{shard}" for shard in range(3)}
+    batches = {
+        shard: [pending(conv, "c1", f"s{shard}"), pending(conv, "c2", f"t{shard}")] for shard, conv in convs.items()
+    }
+    existing = {
+        shard: client_acks.reserve_client_acks(
+            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in b]
+        )
+        for shard, b in batches.items()
+    }
+    calls: list[dict[int, list[str]]] = []
+
+    def shard_1_down(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
+        calls.append({shard: [d["server_msg_id"] for d in shard_docs] for shard, shard_docs in docs.items()})
+        return {1: ConnectionError("shard 1's publish failed")}
+
+    deferred: list[Callable[[], None]] = []
+    answers = accept_batches(batches, shard_1_down, existing, settle_later=deferred.append)
+    assert calls == [{0: ["s0", "t0"], 1: ["s1", "t1"], 2: ["s2", "t2"]}]  # one publish for every shard
+    assert answers[0] == [Ack("s0", 1000), Ack("t0", 1000)] and answers[2] == [Ack("s2", 1000), Ack("t2", 1000)]
+    assert all(isinstance(a, ConnectionError) for a in answers[1])
+    assert reservation(convs[1], "c1") is None and reservation(convs[1], "c2") is None  # its clients resend
+    assert reservation(convs[0], "c1") == (Ack("s0", 1000), False)  # confirmed later, in one settle
+    assert len(deferred) == 1
+    deferred[0]()
+    assert [reservation(convs[shard], "c2") for shard in (0, 2)] == [(Ack("t0", 1000), True), (Ack("t2", 1000), True)]
 
 
 def reservation(conv: str, cid: str) -> tuple[Ack, bool] | None:

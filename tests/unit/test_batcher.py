@@ -1,10 +1,16 @@
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 import gevent.event
 import pytest
 
-from app.ws.batcher import Overdue, ShardBatcher, next_linger
+from app.ws.batcher import Handler, Overdue, ShardBatcher, ShardResults, next_linger, take_batches
+
+
+def per_shard(handle: Callable[[int, list[Any]], ShardResults]) -> Handler[Any]:
+    """A handler answering each shard's batch on its own."""
+    return lambda batches: {shard: handle(shard, items) for shard, items in batches.items()}
 
 
 def test_batches_per_shard_in_order() -> None:
@@ -14,7 +20,7 @@ def test_batches_per_shard_in_order() -> None:
         handled.append((shard, list(items)))
         return [item["n"] * 10 for item in items]
 
-    batcher: ShardBatcher[dict[str, int]] = ShardBatcher(handle, 0.01, 3)
+    batcher: ShardBatcher[dict[str, int]] = ShardBatcher(per_shard(handle), 0.01, 3)
     results = [batcher.submit(i % 2, {"n": i}) for i in range(8)]
     assert [r.get(timeout=2) for r in results] == [i * 10 for i in range(8)]
     by_shard: dict[int, list[int]] = {}
@@ -26,11 +32,54 @@ def test_batches_per_shard_in_order() -> None:
     assert len(handled) <= 4
 
 
+def test_every_shard_waiting_is_flushed_in_one_call() -> None:
+    calls: list[dict[int, list[int]]] = []
+
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        calls.append({shard: list(items) for shard, items in batches.items()})
+        return {shard: [i + 100 for i in items] for shard, items in batches.items()}
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.02, 100)
+    waiters = [batcher.submit(i % 4, i) for i in range(12)]
+    assert [w.get(timeout=2) for w in waiters] == [i + 100 for i in range(12)]
+    assert calls == [{0: [0, 4, 8], 1: [1, 5, 9], 2: [2, 6, 10], 3: [3, 7, 11]}]
+
+
+def test_a_shard_that_failed_fails_only_its_own_items() -> None:
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        return {
+            shard: (ConnectionError("shard 1 lost") if shard == 1 else list(items)) for shard, items in batches.items()
+        }
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.01, 100)
+    ok, lost, also_ok = batcher.submit(0, 1), batcher.submit(1, 2), batcher.submit(2, 3)
+    assert ok.get(timeout=2) == 1
+    assert also_ok.get(timeout=2) == 3
+    with pytest.raises(ConnectionError):
+        lost.get(timeout=2)
+
+
+def test_a_shard_the_handler_left_out_fails_with_a_clear_error() -> None:
+    batcher: ShardBatcher[int] = ShardBatcher(lambda batches: {0: list(batches[0])}, 0.01, 100)
+    kept, forgotten = batcher.submit(0, 1), batcher.submit(1, 2)
+    assert kept.get(timeout=2) == 1
+    with pytest.raises(RuntimeError, match="answered nothing of 1"):
+        forgotten.get(timeout=2)
+
+
+def test_take_batches_caps_each_shard_and_leaves_the_rest_in_order() -> None:
+    pending = {0: [1, 2, 3, 4, 5], 1: [6], 2: [7, 8, 9]}
+    assert take_batches(pending, 3) == {0: [1, 2, 3], 1: [6], 2: [7, 8, 9]}
+    assert pending == {0: [4, 5]}
+    assert take_batches(pending, 3) == {0: [4, 5]}
+    assert pending == {}
+
+
 def test_handler_failure_reaches_every_waiter() -> None:
     def fail(shard: int, items: list[int]) -> list[object]:
         raise ConnectionError("broker gone")
 
-    batcher: ShardBatcher[int] = ShardBatcher(fail, 0.0, 10)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(fail), 0.0, 10)
     waiters = [batcher.submit(0, i) for i in range(3)]
     for w in waiters:
         with pytest.raises(ConnectionError):
@@ -38,7 +87,9 @@ def test_handler_failure_reaches_every_waiter() -> None:
 
 
 def test_per_item_errors_reach_only_their_waiter() -> None:
-    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: [ValueError(i) if i == 1 else i for i in items], 0.0, 10)
+    batcher: ShardBatcher[int] = ShardBatcher(
+        per_shard(lambda s, items: [ValueError(i) if i == 1 else i for i in items]), 0.0, 10
+    )
     waiters = [batcher.submit(0, i) for i in range(3)]
     assert waiters[0].get(timeout=2) == 0
     with pytest.raises(ValueError):
@@ -47,7 +98,7 @@ def test_per_item_errors_reach_only_their_waiter() -> None:
 
 
 def test_a_handler_that_answers_too_few_fails_the_batch() -> None:
-    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: items[:-1], 0.0, 10)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(lambda s, items: items[:-1]), 0.0, 10)
     waiters = [batcher.submit(0, i) for i in range(2)]
     with pytest.raises(RuntimeError):
         waiters[0].get(timeout=2)
@@ -60,7 +111,7 @@ def test_later_items_wait_for_the_linger() -> None:
         sizes.append(len(items))
         return list(items)
 
-    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.05, 100)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(handle), 0.05, 100)
     first = batcher.submit(0, 0)
     gevent.sleep(0.01)
     second = batcher.submit(0, 1)
@@ -83,7 +134,7 @@ def test_after_a_full_batch_the_shard_collects_for_longer() -> None:
         sizes.append(len(items))
         return list(items)
 
-    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.01, 100, max_linger_seconds=0.3)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(handle), 0.01, 100, max_linger_seconds=0.3)
     for done in [batcher.submit(0, i) for i in range(10)]:
         done.get(timeout=2)
     # the shard was busy: the next one waits up to 10 x 10 ms, so these three go out together
@@ -97,7 +148,7 @@ def test_after_a_full_batch_the_shard_collects_for_longer() -> None:
 
 def test_answers_reach_callbacks_in_submission_order() -> None:
     answered: list[object] = []
-    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: [i * 2 for i in items], 0.005, 10)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(lambda s, items: [i * 2 for i in items]), 0.005, 10)
     for i in range(25):
         batcher.submit_with(0, i, answered.append)
     assert batcher.drain(2)
@@ -111,7 +162,7 @@ def test_a_failing_callback_costs_no_other_item_its_answer() -> None:
     def explode(_result: object) -> None:
         raise RuntimeError("the connection is gone")
 
-    batcher: ShardBatcher[int] = ShardBatcher(lambda s, items: list(items), 0.005, 10)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(lambda s, items: list(items)), 0.005, 10)
     batcher.submit_with(0, 0, answered.append)
     batcher.submit_with(0, 1, explode)
     batcher.submit_with(0, 2, answered.append)
@@ -127,7 +178,7 @@ def test_items_past_the_deadline_are_answered_overdue_and_once() -> None:
         return list(items)
 
     answered: list[object] = []
-    batcher: ShardBatcher[int] = ShardBatcher(stalled, 0.0, 10, deadline_seconds=0.2)
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(stalled), 0.0, 10, deadline_seconds=0.2)
     batcher.submit_with(0, 1, answered.append)
     gevent.sleep(0.05)
     batcher.submit_with(0, 2, answered.append)  # behind the stalled batch, pending
