@@ -332,7 +332,7 @@ class Gateway:
         )
 
     def send_msg(self, conn: Conn, req: protocol.Request, started: float) -> None:
-        """Checked and handed to the shard's batcher; answered by `_answer_send` once the batch
+        """Checked and handed to the node's batcher (for its shard); answered by `_answer_send` once the batch
         carrying it is published, while the connection goes on reading (its later messages to the
         same conversation queue behind it on the same shard, so their order holds: P3). Past
         MAX_SENDS_IN_FLIGHT unanswered ones, the connection's reading waits for this answer."""

@@ -70,7 +70,7 @@ def create_app(node: Node) -> Flask:
     register_error_handlers(app)
     for blueprint in (admin_api, openim_api, msg_api, group_api, third_api):
         app.register_blueprint(blueprint)
-    # REST sends and notifications share the node's per-shard batcher with websocket sends
+    # REST sends and notifications share the node's batcher with websocket sends
     dispatch.use_batcher(getattr(node, "batcher", None))
     # Every path but "/" (the websocket route).
     CORS(

@@ -129,21 +129,26 @@ class ShardBatcher(Generic[T]):
         while True:
             self._wakeup.wait()
             self._wakeup.clear()
-            if linger > 0 and max(map(len, self._pending.values()), default=0) < self._max_batch:
+            if not self._pending:
+                continue
+            if linger > 0 and max(map(len, self._pending.values())) < self._max_batch:
                 gevent.sleep(linger)
             # the busiest shard sets the next linger, as if it had its own flusher
-            busiest = max(map(len, self._pending.values()), default=0)
-            while self._pending:
-                batches = take_batches(self._pending, self._max_batch)
-                handled = [entry for entries in batches.values() for entry in entries]
-                self._handling = handled
-                try:
-                    self._answer(batches)
-                finally:
-                    self._handling = []
-                    self.in_flight -= len(handled)
-                    if self.in_flight == 0:
-                        self._idle.set()
+            busiest = max(map(len, self._pending.values()))
+            batches = take_batches(self._pending, self._max_batch)
+            handled = [entry for entries in batches.values() for entry in entries]
+            self._handling = handled
+            try:
+                self._answer(batches)
+            finally:
+                self._handling = []
+                self.in_flight -= len(handled)
+                if self.in_flight == 0:
+                    self._idle.set()
+            if self._pending:
+                # Beyond a full batch: at once. What came while this flush was handled waits for the
+                # next linger, so it does not go out as a flush of its own (a broker message per shard).
+                self._wakeup.set()
             linger = next_linger(self._linger, self._max_linger, busiest)
 
     def _answer(self, batches: dict[int, list[_Entry[T]]]) -> None:

@@ -1,7 +1,7 @@
 """Gateway -> broker: one Celery message per shard batch on the shard's transfer queue, every
 shard's batch of a flush journaled and published together.
 
-User messages arrive here through the gateway's per-shard batcher; system messages (group
+User messages arrive here through the gateway's batcher; system messages (group
 notifications) are published directly, one batch per shard, through the same acceptance records.
 """
 

@@ -120,6 +120,26 @@ def test_later_items_wait_for_the_linger() -> None:
     assert sizes == [2]
 
 
+def test_what_arrives_during_a_flush_waits_for_the_next_linger_with_what_follows() -> None:
+    sizes: list[int] = []
+    batcher: ShardBatcher[int] = ShardBatcher(per_shard(lambda s, items: list(items)), 0.05, 100)
+
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        sizes.append(sum(map(len, batches.values())))
+        if len(sizes) == 1:
+            batcher.submit(1, 2)  # arrives while the first flush is being handled
+            gevent.sleep(0.01)
+        return {shard: list(items) for shard, items in batches.items()}
+
+    batcher._handle = handle
+    first = batcher.submit(0, 1)
+    first.get(timeout=2)
+    gevent.sleep(0.01)
+    late = batcher.submit(0, 3)  # after that flush: goes out with the one that came during it
+    late.get(timeout=2)
+    assert sizes == [1, 2]
+
+
 def test_busy_shards_linger_longer_and_quiet_ones_keep_the_short_linger() -> None:
     assert next_linger(0.003, 0.02, 0) == 0.003
     assert next_linger(0.003, 0.02, 1) == 0.003
