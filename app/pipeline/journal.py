@@ -108,14 +108,19 @@ def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
         publish_journaled(sends[0][0].app, [(task.name, args, queue) for task, args, queue in sends])
 
 
-def publish_journaled(app: Any, sends: list[tuple[str, list[Any], str]]) -> None:
+def publish_journaled(app: Any, sends: list[tuple[str, list[Any], str]], batches: bool = False) -> None:
     """Several task messages (task name, args, queue) on a Redis broker in two round trips: their
     journal entries, then every publish in one pipeline (kombu's producer batch). A failed publish
     removes the entries (delivery uncertain: the caller sends them all again; a duplicate is
-    recognised) and raises; an outage raises as the caller's backoff knows it (TRANSIENT_ERRORS)."""
+    recognised) and raises; an outage raises as the caller's backoff knows it (TRANSIENT_ERRORS).
+
+    An entry holds what its consumer's recovery runs: a hand-off's arguments (the sweepers call the
+    task with them), or with `batches` a gateway batch's messages, the task's one argument (a transfer
+    worker replays them as a batch)."""
     pipe = get_broker_redis().pipeline(transaction=False)
     for _name, args, queue in sends:
-        pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(args)}, maxlen=MAX_ENTRIES, approximate=True)
+        payload = args[0] if batches else args
+        pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(payload)}, maxlen=MAX_ENTRIES, approximate=True)
     entry_ids = [str(entry_id) for entry_id in pipe.execute()]
     try:
         with app.producer_or_acquire() as producer, producer.batch():

@@ -59,7 +59,7 @@ def publish_shard_docs(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Excep
     attempt = 0
     while True:
         try:
-            journal.publish_journaled(celery_app, sends)
+            journal.publish_journaled(celery_app, sends, batches=True)
             return {}
         except TRANSIENT_ERRORS:
             if attempt >= policy.get("max_retries", 3):

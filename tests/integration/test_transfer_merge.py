@@ -16,7 +16,8 @@ from app.pipeline import dead_letters
 from app.store.redis import msg_cache
 from app.store.redis.client import get_broker_redis
 from app.store.redis.keys import journal_key
-from app.ws.publish import publish_docs
+from app.tasks.transfer import replay_journal
+from app.ws.publish import publish_docs, publish_shard_docs
 from tests.factories import stored_msg
 from tests.integration.helpers import eventually
 
@@ -76,3 +77,31 @@ def test_waiting_batches_run_together_in_order_a_bad_one_alone(stack: Any, uid: 
     for queue in {q0, q1}:
         left = get_broker_redis().xrange(journal_key(queue)) or []
         assert not [e for e in left if uid in str(e)], left
+
+
+def test_a_flush_of_every_shard_is_journaled_as_batches_a_new_holder_replays(stack: Any, uid: str) -> None:
+    """What a transfer worker taking over a shard runs from the journal (the batch popped by a killed
+    worker lives only there): each shard's entry of a gateway flush is that shard's batch."""
+    a_send, a_recv, conv_a = pair_on_shard(uid, 0, "j")
+    c_send, c_recv, conv_c = pair_on_shard(uid, 1 % settings.transfer_shards, "k")
+    now = int(time.time() * 1000)
+    worker = stack.procs["transfer"].pid
+    os.kill(worker, signal.SIGSTOP)  # as if it had died holding the batches: only the journal has them
+    try:
+        failed = publish_shard_docs(
+            {
+                0: [stored_msg(a_send, a_recv, 0, now), stored_msg(a_send, a_recv, 1, now)],
+                1 % settings.transfer_shards: [stored_msg(c_send, c_recv, 0, now)],
+            }
+        )
+        assert failed == {}
+        replay_journal(sorted({transfer_queue(0), transfer_queue(1 % settings.transfer_shards)}))
+        assert cached_order(conv_a, 2) == [f"{a_send}-0", f"{a_send}-1"]
+        assert cached_order(conv_c, 1) == [f"{c_send}-0"]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    # the worker then takes the same broker messages: recognised by clientMsgID, one seq each (P2)
+    assert eventually(
+        lambda: not [e for e in get_broker_redis().xrange(journal_key(transfer_queue(0))) or [] if uid in str(e)]
+    )
+    assert msg_cache.get_visible_max_seqs([conv_a, conv_c]) == {conv_a: 2, conv_c: 1}
