@@ -138,26 +138,6 @@ def accept_batches(
     return out
 
 
-def accept_batch(
-    batch: list[Pending],
-    publish: Callable[[list[dict[str, Any]]], None],
-    existing: list[str | None] | None = None,
-    settle_later: Callable[[Callable[[], None]], object] = run_now,
-    release: list[tuple[str, str]] | None = None,
-) -> list[Ack | Exception]:
-    """`accept_batches` for one batch; its messages are reserved here unless `existing` is given."""
-    if existing is None:
-        existing = client_acks.reserve_client_acks(
-            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
-        )
-
-    def publish_one(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
-        publish(docs[0])
-        return {}
-
-    return accept_batches({0: batch}, publish_one, {0: existing}, settle_later, release)[0]
-
-
 def settle(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
     try:
         client_acks.settle_client_acks(confirmed, released)

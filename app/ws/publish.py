@@ -7,9 +7,10 @@ notifications) are published directly, one batch per shard, through the same acc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
+
+from kombu.utils.functional import retry_over_time
 
 from app.celery_app import celery_app
 from app.config import settings
@@ -23,50 +24,45 @@ from app.ws import recv_rules
 from app.ws.acceptance import Ack, Pending, accept_batches, encode_ack, run_now
 
 
+def publish_batches(batches: dict[str, list[dict[str, Any]]]) -> dict[str, Exception]:
+    """Transfer batches, one per queue; returns the queues whose publish failed. On a Redis broker all
+    of them journaled in one round trip and published in one pipeline, through a broker blip as
+    Celery's own publish is (task_publish_retry_policy), all failing together; on RabbitMQ Celery's
+    send_task each, which declares the queue and waits for the publisher confirm. A failed publish is
+    not journaled: the client is told to resend."""
+    if not JOURNALING:
+        failures: dict[str, Exception] = {}
+        for queue, docs in batches.items():
+            try:
+                celery_app.send_task(
+                    "transfer.batch", args=[docs], kwargs={"journal": None}, queue=queue, **journal.shown([docs], None)
+                )
+            except Exception as exc:
+                failures[queue] = exc
+        return failures
+    sends = [("transfer.batch", [docs], queue) for queue, docs in batches.items()]
+    retry_over_time(
+        journal.publish_journaled,
+        TRANSIENT_ERRORS,
+        args=(celery_app, sends),
+        kwargs={"batches": True},
+        **(celery_app.conf.task_publish_retry_policy or {}),
+    )
+    return {}
+
+
 def publish_docs(queue: str, docs: list[dict[str, Any]]) -> None:
-    """One transfer batch on a shard queue, journaled first on a Redis broker (a failed publish is
-    not journaled: the client is told to resend)."""
-    journal.publish(queue, docs, lambda entry: send_transfer_batch(queue, docs, entry))
-
-
-def send_transfer_batch(queue: str, docs: list[dict[str, Any]], entry: list[str] | None) -> None:
-    """On a Redis broker the lean publish of the transfer's hand-offs, with Celery's publish retries
-    (a broker blip is ridden out here, not answered as a failure); on RabbitMQ Celery's send_task,
-    which declares the queue and waits for the publisher confirm."""
-    if entry is None:
-        celery_app.send_task(
-            "transfer.batch", args=[docs], kwargs={"journal": entry}, queue=queue, **journal.shown([docs], entry)
-        )
-        return
-    with celery_app.producer_or_acquire() as producer:
-        journal.publish_task_message(producer, celery_app, "transfer.batch", [docs], entry, queue, retry=True)
+    """One transfer batch on a shard queue (redrive, the stage benches); raises if it was not published."""
+    failures = publish_batches({queue: docs})
+    if failures:
+        raise failures[queue]
 
 
 def publish_shard_docs(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
-    """Every shard's transfer batch; returns the shards whose publish failed. On a Redis broker all
-    of them journaled in one round trip and published in one pipeline, through a broker blip as
-    Celery's own publish is (task_publish_retry_policy); on RabbitMQ one confirmed send_task each."""
-    if not JOURNALING:
-        failures: dict[int, Exception] = {}
-        for shard, shard_docs in docs.items():
-            try:
-                send_transfer_batch(transfer_queue(shard), shard_docs, None)
-            except Exception as exc:
-                failures[shard] = exc
-        return failures
-    sends = [("transfer.batch", [shard_docs], transfer_queue(shard)) for shard, shard_docs in docs.items()]
-    policy = celery_app.conf.task_publish_retry_policy or {}
-    attempt = 0
-    while True:
-        try:
-            journal.publish_journaled(celery_app, sends, batches=True)
-            return {}
-        except TRANSIENT_ERRORS:
-            if attempt >= policy.get("max_retries", 3):
-                raise
-            step = policy.get("interval_start", 0) + policy.get("interval_step", 0.2) * attempt
-            time.sleep(min(policy.get("interval_max", 0.2), step))  # cooperative: the gateway is gevent-patched
-            attempt += 1
+    """Every shard's transfer batch of a flush; returns the shards whose publish failed."""
+    queues = {shard: transfer_queue(shard) for shard in docs}
+    failures = publish_batches({queues[shard]: shard_docs for shard, shard_docs in docs.items()})
+    return {shard: failures[queue] for shard, queue in queues.items() if queue in failures}
 
 
 def accept_shard_batches(
@@ -77,7 +73,8 @@ def accept_shard_batches(
     The receivers' cached options and the clientMsgID reservations of every shard's batch are read
     in one round trip (a refused message's fresh reservation is dropped again), so a flush costs the
     gateway this round trip and the publish before its clients are answered."""
-    everything = [item for batch in batches.values() for item in batch]
+    labelled = [(shard, item) for shard, batch in batches.items() for item in batch]
+    everything = [item for _shard, item in labelled]
     pairs = recv_rules.single_chat_pairs(everything)
     pipe = get_redis().pipeline(transaction=False)
     recv_opts.queue_cached(pipe, pairs)
@@ -91,38 +88,24 @@ def accept_shard_batches(
         refusals = recv_rules.decide(everything, recv_rules.receiver_options(pairs, found))
     else:
         refusals = [None] * len(everything)
-    kept: dict[int, list[Pending]] = {}
-    kept_existing: dict[int, list[str | None]] = {}
+    kept: dict[int, list[Pending]] = {shard: [] for shard in batches}
+    kept_existing: dict[int, list[str | None]] = {shard: [] for shard in batches}
     release: list[tuple[str, str]] = []
-    i = 0
-    for shard, batch in batches.items():
-        kept[shard], kept_existing[shard] = [], []
-        for item in batch:
-            if refusals[i] is None:
-                kept[shard].append(item)
-                kept_existing[shard].append(existing[i])
-            elif existing[i] is None:  # reserved by this batch: a resend is decided again
-                release.append((item.conversation_id, item.client_msg_id))
-            i += 1
+    for (shard, item), refusal, reserved in zip(labelled, refusals, existing, strict=True):
+        if refusal is None:
+            kept[shard].append(item)
+            kept_existing[shard].append(reserved)
+        elif reserved is None:  # reserved by this batch: a resend is decided again
+            release.append((item.conversation_id, item.client_msg_id))
     # with every message refused, this only drops their fresh reservations (settle_later)
-    accepted = accept_batches(kept, publish_shard_docs, kept_existing, settle_later, release)
-    out: dict[int, list[Ack | Exception]] = {}
-    i = 0
-    for shard, batch in batches.items():
-        answers = iter(accepted[shard])
-        out[shard] = []
-        for _item in batch:
-            refusal = refusals[i]
-            out[shard].append(refusal if refusal is not None else next(answers))
-            i += 1
+    accepted = {
+        shard: iter(answers)
+        for shard, answers in accept_batches(kept, publish_shard_docs, kept_existing, settle_later, release).items()
+    }
+    out: dict[int, list[Ack | Exception]] = {shard: [] for shard in batches}
+    for (shard, _item), refusal in zip(labelled, refusals, strict=True):
+        out[shard].append(refusal if refusal is not None else next(accepted[shard]))
     return out
-
-
-def accept_shard_batch(
-    shard: int, batch: list[Pending], settle_later: Callable[[Callable[[], None]], object] = run_now
-) -> list[Ack | Exception]:
-    """`accept_shard_batches` for one shard's batch."""
-    return accept_shard_batches({shard: batch}, settle_later)[shard]
 
 
 def queue_depths() -> dict[str, int]:

@@ -15,12 +15,32 @@ from app.store.redis import client_acks, recv_opts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import client_ack_key
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batch, accept_batches, decode_ack, encode_ack
-from app.ws.publish import accept_shard_batch
+from app.ws.acceptance import Ack, Pending, accept_batches, decode_ack, encode_ack, run_now
+from app.ws.publish import accept_shard_batches
 
 
 def pending(conv: str, cid: str, server_msg_id: str) -> Pending:
     return Pending(conv, cid, Ack(server_msg_id, 1000), {"client_msg_id": cid, "server_msg_id": server_msg_id})
+
+
+def reserve(batch: list[Pending]) -> list[str | None]:
+    return client_acks.reserve_client_acks(
+        [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in batch]
+    )
+
+
+def accept_batch(
+    batch: list[Pending],
+    publish: Callable[[list[dict[str, Any]]], None],
+    settle_later: Callable[[Callable[[], None]], object] = run_now,
+) -> list[Ack | Exception]:
+    """One batch, reserved here, through `accept_batches`; `publish` raises to fail it."""
+
+    def publish_one(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
+        publish(docs[0])
+        return {}
+
+    return accept_batches({0: batch}, publish_one, {0: reserve(batch)}, settle_later)[0]
 
 
 def test_resend_gets_the_first_answer_and_is_not_published_again(infra: dict[str, str], uid: str) -> None:
@@ -56,12 +76,7 @@ def test_shards_are_published_together_and_a_failed_shard_frees_only_its_own(inf
     batches = {
         shard: [pending(conv, "c1", f"s{shard}"), pending(conv, "c2", f"t{shard}")] for shard, conv in convs.items()
     }
-    existing = {
-        shard: client_acks.reserve_client_acks(
-            [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in b]
-        )
-        for shard, b in batches.items()
-    }
+    existing = {shard: reserve(batch) for shard, batch in batches.items()}
     calls: list[dict[int, list[str]]] = []
 
     def shard_1_down(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Exception]:
@@ -111,7 +126,7 @@ def test_a_refused_message_does_not_keep_its_reservation(infra: dict[str, str], 
     doc = {"session_type": SINGLE_CHAT, "send_id": alice, "recv_id": bob, "content_type": TEXT, "msg_from": 100}
     refused = Pending(conv, "r1", Ack("s1", 1000), dict(doc))
     deferred: list[Callable[[], None]] = []
-    [answer] = accept_shard_batch(0, [refused], settle_later=deferred.append)
+    [answer] = accept_shard_batches({0: [refused]}, settle_later=deferred.append)[0]
     assert isinstance(answer, ImError) and answer.code == ARGS_ERROR
     assert reservation(conv, "r1") == (Ack("s1", 1000), False)  # taken in the batch's one round trip
     for settle in deferred:
