@@ -125,8 +125,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stop_unacked_records(celery_app)
     if args.kind == "transfer" and not celery_app.conf.broker_url.startswith(("amqp", "pyamqp")):
         return run_leased_transfer_worker(args.celery_args)
-    celery_app.worker_main(worker_argv(args.kind, args.celery_args))
+    try:
+        celery_app.worker_main(worker_argv(args.kind, args.celery_args))
+    finally:
+        remove_finished_journal_entries()
     return 0
+
+
+def remove_finished_journal_entries() -> None:
+    """A worker stopping removes the journal entries of the hand-offs it finished (they wait a moment
+    to be removed together: journal.LaterRemovals), so that nobody runs them again."""
+    from app.pipeline import journal
+
+    try:
+        journal.later_removals.flush()
+    except Exception:  # they are run once more by a recovery, and recognised (P2)
+        logging.getLogger("app.worker").warning("could not remove finished journal entries", exc_info=True)
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
@@ -204,6 +218,7 @@ def run_leased_transfer_worker(extra: list[str]) -> int:
     try:
         celery_app.worker_main(worker_argv("transfer", extra, queues))
     finally:
+        remove_finished_journal_entries()  # before another worker may replay the journal
         lease.release()
     return 0
 

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kombu.exceptions
@@ -172,18 +172,100 @@ def done(journal: list[str] | None) -> None:
         remove(journal[0], journal[1])
 
 
-def done_many(journals: list[list[str] | None]) -> None:
+def done_many(journals: Sequence[list[str] | None]) -> None:
     """`done` for many hand-offs: one XDEL per queue."""
-    by_queue: dict[str, list[str]] = {}
-    for journal in journals:
-        if journal:
-            by_queue.setdefault(journal[0], []).append(journal[1])
+    by_queue = _ids_by_queue(journals)
     if not by_queue:
         return
     pipe = get_broker_redis().pipeline(transaction=False)
     for queue, ids in by_queue.items():
         pipe.xdel(journal_key(queue), *ids)
     pipe.execute()
+
+
+class LaterRemovals:
+    """Journal entries of finished hand-offs, removed a moment later, many in one XDEL per queue.
+
+    A consumer's XDEL after each task was one of a transfer task's nine round trips to Redis and one
+    of a push task's four. An entry still there after its task finished is only ever run again by a
+    recovery (a dead worker's successor, a sweep past the visibility timeout), which every stage
+    recognises (P2); the window grows from a round trip to at most `delay_seconds`, and a consumer
+    that runs a broker pipeline anyway (transfer's look at its queues) sends them along with it."""
+
+    def __init__(self, delay_seconds: float) -> None:
+        self.delay_seconds = delay_seconds
+        self._pending: list[list[str]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, journals: list[list[str] | None]) -> None:
+        taken = [journal for journal in journals if journal]
+        if not taken:
+            return
+        with self._lock:
+            self._pending += taken
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._remove_forever, name="journal-removals", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def take(self) -> list[list[str]]:
+        with self._lock:
+            taken, self._pending = self._pending, []
+        return taken
+
+    def give_back(self, journals: list[list[str]]) -> None:
+        """Entries whose removal failed (an outage): the next removal tries them again."""
+        with self._lock:
+            self._pending[:0] = journals
+        self._wake.set()
+
+    def queue_on(self, pipe: Any) -> list[list[str]]:
+        """Queue the pending removals on a broker pipeline the caller runs anyway; returns them (for
+        `give_back` should that pipeline fail). Each adds one reply to the pipeline's, first."""
+        taken = self.take()
+        for queue, ids in _ids_by_queue(taken).items():
+            pipe.xdel(journal_key(queue), *ids)
+        return taken
+
+    def flush(self) -> None:
+        """Remove what is pending now (a worker's shutdown, before a replay of its own journal)."""
+        taken = self.take()
+        try:
+            done_many(taken)
+        except Exception:
+            self.give_back(taken)
+            raise
+
+    def _remove_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.delay_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.warning("removing journal entries failed; trying again", exc_info=True)
+                time.sleep(1)
+                self._wake.set()
+
+
+REMOVE_AFTER_SECONDS = 0.1
+later_removals = LaterRemovals(REMOVE_AFTER_SECONDS)
+
+
+def done_later(journals: list[list[str] | None]) -> None:
+    """`done_many`, within REMOVE_AFTER_SECONDS, together with other tasks' (`LaterRemovals`)."""
+    later_removals.add(journals)
+
+
+def _ids_by_queue(journals: Sequence[list[str] | None]) -> dict[str, list[str]]:
+    by_queue: dict[str, list[str]] = {}
+    for journal in journals:
+        if journal:
+            by_queue.setdefault(journal[0], []).append(journal[1])
+    return by_queue
 
 
 def sweep_once(queue: str, run: Callable[..., Any], older_than_seconds: float) -> int:

@@ -171,5 +171,5 @@ def push_batch(committed: dict[str, list[dict[str, Any]]], journal: list[str] | 
             except Exception as exc:
                 dead_letter(conv, msgs, f"cannot hand it to offline push: {exc!r}"[:300], exc)
     webhook_tasks.after_send(committed)
-    hand_offs.done(journal)
+    hand_offs.done_later([journal])
     return len(plan.by_node)

@@ -371,7 +371,7 @@ def transfer_one(msgs: Any, journal: Journal | None) -> int:
             dead_letter(msg, f"transfer batch failed: {exc!r}"[:300], exc)
         hand_offs.done(journal)
         raise
-    until_done(partial(hand_offs.done, journal), "journal")
+    hand_offs.done_later([journal])
     return count
 
 
@@ -396,7 +396,7 @@ def transfer_many(batches: list[Batch]) -> int:
                 raise
             except Exception:  # transfer_one dead-lettered its messages and removed its entry
                 continue
-    until_done(partial(hand_offs.done_many, [j for _, j in batches]), "journal")
+    hand_offs.done_later([j for _, j in batches])
     return count
 
 
@@ -406,22 +406,27 @@ def take_queued_batches() -> list[Batch]:
     outstanding while the solo pool runs a task: what we pop is the next in each queue, and its
     journal entry stays until the run handed it off (a worker killed meanwhile: the next holder
     replays the journal). A message that is not a plain journaled transfer.batch goes back, with
-    everything behind it, to the consuming end of its queue for kombu, in its order."""
+    everything behind it, to the consuming end of its queue for kombu, in its order. The journal
+    entries of earlier runs still to be removed go along (one round trip for both)."""
     r = get_broker_redis()
     pipe = r.pipeline(transaction=False)
+    removals = hand_offs.later_removals.queue_on(pipe)
     for queue in _merge_queues:
         pipe.rpop(queue, settings.transfer_merge_max)
     try:
-        popped = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
     except TRANSIENT_ERRORS:
+        hand_offs.later_removals.give_back(removals)
         return []  # the broker is away: this batch runs alone; the rest wait in their queues
-    except redis.ResponseError:  # RPOP with a count needs Redis 6.2: nothing was popped
+    removed, popped = replies[: len(replies) - len(_merge_queues)], replies[len(replies) - len(_merge_queues) :]
+    if any(isinstance(reply, Exception) for reply in removed):
+        hand_offs.later_removals.give_back(removals)
+    if any(isinstance(reply, redis.ResponseError) for reply in popped):  # RPOP with a count needs Redis 6.2
         log.warning("the broker's Redis cannot pop several messages at once: transfer runs one batch at a time")
         merge_from([])
-        return []
     taken: list[Batch] = []
     for queue, raws in zip(_merge_queues, popped, strict=True):
-        raws = list(raws or [])
+        raws = [] if isinstance(raws, Exception) else list(raws or [])
         for i, raw in enumerate(raws):
             batch = queued_batch(raw)
             if batch is None:
@@ -459,6 +464,10 @@ def replay_journal(queues: list[str]) -> int:
     Batches that were in fact committed are recognised by clientMsgID and not committed twice.
     Batches journaled after this moment are still in the queue: replaying them too would chase the
     live stream."""
+    try:  # our own finished batches are not replayed
+        hand_offs.later_removals.flush()
+    except TRANSIENT_ERRORS:
+        pass  # replayed then, and recognised (P2)
     replayed = 0
     for queue in queues:
         last = hand_offs.last_id(queue)

@@ -7,6 +7,7 @@ published again (P2). The transfer stage also dedupes by clientMsgID, for broker
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,10 +41,6 @@ def encode_ack(ack: Ack, final: bool) -> str:
 def decode_ack(raw: str) -> tuple[Ack, bool]:
     body = compact_json.loads(raw)
     return Ack(str(body["s"]), int(body["t"])), bool(body["ok"])
-
-
-def run_now(settle: Callable[[], None]) -> None:
-    settle()
 
 
 @dataclass
@@ -84,13 +81,18 @@ def plan_batch(batch: list[Pending], existing: list[str | None]) -> Plan:
 Publish = Callable[[dict[K, list[dict[str, Any]]]], dict[K, Exception]]
 """Publishes each key's (shard's) docs; returns the keys whose publish failed, with the error."""
 
+Confirmed = tuple[str, str, str]  # (conversation, clientMsgID, final answer)
+Released = tuple[str, str]  # (conversation, clientMsgID)
+Settle = Callable[[list[Confirmed], list[Released]], object]
+"""Marks published answers final and drops reservations (client_acks.settle_client_acks)."""
+
 
 def accept_batches(
     batches: dict[K, list[Pending]],
     publish: Publish[K],
     existing: dict[K, list[str | None]],
-    settle_later: Callable[[Callable[[], None]], object] = run_now,
-    release: list[tuple[str, str]] | None = None,
+    settle_later: Settle | None = None,
+    release: list[Released] | None = None,
 ) -> dict[K, list[Ack | Exception]]:
     """Publish the batches' new messages in one go; returns, per batch and message, its answer or
     the error to report.
@@ -98,7 +100,8 @@ def accept_batches(
     `existing` is what the reservation of each message found (client_acks.reserved). Marking the
     published answers final (and dropping the reservations in `release`) is not needed for the
     answer: an unconfirmed reservation only makes a resend publish again, which transfer dedupes.
-    So the gateway hands it to `settle_later` (a greenlet) and answers its clients a round trip sooner.
+    So the gateway hands it to `settle_later` (LaterSettlements: with its next flush) and answers
+    its clients a round trip sooner; without it, they are settled before this returns.
     A batch whose publish failed releases its fresh reservations at once: its clients resend."""
     plans = {key: plan_batch(batch, existing[key]) for key, batch in batches.items()}
     docs = {key: [batches[key][i].doc for i in plan.to_publish] for key, plan in plans.items() if plan.to_publish}
@@ -134,13 +137,58 @@ def accept_batches(
         except Exception:
             log.warning("could not release clientMsgID reservations", exc_info=True)
     if confirmed or released:
-        settle_later(lambda: settle(confirmed, released))
+        (settle_later or settle)(confirmed, released)
     return out
 
 
-def settle(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
+def settle(confirmed: list[Confirmed], released: list[Released]) -> None:
     try:
         client_acks.settle_client_acks(confirmed, released)
     except Exception:
         # The messages are accepted; an unconfirmed reservation only means a resend publishes again.
         log.warning("could not confirm clientMsgID reservations", exc_info=True)
+
+
+class LaterSettlements:
+    """A gateway's confirmations, sent in its next flush's round trip to Redis, queued before that
+    flush's reservations (so a resend in that flush finds its first answer final), or on their own
+    once they waited `delay_seconds` without a flush: a flush costs one round trip fewer (its own
+    settle was a third of them). `call_later(seconds, fn)` arms the timer (gevent.spawn_later)."""
+
+    def __init__(self, delay_seconds: float, call_later: Callable[[float, Callable[[], None]], object]) -> None:
+        self.delay_seconds = delay_seconds
+        self._call_later = call_later
+        self._confirmed: list[Confirmed] = []
+        self._released: list[Released] = []
+        self._since = 0.0  # when the oldest pending one was added
+        self._armed = False
+
+    def add(self, confirmed: list[Confirmed], released: list[Released]) -> None:
+        if not self._confirmed and not self._released:
+            self._since = time.monotonic()
+        self._confirmed += confirmed
+        self._released += released
+        if not self._armed:
+            self._armed = True
+            self._call_later(self.delay_seconds, self._on_timer)
+
+    def queue_on(self, pipe: Any) -> int:
+        """Queue what is pending on `pipe`, first; returns how many replies it adds."""
+        confirmed, released = self._take()
+        return client_acks.queue_settle(pipe, confirmed, released)
+
+    def _take(self) -> tuple[list[Confirmed], list[Released]]:
+        taken = self._confirmed, self._released
+        self._confirmed, self._released = [], []
+        return taken
+
+    def _on_timer(self) -> None:
+        self._armed = False
+        if not self._confirmed and not self._released:
+            return  # a flush took them
+        waited = time.monotonic() - self._since
+        if waited < self.delay_seconds:  # added after a flush took the earlier ones
+            self._armed = True
+            self._call_later(self.delay_seconds - waited, self._on_timer)
+            return
+        settle(*self._take())

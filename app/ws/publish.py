@@ -7,7 +7,6 @@ notifications) are published directly, one batch per shard, through the same acc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from kombu.utils.functional import retry_over_time
@@ -21,7 +20,7 @@ from app.pipeline.journal import JOURNALING
 from app.store.redis import client_acks, recv_opts
 from app.store.redis.client import get_broker_redis, get_redis
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batches, encode_ack, run_now
+from app.ws.acceptance import Ack, LaterSettlements, Pending, accept_batches, encode_ack
 
 
 def publish_batches(batches: dict[str, list[dict[str, Any]]]) -> dict[str, Exception]:
@@ -66,22 +65,25 @@ def publish_shard_docs(docs: dict[int, list[dict[str, Any]]]) -> dict[int, Excep
 
 
 def accept_shard_batches(
-    batches: dict[int, list[Pending]], settle_later: Callable[[Callable[[], None]], object] = run_now
+    batches: dict[int, list[Pending]], settlements: LaterSettlements | None = None
 ) -> dict[int, list[Ack | Exception]]:
     """Messages a receiver's options refuse are answered with the refusal; the rest are published.
 
     The receivers' cached options and the clientMsgID reservations of every shard's batch are read
     in one round trip (a refused message's fresh reservation is dropped again), so a flush costs the
-    gateway this round trip and the publish before its clients are answered."""
+    gateway this round trip and the publish before its clients are answered. With `settlements`
+    (the gateway's) the confirmations of earlier flushes go first in that round trip, and this
+    flush's wait there for the next; without, they are written before this returns."""
     labelled = [(shard, item) for shard, batch in batches.items() for item in batch]
     everything = [item for _shard, item in labelled]
     pairs = recv_rules.single_chat_pairs(everything)
     pipe = get_redis().pipeline(transaction=False)
+    settled = settlements.queue_on(pipe) if settlements is not None else 0
     recv_opts.queue_cached(pipe, pairs)
     client_acks.queue_reserve(
         pipe, [(p.conversation_id, p.client_msg_id, encode_ack(p.ack, False)) for p in everything]
     )
-    replies = pipe.execute()
+    replies = pipe.execute()[settled:]
     found = recv_opts.parse_cached(pairs, replies[: len(pairs)])
     existing = client_acks.reserved(replies[len(pairs) :])
     if pairs:
@@ -97,7 +99,8 @@ def accept_shard_batches(
             kept_existing[shard].append(reserved)
         elif reserved is None:  # reserved by this batch: a resend is decided again
             release.append((item.conversation_id, item.client_msg_id))
-    # with every message refused, this only drops their fresh reservations (settle_later)
+    # with every message refused, this only drops their fresh reservations
+    settle_later = settlements.add if settlements is not None else None
     accepted = {
         shard: iter(answers)
         for shard, answers in accept_batches(kept, publish_shard_docs, kept_existing, settle_later, release).items()

@@ -15,7 +15,18 @@ from app.store.redis import client_acks, recv_opts
 from app.store.redis.client import get_redis
 from app.store.redis.keys import client_ack_key
 from app.ws import recv_rules
-from app.ws.acceptance import Ack, Pending, accept_batches, decode_ack, encode_ack, run_now
+from app.ws.acceptance import (
+    Ack,
+    Confirmed,
+    LaterSettlements,
+    Pending,
+    Released,
+    Settle,
+    accept_batches,
+    decode_ack,
+    encode_ack,
+    settle,
+)
 from app.ws.publish import accept_shard_batches
 
 
@@ -32,7 +43,7 @@ def reserve(batch: list[Pending]) -> list[str | None]:
 def accept_batch(
     batch: list[Pending],
     publish: Callable[[list[dict[str, Any]]], None],
-    settle_later: Callable[[Callable[[], None]], object] = run_now,
+    settle_later: Settle | None = None,
 ) -> list[Ack | Exception]:
     """One batch, reserved here, through `accept_batches`; `publish` raises to fail it."""
 
@@ -83,15 +94,15 @@ def test_shards_are_published_together_and_a_failed_shard_frees_only_its_own(inf
         calls.append({shard: [d["server_msg_id"] for d in shard_docs] for shard, shard_docs in docs.items()})
         return {1: ConnectionError("shard 1's publish failed")}
 
-    deferred: list[Callable[[], None]] = []
-    answers = accept_batches(batches, shard_1_down, existing, settle_later=deferred.append)
+    deferred: list[tuple[list[Confirmed], list[Released]]] = []
+    answers = accept_batches(batches, shard_1_down, existing, settle_later=lambda c, r: deferred.append((c, r)))
     assert calls == [{0: ["s0", "t0"], 1: ["s1", "t1"], 2: ["s2", "t2"]}]  # one publish for every shard
     assert answers[0] == [Ack("s0", 1000), Ack("t0", 1000)] and answers[2] == [Ack("s2", 1000), Ack("t2", 1000)]
     assert all(isinstance(a, ConnectionError) for a in answers[1])
     assert reservation(convs[1], "c1") is None and reservation(convs[1], "c2") is None  # its clients resend
     assert reservation(convs[0], "c1") == (Ack("s0", 1000), False)  # confirmed later, in one settle
     assert len(deferred) == 1
-    deferred[0]()
+    settle(*deferred[0])
     assert [reservation(convs[shard], "c2") for shard in (0, 2)] == [(Ack("t0", 1000), True), (Ack("t2", 1000), True)]
 
 
@@ -105,15 +116,15 @@ def test_answers_come_before_the_confirmation_and_a_resend_meanwhile_is_publishe
 ) -> None:
     conv = f"si_acc{uid}_z"
     published: list[list[dict[str, Any]]] = []
-    deferred: list[Callable[[], None]] = []
-    assert accept_batch([pending(conv, "c1", "s1")], published.append, settle_later=deferred.append) == [
-        Ack("s1", 1000)
-    ]
+    deferred: list[tuple[list[Confirmed], list[Released]]] = []
+    assert accept_batch(
+        [pending(conv, "c1", "s1")], published.append, settle_later=lambda c, r: deferred.append((c, r))
+    ) == [Ack("s1", 1000)]
     assert reservation(conv, "c1") == (Ack("s1", 1000), False) and len(deferred) == 1
     # a resend before the confirmation: published again under the first answer (transfer dedupes)
     assert accept_batch([pending(conv, "c1", "s2")], published.append) == [Ack("s1", 1000)]
     assert [[d["server_msg_id"] for d in batch] for batch in published] == [["s1"], ["s1"]]
-    deferred[0]()
+    settle(*deferred[0])
     assert reservation(conv, "c1") == (Ack("s1", 1000), True)
     assert accept_batch([pending(conv, "c1", "s3")], published.append) == [Ack("s1", 1000)]
     assert len(published) == 2  # confirmed: answered, not published again
@@ -125,12 +136,13 @@ def test_a_refused_message_does_not_keep_its_reservation(infra: dict[str, str], 
     recv_opts.fill_many({bob: (recv_opts_rules.RECEIVE, {conv: recv_opts_rules.NOT_RECEIVE})})
     doc = {"session_type": SINGLE_CHAT, "send_id": alice, "recv_id": bob, "content_type": TEXT, "msg_from": 100}
     refused = Pending(conv, "r1", Ack("s1", 1000), dict(doc))
-    deferred: list[Callable[[], None]] = []
-    [answer] = accept_shard_batches({0: [refused]}, settle_later=deferred.append)[0]
+    timers: list[Callable[[], None]] = []
+    settlements = LaterSettlements(0.0, lambda _delay, fn: timers.append(fn))
+    [answer] = accept_shard_batches({0: [refused]}, settlements)[0]
     assert isinstance(answer, ImError) and answer.code == ARGS_ERROR
     assert reservation(conv, "r1") == (Ack("s1", 1000), False)  # taken in the batch's one round trip
-    for settle in deferred:
-        settle()
+    assert len(timers) == 1
+    timers.pop()()
     # released: a resend is decided again (and, once bob receives, published under a new answer)
     assert reservation(conv, "r1") is None
 
@@ -182,3 +194,32 @@ def test_conversation_records_are_created_once_and_never_overwritten(infra: dict
             (other, carol, recv_opts_rules.RECEIVE),
         ]
     )
+
+
+def test_later_settlements_go_first_in_the_next_flushs_round_trip_or_alone_once_due(
+    infra: dict[str, str], uid: str
+) -> None:
+    conv = f"si_acc{uid}_later"
+    timers: list[tuple[float, Callable[[], None]]] = []
+    settlements = LaterSettlements(60.0, lambda delay, fn: timers.append((delay, fn)))
+    reserve([pending(conv, "c1", "s1"), pending(conv, "gone", "s2")])
+    settlements.add([(conv, "c1", encode_ack(Ack("s1", 1000), True))], [(conv, "gone")])
+    assert [delay for delay, _fn in timers] == [60.0]
+    # the next flush's round trip: the settlements first, so its reservation of a resend of c1 finds c1 final
+    pipe = get_redis().pipeline(transaction=False)
+    skip = settlements.queue_on(pipe)
+    client_acks.queue_reserve(pipe, [(conv, "c1", encode_ack(Ack("s9", 2000), False))])
+    assert skip == 2
+    [found] = client_acks.reserved(pipe.execute()[skip:])
+    assert found is not None and decode_ack(found) == (Ack("s1", 1000), True)
+    assert reservation(conv, "gone") is None
+    # the timer finds nothing left and does nothing
+    timers.pop()[1]()
+    assert timers == []
+    # added again: not due yet when its timer fires, so the timer waits the rest of the delay
+    settlements.add([(conv, "c3", encode_ack(Ack("s3", 1000), True))], [])
+    timers.pop()[1]()
+    assert reservation(conv, "c3") is None and len(timers) == 1 and 0 < timers[0][0] <= 60.0
+    settlements.delay_seconds = 0.0  # once due, written on their own
+    timers.pop()[1]()
+    assert reservation(conv, "c3") == (Ack("s3", 1000), True) and timers == []

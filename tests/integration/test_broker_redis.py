@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 from app.celery_app import celery_app
 from app.pipeline import journal
@@ -56,3 +57,34 @@ def test_a_hand_off_is_celerys_own_task_message_on_its_queue(infra: dict[str, st
         assert journal.entries(queue) == [(entry_id, args)]
     finally:
         broker.delete(queue, journal_key(queue))
+
+
+def test_finished_hand_offs_journal_entries_are_removed_together_a_moment_later(
+    infra: dict[str, str], uid: str
+) -> None:
+    queues = [f"later_a_{uid}", f"later_b_{uid}"]
+    broker = get_broker_redis()
+    removals = journal.LaterRemovals(0.3)
+    try:
+        ids = {queue: [journal.append(queue, [n]) for n in range(3)] for queue in queues}
+        removals.add([[queues[0], ids[queues[0]][0]], None, [queues[1], ids[queues[1]][2]]])
+        assert broker.xlen(journal_key(queues[0])) == 3  # not at once
+        deadline = time.monotonic() + 10
+        while broker.xlen(journal_key(queues[0])) == 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [e for e, _ in journal.entries(queues[0])] == ids[queues[0]][1:]
+        assert [e for e, _ in journal.entries(queues[1])] == ids[queues[1]][:2]
+        # what a consumer's own broker round trip carries along: one XDEL per queue, first
+        removals.add([[queues[0], ids[queues[0]][1]], [queues[1], ids[queues[1]][0]], [queues[0], ids[queues[0]][2]]])
+        pipe = broker.pipeline(transaction=False)
+        taken = removals.queue_on(pipe)
+        pipe.llen(queues[0])
+        assert pipe.execute() == [2, 1, 0]
+        assert len(taken) == 3 and journal.entries(queues[0]) == []
+        assert [e for e, _ in journal.entries(queues[1])] == ids[queues[1]][1:2]
+        # a removal that failed (the caller's pipeline did not run) is given back and done by the next
+        removals.give_back([[queues[1], ids[queues[1]][1]]])
+        removals.flush()
+        assert journal.entries(queues[1]) == []
+    finally:
+        broker.delete(*(journal_key(queue) for queue in queues))

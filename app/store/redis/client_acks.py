@@ -37,8 +37,14 @@ def reserve_client_acks(entries: list[tuple[str, str, str]]) -> list[str | None]
 def settle_client_acks(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
     """Mark published answers final; drop reservations whose publish failed so a resend can retry."""
     pipe = get_redis().pipeline(transaction=False)
+    queue_settle(pipe, confirmed, released)
+    pipe.execute()
+
+
+def queue_settle(pipe: Any, confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> int:
+    """`settle_client_acks` queued on `pipe`; returns how many replies it adds."""
     for conv, cid, value in confirmed:
         pipe.set(client_ack_key(conv, cid), value, ex=CLIENT_MSG_TTL_SECONDS)
     for conv, cid in released:
         pipe.delete(client_ack_key(conv, cid))
-    pipe.execute()
+    return len(confirmed) + len(released)
