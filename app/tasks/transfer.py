@@ -477,6 +477,8 @@ def replay_journal(queues: list[str]) -> int:
             for entry_id, msgs in entries:
                 transfer_batch(msgs, [queue, entry_id])
                 replayed += 1
+            # their removal waits for nothing here: the next read of the journal must not find them
+            until_done(hand_offs.later_removals.flush, "journal")
     return replayed
 
 

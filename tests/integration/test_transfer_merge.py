@@ -95,9 +95,13 @@ def test_a_flush_of_every_shard_is_journaled_as_batches_a_new_holder_replays(sta
             }
         )
         assert failed == {}
-        replay_journal(sorted({transfer_queue(0), transfer_queue(1 % settings.transfer_shards)}))
+        queues = sorted({transfer_queue(0), transfer_queue(1 % settings.transfer_shards)})
+        journaled = sum(len(get_broker_redis().xrange(journal_key(queue)) or []) for queue in queues)
+        assert journaled >= 2
+        assert replay_journal(queues) == journaled  # each entry once, removed before the journal is read again
         assert cached_order(conv_a, 2) == [f"{a_send}-0", f"{a_send}-1"]
         assert cached_order(conv_c, 1) == [f"{c_send}-0"]
+        assert not [e for q in queues for e in get_broker_redis().xrange(journal_key(q)) or [] if uid in str(e)]
     finally:
         os.kill(worker, signal.SIGCONT)
     # the worker then takes the same broker messages: recognised by clientMsgID, one seq each (P2)
