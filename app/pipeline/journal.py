@@ -6,7 +6,8 @@ So on a Redis broker every hand-off is also journaled in the broker's Redis (a s
 `JOURNAL:{queue}`) until its task finished: the gateway's transfer batches (app/ws/publish.py; a
 transfer worker taking over a shard replays what is left, app/tasks/transfer.py) and transfer's
 hand-offs to persist and push (`send`; each consumer sweeps entries older than the visibility
-timeout and runs them itself). Every task is idempotent (transfer dedupes by clientMsgID, slots are
+timeout and runs them itself). Finished tasks' entries are removed together a moment later
+(`LaterRemovals`). Every task is idempotent (transfer dedupes by clientMsgID, slots are
 overwritten, a repeated push is recognised by clientMsgID), so a late duplicate is harmless.
 RabbitMQ does not lose delivered messages: nothing is journaled there.
 """

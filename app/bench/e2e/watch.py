@@ -246,12 +246,26 @@ class QueueDepth:
         told = False
         while queued := sum(self.sample().values()) + self.in_flight():
             if time.monotonic() - start > timeout:
-                raise SystemExit(f"the pipeline still has {queued} broker messages queued: not starting")
+                where = ", ".join(f"{name} {n}" for name, n in self.where_left().items() if n)
+                raise SystemExit(f"the pipeline still has {queued} broker messages queued ({where}): not starting")
             if not told:
                 print(f"waiting for {queued} broker messages left in the queues to drain first", file=sys.stderr)
                 told = True
             time.sleep(0.5)
         return time.monotonic() - start
+
+    def where_left(self) -> dict[str, int]:
+        """What `wait_drained` counts, by queue, journal and kombu's unacknowledged records."""
+        left = {f"queue {queue}": n for queue, n in self.sample().items()}
+        if not self.amqp:
+            pipe = self._redis_client().pipeline(transaction=False)
+            pipe.hlen("unacked")
+            for queue in self.queues:
+                pipe.xlen(journal_key(queue))
+            unacked, *journaled = pipe.execute()
+            left["unacknowledged"] = int(unacked)
+            left.update({f"journal {queue}": int(n) for queue, n in zip(self.queues, journaled, strict=True)})
+        return left
 
     def in_flight(self) -> int:
         """Redis broker: messages taken by a worker and not finished: those kombu records as
