@@ -13,7 +13,9 @@ above every seq already handed out (P4): a jump forward, never reuse.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +40,26 @@ SINGLE_BLOCK = settings.seq_block_single
 # instead of every 50 messages; quiet ones keep OpenIM's sizes, and what Redis losing its data skips
 # (a block's unused rest, pulled as placeholders) stays bounded.
 FAST_BLOCK_MS = 60_000
+
+
+class _Owners:
+    """Lock owner ids, unique among every allocator: a random prefix per process (new in a forked
+    child) and a counter. A uuid4 per conversation of every allocation was one getrandom system call
+    each (ten per transfer task, strace)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count()
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
+
+
+new_owner = _Owners().new
 
 
 def next_block_extra(base: int, previous_extra: int, previous_born_ms: int, now_ms: int) -> int:
@@ -92,7 +114,7 @@ class SeqAllocator:
         if len({conv for conv, _, _ in wants}) != len(wants):
             raise ValueError("one request per conversation")
         now_ms = int(time.time() * 1000)
-        owners = [uuid.uuid4().hex for _ in wants]
+        owners = [new_owner() for _ in wants]
         pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
         for (conv, size, _), owner in zip(wants, owners, strict=True):
             self._run_malloc(conv, size, owner, now_ms, pipe)
@@ -160,7 +182,7 @@ class SeqAllocator:
             if time.monotonic() > deadline:
                 raise SeqAllocationError(f"seq allocator for {conv} stayed locked")
             time.sleep(self._wait_seconds)
-            owner = uuid.uuid4().hex
+            owner = new_owner()
             now_ms = int(time.time() * 1000)
             result = self._run_malloc(conv, size, owner, now_ms)
 
