@@ -694,9 +694,10 @@ def create_app(gateway: Gateway) -> GatewayApp:
     return GatewayApp(gateway)
 
 
-def shut_down(gateway: Gateway, server: Any) -> None:
-    """SIGTERM: stop accepting, answer every SendMsg already taken, then close the sockets with
-    1001 (going away) so clients reconnect to another node, and leave the online state clean."""
+def shut_down(gateway: Gateway, server: Any, settlements: LaterSettlements | None = None) -> None:
+    """SIGTERM: stop accepting, answer every SendMsg already taken (and confirm their answers, so a
+    client resending to another node is answered without a second publish), then close the sockets
+    with 1001 (going away) so clients reconnect to another node, and leave the online state clean."""
     if gateway.draining:
         return
     gateway.draining = True
@@ -704,6 +705,8 @@ def shut_down(gateway: Gateway, server: Any) -> None:
     server.close()  # the listening socket: new connections go to other nodes
     if not gateway.batcher.drain(settings.gateway_publish_timeout_seconds):
         log.warning("%d messages still unanswered at shutdown; their clients resend", gateway.batcher.in_flight)
+    if settlements is not None:
+        settlements.flush()
     gevent.sleep(0.2)  # let the answers reach the outboxes
     conns = gateway.hub.all_conns()
     for conn in conns:
@@ -722,9 +725,10 @@ def serve() -> None:
         raise SystemExit(f"MULTI_LOGIN_POLICY must be one of {LOGIN_POLICIES}")
     check_webhooks()
     mongo.ensure_indexes()
+    settlements = LaterSettlements(SETTLE_AFTER_SECONDS, gevent.spawn_later)
     batcher: ShardBatcher[Pending] = ShardBatcher(
         # confirmations off the answer's path, sent with the next flush's reservations
-        functools.partial(accept_shard_batches, settlements=LaterSettlements(SETTLE_AFTER_SECONDS, gevent.spawn_later)),
+        functools.partial(accept_shard_batches, settlements=settlements),
         settings.batch_linger_ms / 1000.0,
         settings.batch_max_msgs,
         settings.batch_linger_max_ms / 1000.0,
@@ -751,7 +755,7 @@ def serve() -> None:
         gevent.spawn(thaw_forever, settings.gc_thaw_seconds, gevent.sleep)
 
     def on_signal() -> None:
-        stopping.append(gevent.spawn(shut_down, gateway, server))
+        stopping.append(gevent.spawn(shut_down, gateway, server, settlements))
 
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -202,6 +203,10 @@ class LaterRemovals:
 
     def add(self, journals: list[list[str] | None]) -> None:
         taken = [journal for journal in journals if journal]
+        refused = [journal for journal in taken if not is_entry(journal)]
+        if refused:  # not ours (a task message written by hand?): an XDEL would fail its queue's others
+            log.error("not journal entries, not removed: %r", refused[:10])
+            taken = [journal for journal in taken if is_entry(journal)]
         if not taken:
             return
         with self._lock:
@@ -222,10 +227,11 @@ class LaterRemovals:
             self._pending[:0] = journals
         self._wake.set()
 
-    def queue_on(self, pipe: Any) -> list[list[str]]:
-        """Queue the pending removals on a broker pipeline the caller runs anyway; returns them (for
-        `give_back` should that pipeline fail). Each adds one reply to the pipeline's, first."""
-        taken = self.take()
+    def queue_on(self, pipe: Any, taken: list[list[str]] | None = None) -> list[list[str]]:
+        """Queue the pending removals (or `taken`) on a broker pipeline the caller runs anyway;
+        returns them, for `give_back` should that pipeline fail and `check` of its replies. They
+        add one reply per queue to the pipeline's, first."""
+        taken = self.take() if taken is None else taken
         for queue, ids in _ids_by_queue(taken).items():
             pipe.xdel(journal_key(queue), *ids)
         return taken
@@ -233,11 +239,24 @@ class LaterRemovals:
     def flush(self) -> None:
         """Remove what is pending now (a worker's shutdown, before a replay of its own journal)."""
         taken = self.take()
+        if not taken:
+            return
+        pipe = get_broker_redis().pipeline(transaction=False)
+        self.queue_on(pipe, taken)
         try:
-            done_many(taken)
+            replies = pipe.execute(raise_on_error=False)
         except Exception:
             self.give_back(taken)
             raise
+        self.check(taken, replies)
+
+    @staticmethod
+    def check(taken: list[list[str]], replies: list[Any]) -> None:
+        """The replies of `taken`'s removals: what Redis refused (not an outage: that raises, and
+        the caller gives them back) is logged, not tried again; a recovery runs it once more."""
+        for (queue, ids), reply in zip(_ids_by_queue(taken).items(), replies, strict=True):
+            if isinstance(reply, Exception):
+                log.error("could not remove %d journal entries of %s: %r", len(ids), queue, reply)
 
     def _remove_forever(self) -> None:
         while True:
@@ -259,6 +278,19 @@ later_removals = LaterRemovals(REMOVE_AFTER_SECONDS)
 def done_later(journals: list[list[str] | None]) -> None:
     """`done_many`, within REMOVE_AFTER_SECONDS, together with other tasks' (`LaterRemovals`)."""
     later_removals.add(journals)
+
+
+_ENTRY_ID = re.compile(r"\d+(-\d+)?")
+
+
+def is_entry(journal: Any) -> bool:
+    """[queue, stream entry id], as `publish` and `publish_journaled` name an entry."""
+    return (
+        isinstance(journal, list)
+        and len(journal) == 2
+        and all(isinstance(part, str) and part for part in journal)
+        and _ENTRY_ID.fullmatch(journal[1]) is not None
+    )
 
 
 def _ids_by_queue(journals: Sequence[list[str] | None]) -> dict[str, list[str]]:

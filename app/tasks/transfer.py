@@ -419,8 +419,7 @@ def take_queued_batches() -> list[Batch]:
         hand_offs.later_removals.give_back(removals)
         return []  # the broker is away: this batch runs alone; the rest wait in their queues
     removed, popped = replies[: len(replies) - len(_merge_queues)], replies[len(replies) - len(_merge_queues) :]
-    if any(isinstance(reply, Exception) for reply in removed):
-        hand_offs.later_removals.give_back(removals)
+    hand_offs.later_removals.check(removals, removed)
     if any(isinstance(reply, redis.ResponseError) for reply in popped):  # RPOP with a count needs Redis 6.2
         log.warning("the broker's Redis cannot pop several messages at once: transfer runs one batch at a time")
         merge_from([])

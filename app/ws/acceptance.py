@@ -177,6 +177,12 @@ class LaterSettlements:
         confirmed, released = self._take()
         return client_acks.queue_settle(pipe, confirmed, released)
 
+    def flush(self) -> None:
+        """Write what is pending now (the gateway's shutdown)."""
+        confirmed, released = self._take()
+        if confirmed or released:
+            settle(confirmed, released)
+
     def _take(self) -> tuple[list[Confirmed], list[Released]]:
         taken = self._confirmed, self._released
         self._confirmed, self._released = [], []
@@ -191,4 +197,4 @@ class LaterSettlements:
             self._armed = True
             self._call_later(self.delay_seconds - waited, self._on_timer)
             return
-        settle(*self._take())
+        self.flush()

@@ -223,3 +223,7 @@ def test_later_settlements_go_first_in_the_next_flushs_round_trip_or_alone_once_
     settlements.delay_seconds = 0.0  # once due, written on their own
     timers.pop()[1]()
     assert reservation(conv, "c3") == (Ack("s3", 1000), True) and timers == []
+    # and at once when the gateway shuts down
+    settlements.add([(conv, "c4", encode_ack(Ack("s4", 1000), True))], [])
+    settlements.flush()
+    assert reservation(conv, "c4") == (Ack("s4", 1000), True)

@@ -86,5 +86,12 @@ def test_finished_hand_offs_journal_entries_are_removed_together_a_moment_later(
         removals.give_back([[queues[1], ids[queues[1]][1]]])
         removals.flush()
         assert journal.entries(queues[1]) == []
+        # what is not an entry id (a task message written by hand) is refused alone: it would fail
+        # the XDEL of every entry of its queue
+        kept = journal.append(queues[0], ["kept"])
+        removals.add([[queues[0], "not-an-id"], [queues[0], kept], [queues[0]]])
+        removals.flush()
+        assert journal.entries(queues[0]) == []
+        assert removals.take() == []
     finally:
         broker.delete(*(journal_key(queue) for queue in queues))

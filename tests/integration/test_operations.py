@@ -18,7 +18,10 @@ from app.core.constants import LINUX
 from app.core.conversation import single_conversation_id
 from app.ops import embedded
 from app.services.auth import mint_token
+from app.store.redis.client import get_redis
+from app.store.redis.keys import client_ack_key
 from app.store.redis.online import get_online
+from app.ws.acceptance import decode_ack
 from tests.integration.helpers import eventually, login
 
 
@@ -128,6 +131,10 @@ def test_sigterm_answers_what_was_taken_then_closes_sockets_going_away(stack: An
     watcher.close()
     # nothing acknowledged was lost, and the node's online state went with it
     conv = single_conversation_id(sender_id, peer_id)
+    # every answer given was confirmed before the node exited: a resend to another node is answered
+    # without a second publish
+    answers = [get_redis().get(client_ack_key(conv, cid)) for cid in acked]
+    assert all(raw is not None and decode_ack(str(raw))[1] for raw in answers)
     reader = login(stack, peer_id)
     try:
 
