@@ -283,14 +283,14 @@ def done_later(journals: list[list[str] | None]) -> None:
 _ENTRY_ID = re.compile(r"\d+(-\d+)?")
 
 
+def names_entry(journal: Any) -> bool:
+    """Shaped as a task's `journal` argument: [queue, entry id], both non-empty strings."""
+    return isinstance(journal, list) and len(journal) == 2 and all(isinstance(x, str) and x for x in journal)
+
+
 def is_entry(journal: Any) -> bool:
     """[queue, stream entry id], as `publish` and `publish_journaled` name an entry."""
-    return (
-        isinstance(journal, list)
-        and len(journal) == 2
-        and all(isinstance(part, str) and part for part in journal)
-        and _ENTRY_ID.fullmatch(journal[1]) is not None
-    )
+    return names_entry(journal) and _ENTRY_ID.fullmatch(journal[1]) is not None
 
 
 def _ids_by_queue(journals: Sequence[list[str] | None]) -> dict[str, list[str]]:

@@ -236,10 +236,6 @@ def journal_of(call: Call) -> Any:
     return kwargs["journal"] if "journal" in kwargs else (args[2] if len(args) > 2 else None)
 
 
-def is_journal_entry(journal: Any) -> bool:
-    return isinstance(journal, list) and len(journal) == 2 and all(isinstance(x, str) and x for x in journal)
-
-
 class PersistTask(BatchedTask):
     """The persist worker merges up to PERSIST_BATCH_MAX hand-offs (or what arrived within
     PERSIST_BATCH_LINGER_MS, or until none came for PERSIST_BATCH_QUIET_MS) into one write per slot
@@ -251,7 +247,7 @@ class PersistTask(BatchedTask):
 
     def kept_elsewhere(self, call: Call) -> bool:
         """A journaled hand-off on a Redis broker: its journal entry keeps it until written."""
-        return hand_offs.JOURNALING and is_journal_entry(journal_of(call))
+        return hand_offs.JOURNALING and hand_offs.names_entry(journal_of(call))
 
     def run_many(self, calls: list[Call]) -> None:
         runs, read_seqs, journals = merge_calls(calls)

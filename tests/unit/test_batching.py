@@ -85,14 +85,15 @@ def test_after_a_reconnection_nothing_is_acknowledged_on_the_old_channel() -> No
 
 
 def test_a_persist_hand_off_is_kept_by_its_journal_entry_only_when_it_names_one() -> None:
-    from app.tasks.persist import is_journal_entry, journal_of
+    from app.pipeline.journal import names_entry
+    from app.tasks.persist import journal_of
 
     assert journal_of(([[], []], {"journal": ["persist", "1-0"]})) == ["persist", "1-0"]
     assert journal_of(([[], [], ["persist", "2-0"]], {})) == ["persist", "2-0"]
     assert journal_of(([[]], {})) is None
-    assert is_journal_entry(["persist", "1-0"])
+    assert names_entry(["persist", "1-0"])
     for bad in (None, [], ["persist"], ["persist", ""], ["persist", 5], "persist 1-0"):
-        assert not is_journal_entry(bad)
+        assert not names_entry(bad)
 
 
 def test_only_a_worker_consuming_the_task_queue_counts_as_running_it() -> None:

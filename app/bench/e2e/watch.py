@@ -256,29 +256,28 @@ class QueueDepth:
 
     def where_left(self) -> dict[str, int]:
         """What `wait_drained` counts, by queue, journal and kombu's unacknowledged records."""
-        left = {f"queue {queue}": n for queue, n in self.sample().items()}
-        if not self.amqp:
-            pipe = self._redis_client().pipeline(transaction=False)
-            pipe.hlen("unacked")
-            for queue in self.queues:
-                pipe.xlen(journal_key(queue))
-            unacked, *journaled = pipe.execute()
-            left["unacknowledged"] = int(unacked)
-            left.update({f"journal {queue}": int(n) for queue, n in zip(self.queues, journaled, strict=True)})
-        return left
+        return {**{f"queue {queue}": n for queue, n in self.sample().items()}, **self._taken()}
 
     def in_flight(self) -> int:
         """Redis broker: messages taken by a worker and not finished: those kombu records as
         unacknowledged (the offline worker's), plus the hand-offs journaled and not yet done (transfer,
         persist and push run without kombu's record: app/pipeline/journal.py; a queued transfer batch
         is journaled too, so it counts twice, which only matters as "not zero")."""
+        return sum(self._taken().values())
+
+    def _taken(self) -> dict[str, int]:
+        """`in_flight`'s parts: kombu's unacknowledged records and each queue's journal (Redis broker)."""
         if self.amqp:
-            return 0
+            return {}
         pipe = self._redis_client().pipeline(transaction=False)
         pipe.hlen("unacked")
         for queue in self.queues:
             pipe.xlen(journal_key(queue))
-        return int(sum(pipe.execute()))
+        unacked, *journaled = pipe.execute()
+        return {
+            "unacknowledged": int(unacked),
+            **{f"journal {queue}": int(n) for queue, n in zip(self.queues, journaled, strict=True)},
+        }
 
     def _amqp_depth(self, queue: str) -> int:
         from kombu.connection import Connection
