@@ -1,10 +1,13 @@
 """Per-conversation seq allocation: a Redis hash in front of MongoDB seq blocks.
 
 `MALLOC_SEQ:{conv}` holds CURR (last seq handed out), LAST (end of the block reserved in MongoDB),
-TIME and, while someone is fetching a new block, LOCK. Four outcomes of the malloc script
+TIME, RID (the replication id of the server that cached the block) and, while someone is fetching a
+new block, LOCK. Four outcomes of the malloc script
 (app/store/redis/scripts/malloc_seq.lua), as in OpenIM's allocator:
   0  served from the cached block
-  1  no cache (first use, expiry, or Redis lost its data): locked, fetch a block from MongoDB
+  1  no cache (first use, expiry, Redis lost its data, or the block was cached before a replica was
+     promoted: asynchronous replication can have lost its last allocations): locked, fetch a block
+     from MongoDB
   2  locked by another allocator: wait briefly and retry
   3  the cached block is too small: locked, fetch the next block from MongoDB
 MongoDB's `seq.max_seq` only ever grows, so even after Redis loses everything the next block starts

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
+import redis
 
+from app.ops import embedded
 from app.seq_lua import SINGLE_BLOCK, SeqAllocator, new_seq_allocator
 from app.store.mongo import client as mongo
 from app.store.mongo import seq_blocks
 from app.store.redis.client import get_redis
 from app.store.redis.keys import malloc_seq_key
+from tests.conftest import WORK_DIR
+from tests.integration.helpers import eventually
+from tests.redis_cluster import cluster_ports, redis_binary
 
 
 @pytest.fixture
@@ -224,3 +231,51 @@ def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: s
         assert len(mine) == 60
         assert all(prev_hi <= lo for (_, prev_hi), (lo, _) in zip(mine, mine[1:], strict=False)), "overlapping blocks"
         assert seq_doc(conv)["max_seq"] >= mine[-1][1]
+
+
+@pytest.fixture
+def primary_and_replica(infra: dict[str, str]) -> Iterator[tuple[redis.Redis, redis.Redis]]:
+    """Two redis-servers of their own: the second a replica of the first."""
+    ports = cluster_ports(2)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node_dir = WORK_DIR / f"seq-failover-{port}"
+            node_dir.mkdir(parents=True)
+            args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
+            args += ["--save", "", "--appendonly", "no"]
+            log = open(node_dir / "redis.log", "ab")
+            procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            embedded.wait_until(partial(embedded.redis_answers, f"redis://127.0.0.1:{port}/0"), 20, f"redis {port}")
+        primary, replica = (redis.Redis(port=port, decode_responses=True) for port in ports)
+        replica.replicaof("127.0.0.1", ports[0])
+        assert eventually(lambda: replica.info("replication")["master_link_status"] == "up", timeout=20)
+        yield primary, replica
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_promoted_replica_never_hands_out_a_seq_again(
+    primary_and_replica: tuple[redis.Redis, redis.Redis], uid: str
+) -> None:
+    """Replication is asynchronous: a master can hand out seqs its replica never saw, then die. The
+    promoted replica's cached block is older than what was handed out; it must not be served."""
+    mongo.ensure_indexes()
+    primary, replica = primary_and_replica
+    conv = f"si_a{uid}_promoted{uid}"
+
+    def allocator_on(client: redis.Redis) -> SeqAllocator:
+        return SeqAllocator(client, seq_blocks.take_seq_block, seq_blocks.reserved_seq_end)
+
+    on_primary = allocator_on(primary)
+    handed = [on_primary.malloc(conv, 5) + 5]
+    assert primary.wait(1, 5000) == 1  # the replica holds the block: CURR 5
+    replica.replicaof("NO", "ONE")  # promoted (a new replication id), while the old master goes on:
+    handed += [on_primary.malloc(conv, 5) + 5 for _ in range(3)]  # 6..20, which the replica never sees
+    assert int(replica.hget(malloc_seq_key(conv), "CURR") or 0) == 5
+
+    start = allocator_on(replica).malloc(conv, 5)
+    assert start + 1 > max(handed), f"seq {start + 1} handed out again after the failover"
+    assert allocator_on(replica).malloc(conv, 1) == start + 5  # the new block serves as usual
