@@ -16,17 +16,15 @@ above every seq already handed out (P4): a jump forward, never reuse.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from app.config import settings
+from app.core.unique import ProcessUnique
 from app.store.mongo import seq_blocks
 from app.store.redis import scripts
 from app.store.redis.client import get_redis
@@ -45,24 +43,8 @@ SINGLE_BLOCK = settings.seq_block_single
 FAST_BLOCK_MS = 60_000
 
 
-class _Owners:
-    """Lock owner ids, unique among every allocator: a random prefix per process (new in a forked
-    child) and a counter. A uuid4 per conversation of every allocation was one getrandom system call
-    each (ten per transfer task, strace)."""
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self._prefix = uuid.uuid4().hex[:16]
-        self._count = itertools.count()
-
-    def new(self) -> str:
-        return f"{self._prefix}{next(self._count):x}"
-
-
-new_owner = _Owners().new
+# lock owners: unique among every allocator of every process
+new_owner = ProcessUnique().new
 
 
 def next_block_extra(base: int, previous_extra: int, previous_born_ms: int, now_ms: int) -> int:
