@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,21 +16,12 @@ from redis.cluster import RedisCluster
 from app.ops import embedded
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def cluster_ports(count: int) -> list[int]:
     """Free ports whose cluster-bus port (port + 10000) is free too, so at most 55535."""
     ports: list[int] = []
     while len(ports) < count:
         port = random.randint(20000, 45000)
-        if port not in ports and _bindable(port) and _bindable(port + 10000):
+        if port not in ports and embedded.bindable(port) and embedded.bindable(port + 10000):
             ports.append(port)
     return ports
 

@@ -7,6 +7,7 @@ SecantusDB, a pip-installed server that speaks MongoDB's wire protocol over Wire
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -21,10 +22,37 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local end of outgoing connections (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A port nothing listens on, for a server about to start. Chosen below the ephemeral range: a
+    port the kernel hands out (bind to 0) is one any outgoing connection may take as its local end
+    before the server binds it (a test stack's worker once failed so: "Address already in use")."""
+    low, _high = ephemeral_ports()
+    if low > 11024:
+        for _ in range(100):
+            port = random.randint(10000, low - 1)
+            if bindable(port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def redis_answers(url: str) -> bool:
