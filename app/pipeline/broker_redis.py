@@ -11,9 +11,9 @@ publishes in one round trip.
   its body by Redis. Consumers decode by the message's own `body_encoding`, so base64 messages
   published before still read.
 - A message published with a `JournalEntry` in its JOURNAL_HEADER header (app/pipeline/journal.py) is
-  journaled and pushed by one script (journal_publish.lua): the stream entry is added, its id replaces
-  the entry's placeholder in the envelope, and the envelope goes onto the queue's list. Inside a
-  producer batch the script is buffered like kombu's own LPUSH.
+  journaled and pushed by one script (journal_publish.lua): the stream entry is added, and the
+  envelope, cut where the entry's placeholder stands, is joined again with the entry's id and pushed
+  onto the queue's list. Inside a producer batch the script is buffered like kombu's own LPUSH.
 """
 
 from __future__ import annotations
@@ -68,17 +68,10 @@ class Channel(kombu_redis.Channel):
             super()._put(queue, message, **kwargs)
             return
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        envelope = dumps(message)
-        args = (
-            JOURNAL_PUBLISH_SHA,
-            2,
-            entry.stream,
-            key,
-            entry.payload,
-            envelope,
-            entry.placeholder,
-            entry.max_entries,
-        )
+        pieces = dumps(message).split(entry.placeholder)
+        if len(pieces) < 2:
+            raise ValueError(f"a journaled message to {queue} does not name its entry")
+        args = (JOURNAL_PUBLISH_SHA, 2, entry.stream, key, entry.payload, entry.max_entries, *pieces)
         batch = kwargs.get("_publish_batch")
         if batch is not None:
             batch.add("evalsha", *args)

@@ -141,8 +141,9 @@ _placeholders = ProcessUnique()
 
 
 def placeholder() -> str:
-    """Stands for a journal entry's id in its message until Redis writes the id there: unique, made
-    of letters, digits and underscores (journal_publish.lua)."""
+    """Stands for a journal entry's id in its message until Redis writes the id there
+    (journal_publish.lua): unique, and made of letters, digits and underscores, so never part of a
+    base64 body and never escaped in JSON."""
     return f"__JID{_placeholders.new()}__"
 
 
