@@ -10,6 +10,8 @@ new block, LOCK. Four outcomes of the malloc script
      from MongoDB
   2  locked by another allocator: wait briefly and retry
   3  the cached block is too small: locked, fetch the next block from MongoDB
+  4  (probing, `malloc_unrecorded_many`) nothing allocated: every id already has its seq, or the
+     flag key is missing
 MongoDB's `seq.max_seq` only ever grows, so even after Redis loses everything the next block starts
 above every seq already handed out (P4): a jump forward, never reuse.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -58,6 +61,18 @@ def next_block_extra(base: int, previous_extra: int, previous_born_ms: int, now_
 
 class SeqAllocationError(RuntimeError):
     pass
+
+
+NOTHING_WANTED = 4  # a probing malloc whose ids all had their seqs: nothing allocated
+
+
+@dataclass
+class Probed:
+    """A probing allocation's answer for one conversation."""
+
+    known: list[str | None]  # per id: what the hash holds for it (its seq), or None
+    flagged: bool  # whether the flag key exists
+    start: int | None  # the unrecorded ids' seqs are start+1 ..; None when none needed one
 
 
 BlockSource = Callable[[str, int], int]
@@ -103,7 +118,44 @@ class SeqAllocator:
         pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
         for (conv, size, _), owner in zip(wants, owners, strict=True):
             self._run_malloc(conv, size, owner, now_ms, pipe)
-        results = pipe.execute()
+        return self._finish(wants, owners, pipe.execute(), now_ms)
+
+    def malloc_unrecorded_many(
+        self, wants: list[tuple[str, list[str], bool]], recorded: Callable[[str], str], flag: Callable[[str], str]
+    ) -> dict[str, Probed]:
+        """For each conversation (id, ids, group): seqs for its distinct ids that the hash
+        `recorded(conversation)` does not hold yet, with what it holds for each id and whether
+        `flag(conversation)` exists, read in the same script (one round trip for the look and the
+        allocation; the keys share the conversation's slot). Where the flag is missing nothing is
+        allocated (start None): the caller prepares what the flag stands for, then calls `malloc_many`."""
+        if any(not ids for _, ids, _ in wants):
+            raise ValueError("no ids")
+        if len({conv for conv, _, _ in wants}) != len(wants):
+            raise ValueError("one request per conversation")
+        now_ms = int(time.time() * 1000)
+        owners = [new_owner() for _ in wants]
+        pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
+        for (conv, ids, _), owner in zip(wants, owners, strict=True):
+            keys = [malloc_seq_key(conv), recorded(conv), flag(conv)]
+            args: list[int | str] = [0, self._lock_seconds, self._data_seconds, now_ms, owner, *ids]
+            self._malloc(keys=keys, args=args, client=pipe)
+        probed: dict[str, Probed] = {}
+        sized: list[tuple[str, int, bool]] = []
+        allocating: list[tuple[str, Any]] = []
+        for (conv, ids, group), owner, (result, flagged, known) in zip(wants, owners, pipe.execute(), strict=True):
+            probed[conv] = Probed(list(known), bool(flagged), None)
+            if int(result[0]) != NOTHING_WANTED:
+                sized.append((conv, len({i for i, k in zip(ids, known, strict=True) if k is None}), group))
+                allocating.append((owner, result))
+        starts = self._finish(sized, [o for o, _ in allocating], [r for _, r in allocating], now_ms)
+        for conv, start in starts.items():
+            probed[conv].start = start
+        return probed
+
+    def _finish(
+        self, wants: list[tuple[str, int, bool]], owners: list[str], results: list[Any], now_ms: int
+    ) -> dict[str, int]:
+        """The starts of `wants` from their malloc answers: MongoDB blocks and lock waits as needed."""
         taken = self._take_wanted_blocks(wants, results, now_ms)
         return {
             conv: self._settle(conv, size, group, owner, now_ms, result, taken.get(conv))

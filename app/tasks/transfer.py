@@ -136,25 +136,29 @@ def commit_batch(by_conv: ByConversation, attempts: int = 3) -> CommitResult:
     r = get_redis()
     convs = list(by_conv)
 
-    probe = r.pipeline(transaction=False)
-    for conv in convs:
-        probe.hmget(client_msg_key(conv), [m["client_msg_id"] for m in by_conv[conv]])
-        probe.exists(conversation_ready_key(conv))
-    answers = probe.execute()
+    # One script per conversation looks up which clientMsgIDs have their seqs already and whether
+    # its records exist, and allocates seqs for the others (P2: a repeat gets no second seq); a
+    # conversation without records gets its seqs once they were created.
+    wants = [
+        (conv, [m["client_msg_id"] for m in by_conv[conv]], by_conv[conv][0]["session_type"] == GROUP_CHAT)
+        for conv in convs
+    ]
+    probed = seq_allocator().malloc_unrecorded_many(wants, client_msg_key, conversation_ready_key)
 
     fresh: ByConversation = {}
     repeated: dict[str, dict[int, dict[str, Any]]] = {}
     missing_records: dict[str, tuple[list[str], int]] = {}
-    for i, conv in enumerate(convs):
-        fresh[conv], repeated[conv] = split_known(by_conv[conv], answers[2 * i])
-        if not answers[2 * i + 1]:
+    for conv in convs:
+        fresh[conv], repeated[conv] = split_known(by_conv[conv], probed[conv].known)
+        if not probed[conv].flagged:
             first = by_conv[conv][0]
             missing_records[conv] = (conversation_owners(first), first["session_type"])
     if missing_records:
         conversations.create_conversations_many(missing_records)
-
-    wants = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m]
-    starts = seq_allocator().malloc_many(wants) if wants else {}
+    starts = {conv: p.start for conv, p in probed.items() if p.start is not None}
+    late = [(c, len(m), m[0]["session_type"] == GROUP_CHAT) for c, m in fresh.items() if m and c not in starts]
+    if late:
+        starts.update(seq_allocator().malloc_many(late))
 
     commit = scripts.pipeline(r)  # commit.lua and SETs: safe to run again after NOSCRIPT
     reads: dict[str, dict[str, int]] = {}

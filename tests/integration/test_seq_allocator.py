@@ -279,3 +279,60 @@ def test_a_promoted_replica_never_hands_out_a_seq_again(
     start = allocator_on(replica).malloc(conv, 5)
     assert start + 1 > max(handed), f"seq {start + 1} handed out again after the failover"
     assert allocator_on(replica).malloc(conv, 1) == start + 5  # the new block serves as usual
+
+
+def test_a_probing_allocation_gives_seqs_only_to_unrecorded_ids_of_prepared_conversations(
+    allocator: SeqAllocator, uid: str
+) -> None:
+    r = get_redis()
+    ready, fresh, repeats = (f"si_a{uid}_p{uid}", f"si_a{uid}_q{uid}", f"si_a{uid}_r{uid}")
+
+    def recorded(conv: str) -> str:
+        return f"RECORDED:{{{conv}}}"
+
+    def flag(conv: str) -> str:
+        return f"FLAG:{{{conv}}}"
+
+    try:
+        for conv in (ready, repeats):
+            r.set(flag(conv), 1)
+        allocator.malloc(ready, 3)  # seqs 1..3 handed out before
+        r.hset(recorded(ready), mapping={"c1": 2})
+        r.hset(recorded(repeats), mapping={"d1": 7, "d2": 8})
+        probed = allocator.malloc_unrecorded_many(
+            [(ready, ["c0", "c1", "c2", "c0"], False), (fresh, ["e0"], False), (repeats, ["d1", "d2", "d1"], True)],
+            recorded,
+            flag,
+        )
+        # two distinct unrecorded ids: seqs 4 and 5; c1 keeps its 2
+        assert (probed[ready].known, probed[ready].flagged, probed[ready].start) == (
+            [None, "2", None, None],
+            True,
+            3,
+        )
+        # no flag: nothing allocated (the caller creates what it stands for first)
+        assert (probed[fresh].known, probed[fresh].flagged, probed[fresh].start) == ([None], False, None)
+        assert not r.exists(malloc_seq_key(fresh))
+        # every id recorded: nothing allocated, the cached block untouched
+        assert (probed[repeats].known, probed[repeats].start) == (["7", "8", "7"], None)
+        assert not r.exists(malloc_seq_key(repeats))
+        assert allocator.malloc(ready, 1) == 5
+    finally:
+        r.delete(*(key(conv) for conv in (ready, fresh, repeats) for key in (recorded, flag)))
+
+
+def test_a_probing_allocation_takes_a_block_for_a_new_cache_and_many_ids(allocator: SeqAllocator, uid: str) -> None:
+    r = get_redis()
+    conv = f"si_a{uid}_s{uid}"
+    ids = [f"id{n}" for n in range(1200)]  # more than one HMGET chunk in the script
+    try:
+        r.set(f"FLAG:{{{conv}}}", 1)
+        r.hset(f"RECORDED:{{{conv}}}", "id700", 1)
+        probed = allocator.malloc_unrecorded_many(
+            [(conv, ids, False)], lambda c: f"RECORDED:{{{c}}}", lambda c: f"FLAG:{{{c}}}"
+        )
+        assert probed[conv].start == 0 and probed[conv].known.count(None) == 1199
+        assert probed[conv].known[700] == "1"
+        assert allocator.malloc(conv, 1) == 1199  # the block from MongoDB served 1,199 seqs
+    finally:
+        r.delete(f"FLAG:{{{conv}}}", f"RECORDED:{{{conv}}}")

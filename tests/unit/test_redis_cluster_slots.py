@@ -45,7 +45,8 @@ SCRIPT_KEYS: dict[str, Callable[[str], list[str]]] = {
     "commit": commit_keys,
     "raise_capped": lambda conv: msg_cache.read_seq_keys(conv, "alice"),
     "raise_to": lambda conv: [keys.max_seq_key(conv)],
-    "malloc_seq": lambda conv: [keys.malloc_seq_key(conv)],
+    # as transfer probes: the seq block, the clientMsgID records and the conversation's ready flag
+    "malloc_seq": lambda c: [keys.malloc_seq_key(c), keys.client_msg_key(c), keys.conversation_ready_key(c)],
     "store_seq_block": lambda conv: [keys.malloc_seq_key(conv)],
     "fill_members": lambda group: [keys.group_members_key(group)],
     "change_members": lambda group: [keys.group_members_key(group)],
@@ -53,6 +54,8 @@ SCRIPT_KEYS: dict[str, Callable[[str], list[str]]] = {
     "badge_add": lambda user: [keys.badge_key(user)],
     "lease_acquire_all": lease_keys,
     "lease_release": lease_keys,
+    # on the broker's Redis (never a cluster), yet one slot too: the journal's hash tag is its queue
+    "journal_publish": lambda queue: [keys.journal_key(queue), queue],
 }
 
 

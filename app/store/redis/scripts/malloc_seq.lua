@@ -1,41 +1,69 @@
--- Hand out seqs from a conversation's cached block (app/seq_lua.py has the four outcomes).
--- KEYS[1] malloc key; ARGV: size, lock seconds, data seconds, now ms, lock owner
+-- Hand out seqs from a conversation's cached block (app/seq_lua.py has the outcomes).
+-- KEYS[1] malloc key; ARGV: size, lock seconds, data seconds, now ms, lock owner.
+-- Probing (KEYS[2] a hash of the ids that have their seqs already, KEYS[3] a key that must exist
+-- before anything is allocated, ARGV[6..] ids): the size is the number of distinct ids the hash
+-- lacks, and the answer is {outcome, KEYS[3] exists, the hash's values of the ids}; outcome 4 when
+-- nothing was allocated (every id has its seq, or KEYS[3] is missing: the caller prepares first).
 local key = KEYS[1]
-local size = tonumber(ARGV[1])
 local lock_seconds = tonumber(ARGV[2])
 local data_seconds = tonumber(ARGV[3])
 local now_ms = ARGV[4]
 local owner = ARGV[5]
--- This server's replication id: a replica promoted to master takes a new one. A block cached under
--- another id may have gone back (replication is asynchronous: the old master can have handed out
--- seqs its replica never saw), so it is no block at all and MongoDB's next one is taken instead.
-local info = redis.pcall('INFO', 'replication')
-local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
-local function start_over()
-  redis.call('DEL', key)
-  redis.call('HSET', key, 'LOCK', owner)
-  redis.call('EXPIRE', key, lock_seconds)
-  return {1}
+
+local function malloc(size)
+  -- This server's replication id: a replica promoted to master takes a new one. A block cached under
+  -- another id may have gone back (replication is asynchronous: the old master can have handed out
+  -- seqs its replica never saw), so it is no block at all and MongoDB's next one is taken instead.
+  local info = redis.pcall('INFO', 'replication')
+  local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
+  local function start_over()
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'LOCK', owner)
+    redis.call('EXPIRE', key, lock_seconds)
+    return {1}
+  end
+  if redis.call('EXISTS', key) == 0 then
+    return start_over()
+  end
+  if redis.call('HEXISTS', key, 'LOCK') == 1 then
+    return {2}
+  end
+  local curr = tonumber(redis.call('HGET', key, 'CURR'))
+  local last = tonumber(redis.call('HGET', key, 'LAST'))
+  if curr == nil or last == nil or redis.call('HGET', key, 'RID') ~= rid then
+    -- a half-written hash, or one cached before a failover: start over from MongoDB
+    return start_over()
+  end
+  if curr + size > last then
+    local born = redis.call('HGET', key, 'BORN') or '0'
+    local extra = redis.call('HGET', key, 'EXTRA') or '0'
+    redis.call('HSET', key, 'LOCK', owner, 'TIME', now_ms)
+    redis.call('EXPIRE', key, lock_seconds)
+    return {3, curr, last, born, extra}
+  end
+  redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
+  redis.call('EXPIRE', key, data_seconds)
+  return {0, curr, last}
 end
-if redis.call('EXISTS', key) == 0 then
-  return start_over()
+
+if #KEYS == 1 then
+  return malloc(tonumber(ARGV[1]))
 end
-if redis.call('HEXISTS', key, 'LOCK') == 1 then
-  return {2}
+local known, wanted, seen = {}, 0, {}
+for first = 6, #ARGV, 500 do  -- in chunks: unpack has a limit
+  local last = math.min(first + 499, #ARGV)
+  local values = redis.call('HMGET', KEYS[2], unpack(ARGV, first, last))
+  for i = first, last do
+    local value = values[i - first + 1]
+    known[#known + 1] = value
+    if not value and not seen[ARGV[i]] then
+      seen[ARGV[i]] = true
+      wanted = wanted + 1
+    end
+  end
 end
-local curr = tonumber(redis.call('HGET', key, 'CURR'))
-local last = tonumber(redis.call('HGET', key, 'LAST'))
-if curr == nil or last == nil or redis.call('HGET', key, 'RID') ~= rid then
-  -- a half-written hash, or one cached before a failover: start over from MongoDB
-  return start_over()
+local exists = redis.call('EXISTS', KEYS[3])
+if wanted == 0 or exists == 0 then
+  return {{4}, exists, known}
 end
-if curr + size > last then
-  local born = redis.call('HGET', key, 'BORN') or '0'
-  local extra = redis.call('HGET', key, 'EXTRA') or '0'
-  redis.call('HSET', key, 'LOCK', owner, 'TIME', now_ms)
-  redis.call('EXPIRE', key, lock_seconds)
-  return {3, curr, last, born, extra}
-end
-redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
-redis.call('EXPIRE', key, data_seconds)
-return {0, curr, last}
+return {malloc(wanted), exists, known}
