@@ -2,8 +2,8 @@
 
 `MALLOC_SEQ:{conv}` holds CURR (last seq handed out), LAST (end of the block reserved in MongoDB),
 TIME, RID (the replication id of the server that cached the block) and, while someone is fetching a
-new block, LOCK. Four outcomes of the malloc script
-(app/store/redis/scripts/malloc_seq.lua), as in OpenIM's allocator:
+new block, LOCK. The outcomes of the malloc script (app/store/redis/scripts/malloc_seq.lua), the
+first four as in OpenIM's allocator:
   0  served from the cached block
   1  no cache (first use, expiry, Redis lost its data, or the block was cached before a replica was
      promoted: asynchronous replication can have lost its last allocations): locked, fetch a block
@@ -63,7 +63,7 @@ class SeqAllocationError(RuntimeError):
     pass
 
 
-NOTHING_WANTED = 4  # a probing malloc whose ids all had their seqs: nothing allocated
+NOTHING_WANTED = 4  # a probing malloc that allocated nothing (every id had its seq, or no flag)
 
 
 @dataclass
