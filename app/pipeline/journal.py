@@ -24,14 +24,11 @@ from typing import Any
 
 import kombu.exceptions
 from kombu.utils.uuid import uuid
-from redis.exceptions import NoScriptError
 
 from app.config import settings
 from app.core import compact_json
-from app.core.unique import ProcessUnique
-from app.pipeline import broker_redis, dead_letters
+from app.pipeline import dead_letters
 from app.pipeline.backoff import TRANSIENT_ERRORS
-from app.store.redis import scripts
 from app.store.redis.client import get_broker_redis
 from app.store.redis.keys import journal_key
 
@@ -74,6 +71,19 @@ def entries(queue: str, count: int = 500, until: str = "+") -> list[tuple[str, A
 # --- hand-offs ---------------------------------------------------------------------------------
 
 
+def publish(queue: str, payload: Any, send_message: Callable[[list[str] | None], Any]) -> None:
+    """Journal `payload` first on a Redis broker, then `send_message(journal)`, where journal is
+    [queue, entry id] (None on RabbitMQ) for the consumer to pass to `done`. A failed publish
+    removes its entry again: the sender hears of the failure and sends again, so it is not replayed."""
+    journal = [queue, append(queue, payload)] if JOURNALING else None
+    try:
+        send_message(journal)
+    except Exception:
+        if journal:
+            remove(*journal)
+        raise
+
+
 def shown(args: list[Any], journal: list[str] | None) -> dict[str, str]:
     """What Flower shows of a hand-off: without it Celery walks every message with saferepr (a
     fifth of a transfer worker's publish)."""
@@ -81,86 +91,73 @@ def shown(args: list[Any], journal: list[str] | None) -> dict[str, str]:
 
 
 def send(task: Any, args: list[Any], queue: str) -> None:
-    """Publish `task(*args)` on `queue`, journaled on a Redis broker."""
-    send_many([(task, args, queue)])
+    """Publish `task(*args)` on `queue`, journaled first on a Redis broker."""
+    publish(
+        queue,
+        args,
+        lambda journal: task.apply_async(args=args, kwargs={"journal": journal}, queue=queue, **shown(args, journal)),
+    )
 
 
 def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
-    """Hand-offs (task, args, queue): on a Redis broker journaled and published in one round trip
-    (`publish_journaled`); on RabbitMQ Celery's own publish each, with `journal` None."""
+    """`send` for several hand-offs (task, args, queue): on a Redis broker in two round trips
+    (`publish_journaled`)."""
     if not JOURNALING:
         for task, args, queue in sends:
-            task.apply_async(args=args, kwargs={"journal": None}, queue=queue, **shown(args, None))
+            send(task, args, queue)
         return
     if sends:
         publish_journaled(sends[0][0].app, [(task.name, args, queue) for task, args, queue in sends])
 
 
 def publish_journaled(app: Any, sends: list[tuple[str, list[Any], str]], batches: bool = False) -> None:
-    """Several task messages (task name, args, queue) on a Redis broker in one round trip: each is
-    journaled and pushed onto its queue by one script (broker_redis.Channel), all in one pipeline
-    (kombu's producer batch), so no entry is ever without its message or the reverse. A failed
-    publish raises (delivery uncertain: the caller sends them all again; a duplicate is recognised,
-    and the entries of those that went out are removed by their consumers); an outage raises as the
-    caller's backoff knows it (TRANSIENT_ERRORS).
+    """Several task messages (task name, args, queue) on a Redis broker in two round trips: their
+    journal entries, then every publish in one pipeline (kombu's producer batch). A failed publish
+    removes the entries (delivery uncertain: the caller sends them all again; a duplicate is
+    recognised) and raises; an outage raises as the caller's backoff knows it (TRANSIENT_ERRORS).
 
     An entry holds what its consumer's recovery runs: a hand-off's arguments (the sweepers call the
     task with them), or with `batches` a gateway batch's messages, the task's one argument (a transfer
-    worker replays them as a batch). The task's `journal` argument names the entry: Redis writes its
-    id in place of a placeholder unique to this publish."""
-    entries = [
-        broker_redis.JournalEntry(
-            journal_key(queue),
-            compact_json.dumps(args[0] if batches else args),
-            placeholder(),
-            MAX_ENTRIES,
-        )
-        for _name, args, queue in sends
-    ]
-    for attempt in (1, 2):
-        try:
-            with app.producer_or_acquire() as producer, producer.batch():
-                if not isinstance(producer.channel, broker_redis.Channel):
-                    raise RuntimeError("journaled hand-offs need app.pipeline.broker_redis as the broker transport")
-                for (name, args, queue), entry in zip(sends, entries, strict=True):
-                    publish_task_message(producer, app, name, args, [queue, entry.placeholder], queue, entry)
-            return
-        except Exception as exc:
-            batched = isinstance(exc, kombu.exceptions.BatchPublishError)
-            cause = exc.__cause__ if batched else exc
-            if isinstance(cause, NoScriptError) and attempt == 1:
-                # the broker's Redis restarted or flushed its scripts: none of them ran
-                get_broker_redis().script_load(scripts.source("journal_publish"))
-                continue
-            if batched and isinstance(cause, TRANSIENT_ERRORS):
-                raise cause from exc  # an outage, as the caller's backoff knows them
-            raise
+    worker replays them as a batch)."""
+    pipe = get_broker_redis().pipeline(transaction=False)
+    for _name, args, queue in sends:
+        payload = args[0] if batches else args
+        pipe.xadd(journal_key(queue), {"msgs": compact_json.dumps(payload)}, maxlen=MAX_ENTRIES, approximate=True)
+    entry_ids = [str(entry_id) for entry_id in pipe.execute()]
+    try:
+        with app.producer_or_acquire() as producer, producer.batch():
+            for (name, args, queue), entry_id in zip(sends, entry_ids, strict=True):
+                publish_task_message(producer, app, name, args, [queue, entry_id], queue)
+    except Exception as exc:
+        # not sent, or not surely: the caller sends them all again
+        remove_many([(queue, entry_id) for (_n, _a, queue), entry_id in zip(sends, entry_ids, strict=True)])
+        if isinstance(exc, kombu.exceptions.BatchPublishError) and isinstance(exc.__cause__, TRANSIENT_ERRORS):
+            raise exc.__cause__ from exc  # an outage, as the caller's backoff knows them
+        raise
 
 
-_placeholders = ProcessUnique()
-
-
-def placeholder() -> str:
-    """Stands for a journal entry's id in its message until Redis writes the id there
-    (journal_publish.lua): unique, and made of letters, digits and underscores, so never part of a
-    base64 body and never escaped in JSON."""
-    return f"__JID{_placeholders.new()}__"
+def remove_many(entries: list[tuple[str, str]]) -> None:
+    """Remove journal entries (queue, entry id); best effort after a failed publish: an entry left
+    behind is run once more by its queue's sweeper or replay, which every stage recognises."""
+    try:
+        done_many([[queue, entry_id] for queue, entry_id in entries])
+    except Exception:
+        log.warning("could not remove %d journal entries of a failed publish", len(entries), exc_info=True)
 
 
 def publish_task_message(
-    producer: Any, app: Any, task_name: str, args: list[Any], journal: list[str], queue: str, entry: Any
+    producer: Any, app: Any, task_name: str, args: list[Any], journal: list[str], queue: str
 ) -> None:
-    """`task_name(*args, journal=journal)` on `queue` (Redis broker), journaled as `entry`: Celery's own
-    task message (as_task_v2), published by kombu without what `apply_async` adds around it (routing,
-    a result object, the queue's declaration): a two-message hand-off took 0.34 ms instead of 0.61.
-    The anonymous exchange routes by queue name on Redis, so the queues need no declaration per
-    publish. Inside a producer batch (the only caller) it is buffered and sent when the batch ends;
-    an outage raises then, for the caller to ride out."""
+    """`task_name(*args, journal=journal)` on `queue` (Redis broker): Celery's own task message
+    (as_task_v2), published by kombu without what `apply_async` adds around it (routing, a result
+    object, the queue's declaration): a two-message hand-off took 0.34 ms instead of 0.61. The
+    anonymous exchange routes by queue name on Redis, so the queues need no declaration per publish.
+    Inside a producer batch (the only caller) it is buffered and sent when the batch ends; an outage
+    raises then, for the caller to ride out."""
     conf = app.conf
     headers, properties, body, _sent_event = app.amqp.as_task_v2(
         uuid(), task_name, args, {"journal": journal}, **shown(args, journal)
     )
-    headers[broker_redis.JOURNAL_HEADER] = entry
     producer.publish(
         body,
         exchange="",
@@ -292,7 +289,7 @@ def names_entry(journal: Any) -> bool:
 
 
 def is_entry(journal: Any) -> bool:
-    """[queue, stream entry id], as `publish_journaled` names an entry."""
+    """[queue, stream entry id], as `publish` and `publish_journaled` name an entry."""
     return names_entry(journal) and _ENTRY_ID.fullmatch(journal[1]) is not None
 
 

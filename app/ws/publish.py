@@ -25,7 +25,7 @@ from app.ws.acceptance import Ack, LaterSettlements, Pending, accept_batches, en
 
 def publish_batches(batches: dict[str, list[dict[str, Any]]]) -> dict[str, Exception]:
     """Transfer batches, one per queue; returns the queues whose publish failed. On a Redis broker all
-    of them journaled and published in one round trip (`journal.publish_journaled`), through a broker blip as
+    of them journaled in one round trip and published in one pipeline, through a broker blip as
     Celery's own publish is (task_publish_retry_policy), all failing together; on RabbitMQ Celery's
     send_task each, which declares the queue and waits for the publisher confirm. A failed publish is
     not journaled: the client is told to resend."""

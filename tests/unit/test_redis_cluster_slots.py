@@ -54,8 +54,6 @@ SCRIPT_KEYS: dict[str, Callable[[str], list[str]]] = {
     "badge_add": lambda user: [keys.badge_key(user)],
     "lease_acquire_all": lease_keys,
     "lease_release": lease_keys,
-    # on the broker's Redis (never a cluster), yet one slot too: the journal's hash tag is its queue
-    "journal_publish": lambda queue: [keys.journal_key(queue), queue],
 }
 
 

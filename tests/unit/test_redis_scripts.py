@@ -1,5 +1,4 @@
-"""Scripts are named by strings: each name the code loads (or reads, to run it through kombu) has
-its file, and each file is loaded."""
+"""Scripts are named by strings: each name the code loads has its file, and each file is loaded."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def loaded_names() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "app").rglob("*.py"):
-        found.update(re.findall(r'scripts\.(?:load|source)\("(\w+)"', path.read_text(encoding="utf-8")))
+        found.update(re.findall(r'scripts\.load\("(\w+)"', path.read_text(encoding="utf-8")))
     return found
 
 

@@ -1,4 +1,4 @@
-"""Process-unique ids (lock owners, journal placeholders): unique, and new ones in a forked child."""
+"""Process-unique ids (the seq allocator's lock owners): unique, and new ones in a forked child."""
 
 from __future__ import annotations
 
