@@ -99,7 +99,7 @@ class SeqAllocator:
         self._lock_seconds = lock_seconds
         self._data_seconds = data_seconds
         self._wait_seconds = wait_seconds
-        self._malloc = scripts.load("malloc_seq", client)  # outcomes 0-3 above
+        self._malloc = scripts.load("malloc_seq", client)  # the outcomes above
         self._store = scripts.load("store_seq_block", client)
 
     def malloc(self, conversation_id: str, size: int, group: bool = False) -> int:
@@ -111,14 +111,8 @@ class SeqAllocator:
         suffice (the common case); blocks from MongoDB and lock waits are handled per conversation."""
         if any(size <= 0 for _, size, _ in wants):
             raise ValueError("size must be positive")
-        if len({conv for conv, _, _ in wants}) != len(wants):
-            raise ValueError("one request per conversation")
-        now_ms = int(time.time() * 1000)
-        owners = [new_owner() for _ in wants]
-        pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
-        for (conv, size, _), owner in zip(wants, owners, strict=True):
-            self._run_malloc(conv, size, owner, now_ms, pipe)
-        return self._finish(wants, owners, pipe.execute(), now_ms)
+        now_ms, owners, results = self._malloc_all([([malloc_seq_key(conv)], size, []) for conv, size, _ in wants])
+        return self._finish(wants, owners, results, now_ms)
 
     def malloc_unrecorded_many(
         self, wants: list[tuple[str, list[str], bool]], recorded: Callable[[str], str], flag: Callable[[str], str]
@@ -130,19 +124,12 @@ class SeqAllocator:
         allocated (start None): the caller prepares what the flag stands for, then calls `malloc_many`."""
         if any(not ids for _, ids, _ in wants):
             raise ValueError("no ids")
-        if len({conv for conv, _, _ in wants}) != len(wants):
-            raise ValueError("one request per conversation")
-        now_ms = int(time.time() * 1000)
-        owners = [new_owner() for _ in wants]
-        pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
-        for (conv, ids, _), owner in zip(wants, owners, strict=True):
-            keys = [malloc_seq_key(conv), recorded(conv), flag(conv)]
-            args: list[int | str] = [0, self._lock_seconds, self._data_seconds, now_ms, owner, *ids]
-            self._malloc(keys=keys, args=args, client=pipe)
+        calls = [([malloc_seq_key(conv), recorded(conv), flag(conv)], 0, ids) for conv, ids, _ in wants]
+        now_ms, owners, replies = self._malloc_all(calls)
         probed: dict[str, Probed] = {}
         sized: list[tuple[str, int, bool]] = []
         allocating: list[tuple[str, Any]] = []
-        for (conv, ids, group), owner, (result, flagged, known) in zip(wants, owners, pipe.execute(), strict=True):
+        for (conv, ids, group), owner, (result, flagged, known) in zip(wants, owners, replies, strict=True):
             probed[conv] = Probed(list(known), bool(flagged), None)
             if int(result[0]) != NOTHING_WANTED:
                 sized.append((conv, len({i for i, k in zip(ids, known, strict=True) if k is None}), group))
@@ -151,6 +138,19 @@ class SeqAllocator:
         for conv, start in starts.items():
             probed[conv].start = start
         return probed
+
+    def _malloc_all(self, calls: list[tuple[list[str], int, list[str]]]) -> tuple[int, list[str], list[Any]]:
+        """malloc_seq.lua once per (keys, size, ids) in one pipelined round trip: (now ms, the lock
+        owners, the answers)."""
+        if len({keys[0] for keys, _, _ in calls}) != len(calls):
+            raise ValueError("one request per conversation")
+        now_ms = int(time.time() * 1000)
+        owners = [new_owner() for _ in calls]
+        pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
+        for (keys, size, ids), owner in zip(calls, owners, strict=True):
+            args: list[int | str] = [size, self._lock_seconds, self._data_seconds, now_ms, owner, *ids]
+            self._malloc(keys=keys, args=args, client=pipe)
+        return now_ms, owners, pipe.execute()
 
     def _finish(
         self, wants: list[tuple[str, int, bool]], owners: list[str], results: list[Any], now_ms: int
