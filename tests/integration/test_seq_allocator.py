@@ -19,7 +19,7 @@ from app.store.redis.client import get_redis
 from app.store.redis.keys import malloc_seq_key
 from tests.conftest import WORK_DIR
 from tests.integration.helpers import eventually
-from tests.redis_cluster import cluster_ports, redis_binary
+from tests.redis_cluster import redis_binary
 
 
 @pytest.fixture
@@ -236,7 +236,8 @@ def test_concurrent_block_takers_never_share_a_seq(infra: dict[str, str], uid: s
 @pytest.fixture
 def primary_and_replica(infra: dict[str, str]) -> Iterator[tuple[redis.Redis, redis.Redis]]:
     """Two redis-servers of their own: the second a replica of the first."""
-    ports = cluster_ports(2)
+    ports = [embedded.free_port()]
+    ports.append(next(port for port in iter(embedded.free_port, None) if port != ports[0]))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for port in ports:
