@@ -17,10 +17,13 @@ from app.ops import embedded
 
 
 def cluster_ports(count: int) -> list[int]:
-    """Free ports whose cluster-bus port (port + 10000) is free too, so at most 55535."""
+    """Free ports whose cluster-bus port (port + 10000) is free too, both below the ephemeral range
+    (see embedded.free_port) where it leaves room, else at most 55535."""
+    low, _high = embedded.ephemeral_ports()
+    first, last = (10000, low - 10001) if low > 13000 else (20000, 45000)
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 45000)
+        port = random.randint(first, last)
         if port not in ports and embedded.bindable(port) and embedded.bindable(port + 10000):
             ports.append(port)
     return ports
