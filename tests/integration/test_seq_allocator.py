@@ -245,8 +245,8 @@ def primary_and_replica(infra: dict[str, str]) -> Iterator[tuple[redis.Redis, re
             node_dir.mkdir(parents=True)
             args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir)]
             args += ["--save", "", "--appendonly", "no"]
-            log = open(node_dir / "redis.log", "ab")
-            procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
+            with open(node_dir / "redis.log", "ab") as log:  # the child keeps its own descriptor
+                procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT))
             embedded.wait_until(partial(embedded.redis_answers, f"redis://127.0.0.1:{port}/0"), 20, f"redis {port}")
         primary, replica = (redis.Redis(port=port, decode_responses=True) for port in ports)
         replica.replicaof("127.0.0.1", ports[0])
