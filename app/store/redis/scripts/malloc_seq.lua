@@ -11,11 +11,6 @@ local now_ms = ARGV[4]
 local owner = ARGV[5]
 
 local function malloc(size)
-  -- This server's replication id: a replica promoted to master takes a new one. A block cached under
-  -- another id may have gone back (replication is asynchronous: the old master can have handed out
-  -- seqs its replica never saw), so it is no block at all and MongoDB's next one is taken instead.
-  local info = redis.pcall('INFO', 'replication')
-  local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
   local function start_over()
     redis.call('DEL', key)
     redis.call('HSET', key, 'LOCK', owner)
@@ -30,6 +25,12 @@ local function malloc(size)
   end
   local curr = tonumber(redis.call('HGET', key, 'CURR'))
   local last = tonumber(redis.call('HGET', key, 'LAST'))
+  -- This server's replication id (read only when there is a block to serve): a replica promoted to
+  -- master takes a new one. A block cached under another id may have gone back (replication is
+  -- asynchronous: the old master can have handed out seqs its replica never saw), so it is no block
+  -- at all and MongoDB's next one is taken instead.
+  local info = redis.pcall('INFO', 'replication')
+  local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
   if curr == nil or last == nil or redis.call('HGET', key, 'RID') ~= rid then
     -- a half-written hash, or one cached before a failover: start over from MongoDB
     return start_over()
