@@ -12,13 +12,12 @@ class ProcessUnique:
     parent's ids) and a counter. A uuid4 per id was one getrandom system call each (strace: ten per
     transfer task for the seq allocator's lock owners alone)."""
 
-    def __init__(self, prefix_chars: int = 16) -> None:
-        self._prefix_chars = prefix_chars
+    def __init__(self) -> None:
         self.reset()
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
-        self._prefix = uuid.uuid4().hex[: self._prefix_chars]
+        self._prefix = uuid.uuid4().hex[:16]
         self._count = itertools.count()
 
     def new(self) -> str:

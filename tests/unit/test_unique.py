@@ -22,6 +22,6 @@ def test_ids_are_unique_and_a_forked_child_draws_its_own_prefix() -> None:
 
 
 def test_ids_are_letters_and_digits_only() -> None:
-    ids = ProcessUnique(prefix_chars=8)
+    ids = ProcessUnique()
     assert all(ids.new().isalnum() for _ in range(50))
-    assert len(ids.new()) >= 9
+    assert len(ids.new()) >= 17
