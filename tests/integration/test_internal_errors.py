@@ -126,7 +126,8 @@ def test_a_read_receipt_sent_through_rest_is_journaled_until_pushed(stack: Any, 
         try:
             body = {"userID": reader_id, "conversationID": conv, "hasReadSeq": 1}
             assert rest(stack.gateway_port, "/msg/mark_conversation_as_read", body, reader.token)["errCode"] == 0
-            assert len(journaled()) == 1
+            # answered once accepted (published to transfer): its hand-off to push comes a moment later
+            assert eventually(lambda: len(journaled()) == 1, timeout=10)
         finally:
             stack.restart("push", ["worker", "push"], " ready.")
         assert eventually(receipt_pushed, timeout=30)
