@@ -17,7 +17,7 @@ from app.core.conversation import shard_of, transfer_queue
 from app.pipeline import journal
 from app.pipeline.backoff import TRANSIENT_ERRORS
 from app.pipeline.journal import JOURNALING
-from app.store.redis import client_acks, recv_opts
+from app.store.redis import client_acks, lean, recv_opts
 from app.store.redis.client import get_broker_redis, get_redis
 from app.ws import recv_rules
 from app.ws.acceptance import Ack, LaterSettlements, Pending, accept_batches, encode_ack
@@ -77,7 +77,7 @@ def accept_shard_batches(
     labelled = [(shard, item) for shard, batch in batches.items() for item in batch]
     everything = [item for _shard, item in labelled]
     pairs = recv_rules.single_chat_pairs(everything)
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = lean.pipeline(get_redis())
     settled = settlements.queue_on(pipe) if settlements is not None else 0
     recv_opts.queue_cached(pipe, pairs)
     client_acks.queue_reserve(

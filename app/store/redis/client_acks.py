@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.store.redis import lean
 from app.store.redis.client import get_redis
 from app.store.redis.keys import CLIENT_MSG_TTL_SECONDS, client_ack_key
 
@@ -29,14 +30,14 @@ def reserved(replies: list[Any]) -> list[str | None]:
 
 def reserve_client_acks(entries: list[tuple[str, str, str]]) -> list[str | None]:
     """(conversation, clientMsgID, pending answer) -> None where reserved now, else the value already there."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = lean.pipeline(get_redis())
     queue_reserve(pipe, entries)
     return reserved(pipe.execute())
 
 
 def settle_client_acks(confirmed: list[tuple[str, str, str]], released: list[tuple[str, str]]) -> None:
     """Mark published answers final; drop reservations whose publish failed so a resend can retry."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = lean.pipeline(get_redis())
     queue_settle(pipe, confirmed, released)
     pipe.execute()
 

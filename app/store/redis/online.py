@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from app.core import compact_json
+from app.store.redis import lean
 from app.store.redis.client import get_redis
 from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, ONLINE_TTL_SECONDS, online_key, push_channel
 
@@ -28,7 +29,7 @@ def get_online(user_ids: list[str]) -> dict[str, list[OnlineEntry]]:
 
     Each field carries its own expiry, so the entries of a gateway node that died stop counting
     after ONLINE_TTL_SECONDS even while another node keeps renewing the same user's key."""
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = lean.pipeline(get_redis())
     for user_id in user_ids:
         pipe.hgetall(online_key(user_id))
     now_ms = int(time.time() * 1000)
