@@ -116,7 +116,7 @@ class Settings:
     webhook_max_retries: int = env("WEBHOOK_MAX_RETRIES", 5)
     # The gateway groups SendMsg requests per shard for this long before one broker publish.
     batch_linger_ms: float = env("BATCH_LINGER_MS", 3.0)
-    batch_linger_max_ms: float = env("BATCH_LINGER_MAX_MS", 20.0)
+    batch_linger_max_ms: float = env("BATCH_LINGER_MAX_MS", 30.0)
     batch_max_msgs: int = env("BATCH_MAX_MSGS", 200)
     max_content_bytes: int = env("MAX_CONTENT_BYTES", 40 * 1024)
     # A sender may revoke its own message this long after sending it (0: any time); group owners,
