@@ -60,8 +60,8 @@ class Settings:
     redis_max_connections: int = env("REDIS_MAX_CONNECTIONS", 200)
     broker_url: str = env("BROKER_URL", "")
     mongo_url: str = env("MONGO_URL", "mongodb://127.0.0.1:27017/openim?retryWrites=false")
-    # One shard per transfer process (the Procfile runs two): a process handles its shards' batches
-    # one at a time, so more shards than processes only makes each batch smaller.
+    # A transfer process handles its shards' batches of one gateway flush in one run (the Procfile runs one
+    # process for every shard); more shards spread over more processes when one process is not enough.
     transfer_shards: int = env("TRANSFER_SHARDS", 2)
     gateway_host: str = env("GATEWAY_HOST", "127.0.0.1")
     gateway_port: int = env("GATEWAY_PORT", 10001)
@@ -128,8 +128,8 @@ class Settings:
     batch_send_max_receivers: int = env("BATCH_SEND_MAX_RECEIVERS", 10000)
     # Which shards this transfer worker consumes ("0,2"); empty means all of them.
     transfer_worker_shards_raw: str = env("TRANSFER_WORKER_SHARDS", "")
-    # "i/n": this is the i-th of n transfer processes sharing those shards (the Procfile runs two, so
-    # that one batch's Redis and MongoDB round trips overlap another shard's); empty: one process.
+    # "i/n": this is the i-th of n transfer processes sharing those shards (e.g. 1/2 and 2/2, so that one
+    # batch's Redis and MongoDB round trips overlap another shard's); empty: one process for all of them.
     transfer_part: str = env("TRANSFER_PART", "")
     # Redis broker: a dead worker's unacknowledged messages come back after this long (celeryconfig),
     # and journaled hand-offs older than this are run by the consumers' sweepers (app/pipeline/journal.py).

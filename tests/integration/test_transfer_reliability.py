@@ -233,7 +233,7 @@ def test_a_batch_mixing_a_repeat_with_new_messages_persists_all_of_them(stack: A
     assert not any(e.conversation == conv for e in refused)
 
 
-def test_two_transfer_processes_share_the_shards_as_the_procfile_runs_them(redis_broker_stack: Stack) -> None:
+def test_two_transfer_processes_share_the_shards_by_transfer_part(redis_broker_stack: Stack) -> None:
     """TRANSFER_PART=1/2 and 2/2 consume disjoint halves of the shards, each under its own lease:
     with only the first running, the second half's conversations wait in their queues; once the
     second starts, every message has one seq, in acceptance order."""
