@@ -134,6 +134,21 @@ def commit_guard() -> Iterator[None]:
 
 
 @pytest.fixture
+def own_redis() -> Iterator[Any]:
+    """A private redis-server, for tests that disturb their server (flush its scripts, kill its clients)."""
+    import redis
+
+    port = embedded.free_port()
+    proc = embedded.start_redis(port, Path(tempfile.mkdtemp(prefix="own-redis-", dir=WORK_DIR)))
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+        embedded.stop_processes([proc], timeout=10)
+
+
+@pytest.fixture
 def uid() -> str:
     """A fresh suffix so each test's users and conversations are its own."""
     return uuid.uuid4().hex[:8]

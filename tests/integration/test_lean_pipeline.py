@@ -1,32 +1,16 @@
 """The hot path's LeanPipeline against a real redis-server: the same replies as redis-py's own pipeline
 for the same commands, error replies raised only after every reply was read (the connection stays
 usable), a dropped connection retried, and a cluster client given its own pipeline.
-A private redis-server: the test kills its clients' connections."""
+A private redis-server (conftest's own_redis): the test kills its clients' connections."""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from app.ops import embedded
 from app.store.redis import lean
-
-
-@pytest.fixture
-def own_redis() -> Iterator[redis.Redis]:
-    port = embedded.free_port()
-    proc = embedded.start_redis(port, Path(tempfile.mkdtemp(prefix="lean-pipeline-")))
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
-        embedded.stop_processes([proc], timeout=10)
 
 
 def _queue_everything(pipe: Any) -> None:

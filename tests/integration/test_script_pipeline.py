@@ -1,32 +1,15 @@
 """Scripts on a pipeline without redis-py's SCRIPT EXISTS before every execute: after Redis lost its
 scripts (a restart, SCRIPT FLUSH), the pipeline loads them and runs once more, and each script runs once.
-A private redis-server: flushing scripts on the shared one would disturb other test runs."""
+A private redis-server (conftest's own_redis): flushing scripts on the shared one would disturb other test runs."""
 
 from __future__ import annotations
-
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from app.ops import embedded
 from app.store.redis import scripts
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[redis.Redis]:
-    port = embedded.free_port()
-    proc = embedded.start_redis(port, Path(tempfile.mkdtemp(prefix="script-pipeline-")))
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
-        embedded.stop_processes([proc], timeout=10)
 
 
 def test_a_pipeline_runs_its_scripts_once_whether_or_not_redis_still_has_them(own_redis: redis.Redis) -> None:
