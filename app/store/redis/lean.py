@@ -58,9 +58,6 @@ class LeanPipeline:
         self._packed: list[bytes] = []
         self._convert: list[Callable[[Any], Any]] = []
 
-    def __len__(self) -> int:
-        return len(self._packed)
-
     def _queue(self, args: tuple[Any, ...], convert: Callable[[Any], Any] = _as_is) -> LeanPipeline:
         self._packed.append(hiredis.pack_command(args))
         self._convert.append(convert)
