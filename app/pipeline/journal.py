@@ -202,11 +202,13 @@ class LaterRemovals:
         self._thread: threading.Thread | None = None
 
     def add(self, journals: list[list[str] | None]) -> None:
-        taken = [journal for journal in journals if journal]
-        refused = [journal for journal in taken if not is_entry(journal)]
+        taken: list[list[str]] = []
+        refused: list[list[str]] = []
+        for journal in journals:
+            if journal:
+                (taken if is_entry(journal) else refused).append(journal)
         if refused:  # not ours (a task message written by hand?): an XDEL would fail its queue's others
             log.error("not journal entries, not removed: %r", refused[:10])
-            taken = [journal for journal in taken if is_entry(journal)]
         if not taken:
             return
         with self._lock:

@@ -451,15 +451,11 @@ def queued_batch(raw: str | bytes) -> Batch | None:
             body = base64.b64decode(body)
         args, kwargs, _embed = json.loads(body)
         journal = kwargs.get("journal")
-        if len(args) != 1 or set(kwargs) != {"journal"} or not is_journal(journal):
+        if len(args) != 1 or set(kwargs) != {"journal"} or not hand_offs.is_entry(journal):
             return None
         return args[0], journal
     except Exception:  # anything unexpected is left to kombu and the task as they are
         return None
-
-
-def is_journal(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
 
 
 def replay_journal(queues: list[str]) -> int:
