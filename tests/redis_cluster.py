@@ -126,15 +126,26 @@ class LocalCluster:
         raise RuntimeError(f"no replica of {master_port}")
 
     def failover(self, replica_port: int, timeout: float = 30) -> None:
-        """Promote a replica (CLUSTER FAILOVER: the master hands over in step, nothing written is lost)."""
+        """Promote a replica (CLUSTER FAILOVER: the master hands over in step, nothing written is lost),
+        and wait until every node's slot map gives the old master's slots to it (a node can know the
+        new master's role a moment before it maps the slots to it: a client then still finds the old)."""
+        old_master = int(self.node(replica_port).info("replication")["master_port"])
         self.node(replica_port).execute_command("CLUSTER", "FAILOVER")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.node(replica_port).info("replication").get("role") == "master" and self.healthy():
-                if all(self.sees_master(port, replica_port) for port in self.live_ports()):
+                ports = self.live_ports()
+                if all(self.sees_master(port, replica_port) for port in ports) and all(
+                    self.maps_slots_to(port, replica_port, instead_of=old_master) for port in ports
+                ):
                     return
             time.sleep(0.2)
         raise RuntimeError(f"replica {replica_port} was not promoted")
+
+    def maps_slots_to(self, port: int, master_port: int, instead_of: int) -> bool:
+        """Node `port`'s CLUSTER SLOTS has slots served by `master_port` and none by `instead_of`."""
+        masters = {int(row[2][1]) for row in self.node(port).execute_command("CLUSTER", "SLOTS")}
+        return master_port in masters and instead_of not in masters
 
     def role(self, port: int) -> str:
         """master or slave; "" while the node does not answer."""
