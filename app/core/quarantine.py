@@ -72,24 +72,51 @@ def check_fields(doc: Any) -> None:
     conversation_id_for(doc["session_type"], doc["send_id"], doc["recv_id"], doc["group_id"])
 
 
+# The top-level names the pipeline itself writes (protocol.msgdata_to_doc, transfer, the merge):
+# fixed strings MongoDB takes, so only other names (and every nested key) are checked one by one.
+_OWN_FIELD_NAMES = frozenset(
+    (*STRING_FIELDS, *OPTIONAL_STRING_FIELDS, *INT_FIELDS, *OPTIONAL_INT_FIELDS)
+    + ("is_read", "options", "offline_push", "at_user_id_list", "operation_id", classify.LEAVING_FIELD)
+)
+_CONTAINERS = (dict, list)
+# A path is only spelled out for a refusal: (parent path, key or index), None at the message.
+_Path = tuple[Any, Any] | None
+
+
+def _spelled(path: _Path) -> str:
+    parts: list[Any] = []
+    while path is not None:
+        path, step = path
+        parts.append(step)
+    out = ""
+    for step in reversed(parts):
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return out or "the message"
+
+
 def _check_keys_and_depth(doc: dict[str, Any]) -> None:
-    """MongoDB's rules for field names, and a bound on nesting; iterative, so never a RecursionError."""
-    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    """MongoDB's rules for field names, and a bound on nesting; iterative, so never a RecursionError.
+    A value is `depth` containers deep; scalars are checked where they are found, never stacked."""
+    stack: list[tuple[Any, _Path, int]] = [(doc, None, 0)]
     while stack:
         value, path, depth = stack.pop()
-        if depth > MAX_DOC_DEPTH:
-            raise Refused(f"{path or 'the message'} nests deeper than {MAX_DOC_DEPTH} levels")
+        inner = depth + 1
         if isinstance(value, dict):
             for key, item in value.items():
-                if not isinstance(key, str):
-                    raise Refused(f"key {key!r} under {path or 'the message'} is not a string")
-                where = f"{path}.{key}" if path else key
-                problem = mongo_key_problem(key)
-                if problem:
-                    raise Refused(f"key {key!r} under {path or 'the message'} {problem}")
-                stack.append((item, where, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+                if depth or key not in _OWN_FIELD_NAMES:
+                    if not isinstance(key, str):
+                        raise Refused(f"key {key!r} under {_spelled(path)} is not a string")
+                    problem = mongo_key_problem(key)
+                    if problem:
+                        raise Refused(f"key {key!r} under {_spelled(path)} {problem}")
+                if inner > MAX_DOC_DEPTH:
+                    raise Refused(f"{_spelled((path, key))} nests deeper than {MAX_DOC_DEPTH} levels")
+                if isinstance(item, _CONTAINERS):
+                    stack.append((item, (path, key), inner))
+        else:  # a list: only containers are ever stacked
+            if value and inner > MAX_DOC_DEPTH:
+                raise Refused(f"{_spelled((path, 0))} nests deeper than {MAX_DOC_DEPTH} levels")
+            stack.extend((item, (path, i), inner) for i, item in enumerate(value) if isinstance(item, _CONTAINERS))
 
 
 def check_stored_message(doc: dict[str, Any]) -> None:

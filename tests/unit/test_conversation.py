@@ -14,6 +14,7 @@ from app.core.conversation import (
     single_conversation_id,
     transfer_queue,
 )
+from app.core.errors import ImError
 
 
 def test_single_conversation_id_sorts_users() -> None:
@@ -71,3 +72,11 @@ def test_peer_of_a_single_conversation() -> None:
     assert peer_of("si_a_b_c", "a") == "b_c"  # ids with underscores: split on the owner
     assert peer_of("si_a_b_c", "a_b") == "c"
     assert peer_of("si_me_me", "me") == "me"
+
+
+def test_a_refused_id_is_refused_every_time_and_never_remembered_as_an_answer() -> None:
+    for _ in range(2):
+        with pytest.raises(ImError):
+            conversation_id_for(SINGLE_CHAT, "a_b", "c", "")
+    assert conversation_id_for(SINGLE_CHAT, "c", "ab", "") == "si_ab_c"
+    assert conversation_id_for(SINGLE_CHAT, "ab", "c", "") == "si_ab_c"

@@ -100,3 +100,25 @@ def test_the_storage_check_agrees_with_mongodbs_encoder(extra: dict[str, Any]) -
 def test_check_message_raises_value_error() -> None:
     with pytest.raises(ValueError, match="NUL"):
         check_message(gateway_doc(options={"\u0000": True}))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"a": {"b": {"c": {"d": 1}}}}, "extra.a.b.c.d nests deeper than 4 levels"),
+        ([[[[1]]]], "extra[0][0][0][0] nests deeper than 4 levels"),
+        ([1, {"a": [{"b": 2}]}], "extra[1].a[0].b nests deeper than 4 levels"),
+        ({"ok": [1, 2], "x": {"a.b": 1}}, "key 'a.b' under extra.x starts with $ or contains a dot"),
+        ([{"$k": 1}], "key '$k' under extra[0] starts with $ or contains a dot"),
+    ],
+)
+def test_a_refusal_names_where_in_the_message(extra: Any, reason: str) -> None:
+    assert problem_with(gateway_doc(extra=extra)) == reason
+
+
+def test_only_the_pipelines_own_field_names_skip_the_key_check() -> None:
+    dollar = "key '$where' under the message starts with $ or contains a dot"
+    assert problem_with(gateway_doc(**{"$where": "x"})) == dollar
+    assert problem_with({**gateway_doc(), 7: "x"}) == "key 7 under the message is not a string"
+    # as deep as allowed, scalars and empty containers included, in the pipeline's own fields and others
+    assert problem_with(gateway_doc(extra={"a": {"b": [1, {}]}}, offline_push={"ex": "", "x": {"y": []}})) is None
