@@ -149,7 +149,7 @@ class SeqAllocator:
         pipe = scripts.pipeline(self._redis)  # only malloc_seq.lua: none ran on NOSCRIPT
         for (keys, size, ids), owner in zip(calls, owners, strict=True):
             args: list[int | str] = [size, self._lock_seconds, self._data_seconds, now_ms, owner, *ids]
-            self._malloc(keys=keys, args=args, client=pipe)
+            scripts.call(self._malloc, keys, args, pipe)
         return now_ms, owners, pipe.execute()
 
     def _finish(

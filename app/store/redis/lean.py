@@ -85,18 +85,31 @@ class LeanPipeline:
 
     def execute(self) -> list[Any]:
         """Every queued command's reply, in order; the queue is empty afterwards."""
+        packed, convert = self._take()
+        return self._replies(self._exchange(packed), convert) if packed else []
+
+    def _take(self) -> tuple[list[bytes], list[Callable[[Any], Any]]]:
         packed, convert = self._packed, self._convert
         self._packed, self._convert = [], []
-        if not packed:
-            return []
+        return packed, convert
+
+    def _exchange(self, packed: list[bytes]) -> list[Any]:
+        """The raw replies, an error reply as its exception (not raised)."""
         conn = self._pool.get_connection()
         try:
-            replies = conn.retry.call_with_retry(lambda: _round_trip(conn, packed), lambda _error: conn.disconnect())
+            replies: list[Any] = conn.retry.call_with_retry(
+                lambda: _round_trip(conn, packed), lambda _error: conn.disconnect()
+            )
         except BaseException:
             conn.disconnect()  # replies may be left unread on it: never hand it out again as it is
             raise
         finally:
             self._pool.release(conn)
+        return replies
+
+    @staticmethod
+    def _replies(replies: list[Any], convert: list[Callable[[Any], Any]]) -> list[Any]:
+        """The replies as redis-py gives them; the first error reply raised, once all were read."""
         for number, reply in enumerate(replies, start=1):
             if isinstance(reply, ResponseError):
                 reply.args = (f"command #{number} of a pipeline failed: {reply.args[0]}", *reply.args[1:])

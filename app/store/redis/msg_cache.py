@@ -105,12 +105,12 @@ def commit(
     conversation_id: str,
     msgs: list[dict[str, Any]],
     read_seqs: dict[str, int],
-    client: redis.Redis | Pipeline | None = None,
+    client: redis.Redis | scripts.ScriptPipeline | None = None,
 ) -> Any:
     """Cache the messages, record their clientMsgIDs, raise the visible max and the read seqs, in one
     script (P5): len(msgs), or COMMIT_REFUSED having written nothing; queued on a pipeline, its reply."""
     keys, args = commit_args(conversation_id, msgs, read_seqs)
-    return scripts.load("commit", get_redis())(keys=keys, args=args, client=client)
+    return scripts.call(scripts.load("commit", get_redis()), keys, args, client)
 
 
 def update_cached_msg(

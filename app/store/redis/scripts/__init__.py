@@ -4,7 +4,8 @@ redis-py's Script runs EVALSHA and loads the script on NOSCRIPT (on a pipeline: 
 LOAD what is missing, before the pipeline runs), so the text crosses the wire only when Redis lacks it.
 `pipeline()` skips that SCRIPT EXISTS round trip (two per transfer batch): it runs EVALSHA
 straight away and, only when Redis answers NOSCRIPT (it restarted or flushed its scripts), loads
-them and runs the pipeline again.
+them and runs the pipeline again. On a single server it is a lean pipeline (no redis-py command
+machinery per queued script: transfer queues one or two per conversation of a batch).
 
 On a Redis Cluster every script's keys lie in one slot (keys.py hash-tags them; tests/unit checks
 each call site). A cluster pipeline cannot load scripts before it runs, and a replica promoted by a
@@ -18,13 +19,14 @@ import functools
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
-from redis.client import Pipeline
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+from app.store.redis.lean import LeanPipeline
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,28 +71,55 @@ def load(name: str, client: redis.Redis) -> Script:
     return scripts[name]
 
 
-class ScriptsFirstPipeline(Pipeline):
-    """A non-transactional pipeline that assumes its scripts are loaded. On NOSCRIPT none of its
-    EVALSHAs ran; the scripts are loaded and the whole pipeline runs again, so only queue commands
-    beside them that may run twice (SET, EXPIRE, reads...)."""
+class ScriptPipeline(Protocol):
+    """What the callers of `pipeline()` use of either kind: scripts queued through `call`, SETs."""
 
-    def load_scripts(self) -> None:
-        return None  # no SCRIPT EXISTS before every execute: NOSCRIPT is handled in execute()
+    def set(self, name: str, value: str | int, *, ex: int | None = None, nx: bool = False) -> Any: ...
+    def execute(self) -> list[Any]: ...
 
-    def execute(self, raise_on_error: bool = True) -> list[object]:
-        stack, used = list(self.command_stack), set(self.scripts)
-        try:
-            return list(super().execute(raise_on_error))
-        except NoScriptError:
+
+class LeanScriptsPipeline(LeanPipeline):
+    """A lean pipeline (app/store/redis/lean.py) that assumes its scripts are loaded: EVALSHA straight
+    away, no SCRIPT EXISTS first. On NOSCRIPT none of its EVALSHAs ran; the scripts are loaded and the
+    whole pipeline runs again, so only queue commands beside them that may run twice (SET, reads...)."""
+
+    __slots__ = ("_client", "_scripts")
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self._client = client
+        self._scripts: set[Script] = set()
+
+    def evalsha(self, script: Script, keys: Sequence[Any], args: Iterable[Any]) -> LeanScriptsPipeline:
+        self._scripts.add(script)
+        self._queue(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return self
+
+    def execute(self) -> list[Any]:
+        packed, convert = self._take()
+        used, self._scripts = self._scripts, set()
+        if not packed:
+            return []
+        replies = self._exchange(packed)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
             for script in used:
-                script.sha = script.registered_client.script_load(script.script)
-            self.command_stack, self.scripts = stack, used
-            return list(super().execute(raise_on_error))
+                script.sha = self._client.script_load(script.script)
+            replies = self._exchange(packed)
+        return self._replies(replies, convert)
 
 
-def pipeline(client: redis.Redis) -> Pipeline:
-    """A pipeline for queuing this module's scripts (plain Redis: ScriptsFirstPipeline; any other
-    client, e.g. a cluster, its own pipeline)."""
+def pipeline(client: redis.Redis) -> ScriptPipeline:
+    """A pipeline for queuing this module's scripts with `call` (plain Redis: LeanScriptsPipeline; any
+    other client, e.g. a cluster, its own pipeline)."""
     if type(client) is redis.Redis:
-        return ScriptsFirstPipeline(client.connection_pool, client.response_callbacks, False, None)
-    return client.pipeline(transaction=False)
+        return LeanScriptsPipeline(client)
+    pipe: ScriptPipeline = client.pipeline(transaction=False)
+    return pipe
+
+
+def call(script: Script, keys: Sequence[Any], args: Iterable[Any], client: Any = None) -> Any:
+    """Run `script` on `client` (default: the one it was registered on), or queue it when `client` is a
+    pipeline from `pipeline()` (its reply then comes from the pipeline's execute)."""
+    if isinstance(client, LeanScriptsPipeline):
+        return client.evalsha(script, keys, args)
+    return script(keys=keys, args=args, client=client)
