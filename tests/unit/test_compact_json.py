@@ -65,7 +65,11 @@ def test_reads_what_it_wrote_as_the_standard_library(value: Any) -> None:
     [
         '{"seq": 18446744073709551616}',  # beyond 64 bits: orjson would read a float
         "[-9999999999999999999]",
-        '{"id": "1234567890123456789012"}',  # a long digit run inside a string
+        "12345678901234567890",
+        '{"a": [1,\t 98765432109876543210]}',
+        '{"a":\n-98765432109876543210.5e1}',
+        '{"id": "phone 1234567890123456789012"}',  # a long digit run inside a string, after a space
+        '{"a": 1e1234567890123456789}',
         '["\\ud800 lone"]',
         "[NaN, Infinity]",
         '{"a": 1e400}',
@@ -76,6 +80,33 @@ def test_reads_what_orjson_would_misread_or_refuse_through_the_fallback(text: st
     expected = json.loads(text)
     assert repr(value) == repr(expected)  # repr: NaN != NaN, and 2**64 must stay an int
     assert repr(compact_json.loads(text.encode())) == repr(expected)
+
+
+@given(
+    st.lists(st.integers(min_value=-(2**80), max_value=2**80), min_size=1, max_size=4),
+    st.sampled_from(["", " ", "\n", "\t", "\r\n  "]),
+)
+def test_long_integers_read_exactly_however_spaced(values: list[int], space: str) -> None:
+    text = "[" + f",{space}".join(f"{space}{v}" for v in values) + "]"
+    assert repr(compact_json.loads(text)) == repr(json.loads(text)) == repr(values)
+    record = {"n": values[0]}
+    assert repr(compact_json.loads(json.dumps(record, indent=space.count(" ") or None))) == repr(record)
+
+
+def _refuse(text: Any) -> Any:
+    raise AssertionError(f"read by the fallback: {text!r}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"server_msg_id": "1197e2a6012345678901234567890454"}',  # after a hex letter
+        '{"id": "1234567890123456789012", "n": 7}',  # right after a quote
+        '{"x": 1.12345678901234567890123, "y": 2e00000000000000000001}',  # a float's fraction, an exponent
+    ],
+)
+def test_long_digit_runs_that_are_no_integer_are_read_by_orjson(text: str) -> None:
+    assert compact_json.loads(text, fallback=_refuse) == json.loads(text)
 
 
 def test_task_messages_with_kombus_typed_values_read_back() -> None:
