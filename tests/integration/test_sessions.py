@@ -224,12 +224,17 @@ def test_a_flood_is_refused_with_an_error_and_other_connections_are_unharmed(
         assert RATE <= codes.count(0) < frames / 2
         assert codes.count(1610) == frames - codes.count(0)
         assert neighbour.newest_seqs() == {}
-        # the bucket refills: the flooder is served again, and the flood was logged once
+        # the bucket refills: the flooder is served again, and the flood was logged once, its end once
         time.sleep(1.5)
         flooder.send_binary(json.dumps({"reqIdentifier": 1001, "sendID": f"fl{uid}", "msgIncr": "x"}).encode())
         assert json.loads(flooder.recv())["errCode"] == 0
         log = stack.log_text("gateway-a")
-        assert log.count(f"fl{uid}/{LINUX} is over {RATE} requests/s") == 1
+        floods = log.count(f"fl{uid}/{LINUX} is over {RATE} requests/s")
+        assert floods == log.count(f"fl{uid}/{LINUX} is under the request rate limit again") >= 1
+        # Once per flood, not per refused frame: a second flood within these 200 frames needs a frame
+        # served between, which only a token refilled while the gateway read them gives (a slow machine
+        # read them over more than 1/RATE s): at most one per frame served beyond the burst.
+        assert floods <= codes.count(0) - RATE + 1
     finally:
         flooder.close()
         neighbour.close()
