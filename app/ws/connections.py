@@ -1,7 +1,9 @@
 """One gateway node's sockets: each client connection, and the hub that finds them by user.
 
 Every write to a socket goes through the connection's outbox and one writer greenlet, so responses,
-pushes, kicks and pings reach the client in the order they were produced. The hub keeps the node's
+pushes, kicks and pings reach the client in the order they were produced; a frame with nothing
+queued or being written before it is written at once by its producer instead, when the socket takes
+it without waiting (sockets.WholeWrites.send_now), which keeps that order. The hub keeps the node's
 part of the shared online state in Redis (which platforms of which user are connected here) and
 the node-local 2005 subscriptions.
 """
@@ -101,6 +103,10 @@ class Conn:
         self.aborted = False
         self.close_code: int | None = None
         self.expiry_timer: Any = None  # the gateway's loop timer closing the socket when its token expires
+        # Frames may be written by whoever produces them while the writer is idle (`_enqueue`): known
+        # once the writer has started and found the socket's frames plain (no extension).
+        self._plain = False
+        self._writer_busy = False
         self.writer = gevent.spawn(self._write_forever)
 
     @property
@@ -128,6 +134,13 @@ class Conn:
     def _enqueue(self, item: bytes | str | _Control) -> None:
         if self.aborted:
             return
+        if self._plain and not self._writer_busy and not self.closing and not self._outbox.qsize():
+            # Nothing waits before this frame: written now, when the socket takes it without waiting,
+            # instead of waking the writer greenlet for it (a switch and a queue round per frame).
+            send_now = getattr(self.ws.sock, "send_now", None)
+            if send_now is not None and self.ws.connected and not isinstance(item, _Control):
+                if send_now(data_frame(item)):
+                    return
         size = 0 if isinstance(item, _Control) else len(item)
         # one frame always fits in an empty outbox (a large answer is not a slow reader)
         over_bytes = self._outbox_bytes > 0 and self._outbox_bytes + size > self.outbox_max_bytes
@@ -148,9 +161,11 @@ class Conn:
         self._outbox.put_nowait(item)
 
     def _write_forever(self) -> None:
-        plain = sockets.frames_are_plain(self.ws)
+        plain = self._plain = sockets.frames_are_plain(self.ws)
         while True:
+            self._writer_busy = False
             item = self._outbox.get()
+            self._writer_busy = True  # before anything here can wait: a frame taken is not written yet
             try:
                 if item is CLOSE:
                     # not when the client closed first: simple_websocket has answered it already

@@ -232,6 +232,32 @@ class WholeWrites:
                 self.raw.sendall(memoryview(data)[sent:])
         return len(data)
 
+    def send_now(self, data: bytes) -> bool:
+        """Write `data` without ever waiting, if nothing else is being written: True when it went to
+        the socket whole, or in part with the rest following before any other write (a greenlet of
+        its own, holding the lock); False when it was not written at all (the caller queues it)."""
+        if self._writing.locked():
+            return False
+        self._writing.acquire()
+        try:
+            sent = self.raw.send(data, 0, timeout=0.0)  # gevent's: raises instead of waiting
+        except OSError:  # the buffer is full (BlockingIOError), or the socket gone: the writer's case
+            self._writing.release()
+            return False
+        if sent < len(data):
+            gevent.spawn(self._finish, memoryview(data)[sent:])
+        else:
+            self._writing.release()
+        return True
+
+    def _finish(self, rest: memoryview) -> None:
+        try:
+            self.raw.sendall(rest)
+        except OSError:
+            pass  # the connection is gone: its writer and reader find out for themselves
+        finally:
+            self._writing.release()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
 
