@@ -1,9 +1,9 @@
 """One gateway node's sockets: each client connection, and the hub that finds them by user.
 
 Every write to a socket goes through the connection's outbox and one writer greenlet, so responses,
-pushes, kicks and pings reach the client in the order they were produced; a frame with nothing
-queued or being written before it is written at once by its producer instead, when the socket takes
-it without waiting (sockets.WholeWrites.send_now), which keeps that order. The hub keeps the node's
+pushes, kicks and pings reach the client in the order they were produced; frames with nothing queued
+or being written before them are written by the node's next write pass instead, when the socket takes
+them without waiting (sockets.WholeWrites.send_now), which keeps that order. The hub keeps the node's
 part of the shared online state in Redis (which platforms of which user are connected here) and
 the node-local 2005 subscriptions.
 """
@@ -67,6 +67,23 @@ PING = _Control("ping")
 CLOSE = _Control("close")
 
 
+# Connections with frames for the next write pass: one greenlet per pass writes all of them, after
+# the greenlet that produced them (a flush answering its acks, a push payload) has yielded. One
+# switch per pass instead of a writer greenlet's wakeup per frame, and a connection's frames of
+# one pass go out in one send (as its writer coalesces what is queued).
+_unwritten: list[Conn] = []
+
+
+def _write_pass() -> None:
+    conns = _unwritten[:]
+    _unwritten.clear()
+    for conn in conns:
+        try:
+            conn._write_direct()
+        except Exception:
+            log.exception("writing to %s/%d failed", conn.user_id, conn.platform_id)
+
+
 class Conn:
     def __init__(
         self,
@@ -107,6 +124,7 @@ class Conn:
         # once the writer has started and found the socket's frames plain (no extension).
         self._plain = False
         self._writer_busy = False
+        self._direct: list[bytes | str] = []  # frames waiting for the node's next write pass
         self.writer = gevent.spawn(self._write_forever)
 
     @property
@@ -134,13 +152,50 @@ class Conn:
     def _enqueue(self, item: bytes | str | _Control) -> None:
         if self.aborted:
             return
-        if self._plain and not self._writer_busy and not self.closing and not self._outbox.qsize():
-            # Nothing waits before this frame: written now, when the socket takes it without waiting,
-            # instead of waking the writer greenlet for it (a switch and a queue round per frame).
-            send_now = getattr(self.ws.sock, "send_now", None)
-            if send_now is not None and self.ws.connected and not isinstance(item, _Control):
-                if send_now(data_frame(item)):
-                    return
+        if self._direct:
+            if not isinstance(item, _Control):  # a data frame follows those waiting for the pass
+                self._direct.append(item)
+                return
+            self._spill()  # a ping goes through the outbox: what waits for the pass goes first
+        elif (
+            self._plain
+            and not self._writer_busy
+            and not self.closing
+            and not self._outbox.qsize()
+            and not isinstance(item, _Control)
+            and self.ws.connected
+        ):
+            # Nothing is queued or being written: the frame waits for the node's next write pass,
+            # which writes every such connection's frames in one send each (see `_write_pass`).
+            self._direct.append(item)
+            if not _unwritten:
+                gevent.spawn(_write_pass)
+            _unwritten.append(self)
+            return
+        self._to_outbox(item)
+
+    def _spill(self) -> None:
+        items, self._direct = self._direct, []
+        for item in items:
+            self._to_outbox(item)
+
+    def _write_direct(self) -> None:
+        """This connection's part of a write pass: its frames in one send when the socket takes it
+        without waiting; else (or if the writer got busy meanwhile) they go through the outbox."""
+        items, self._direct = self._direct, []
+        if not items or self.aborted:
+            return
+        if self._writer_busy or self._outbox.qsize() or self.closing or not self.ws.connected:
+            written = False
+        else:
+            written = self.ws.sock.send_now(b"".join([data_frame(item) for item in items]))
+        if not written:
+            for item in items:
+                self._to_outbox(item)
+
+    def _to_outbox(self, item: bytes | str | _Control) -> None:
+        if self.aborted:
+            return
         size = 0 if isinstance(item, _Control) else len(item)
         # one frame always fits in an empty outbox (a large answer is not a slow reader)
         over_bytes = self._outbox_bytes > 0 and self._outbox_bytes + size > self.outbox_max_bytes
@@ -161,7 +216,8 @@ class Conn:
         self._outbox.put_nowait(item)
 
     def _write_forever(self) -> None:
-        plain = self._plain = sockets.frames_are_plain(self.ws)
+        plain = sockets.frames_are_plain(self.ws)
+        self._plain = plain and hasattr(self.ws.sock, "send_now")  # WholeWrites: the gateway's sockets
         while True:
             self._writer_busy = False
             item = self._outbox.get()
@@ -228,6 +284,7 @@ class Conn:
 
     def _queue_close(self, code: int | None) -> bool:
         self.closing = True
+        self._spill()  # the close frame after every frame produced before it
         self.close_code = code
         try:
             self._outbox.put_nowait(CLOSE)
