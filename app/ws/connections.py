@@ -120,8 +120,8 @@ class Conn:
         self.aborted = False
         self.close_code: int | None = None
         self.expiry_timer: Any = None  # the gateway's loop timer closing the socket when its token expires
-        # Frames may be written by whoever produces them while the writer is idle (`_enqueue`): known
-        # once the writer has started and found the socket's frames plain (no extension).
+        # Frames may go to the node's write pass instead of the writer (`_enqueue`): known once the
+        # writer has started and found the socket's frames plain (no extension) and its writes whole.
         self._plain = False
         self._writer_busy = False
         self._direct: list[bytes | str] = []  # frames waiting for the node's next write pass
@@ -157,14 +157,7 @@ class Conn:
                 self._direct.append(item)
                 return
             self._spill()  # a ping goes through the outbox: what waits for the pass goes first
-        elif (
-            self._plain
-            and not self._writer_busy
-            and not self.closing
-            and not self._outbox.qsize()
-            and not isinstance(item, _Control)
-            and self.ws.connected
-        ):
+        elif self._plain and not isinstance(item, _Control) and self._nothing_before():
             # Nothing is queued or being written: the frame waits for the node's next write pass,
             # which writes every such connection's frames in one send each (see `_write_pass`).
             self._direct.append(item)
@@ -173,6 +166,10 @@ class Conn:
             _unwritten.append(self)
             return
         self._to_outbox(item)
+
+    def _nothing_before(self) -> bool:
+        """No frame is queued or being written, and data frames may still go out."""
+        return not self._writer_busy and not self._outbox.qsize() and not self.closing and self.ws.connected
 
     def _spill(self) -> None:
         items, self._direct = self._direct, []
@@ -185,11 +182,7 @@ class Conn:
         items, self._direct = self._direct, []
         if not items or self.aborted:
             return
-        if self._writer_busy or self._outbox.qsize() or self.closing or not self.ws.connected:
-            written = False
-        else:
-            written = self.ws.sock.send_now(b"".join([data_frame(item) for item in items]))
-        if not written:
+        if not (self._nothing_before() and self.ws.sock.send_now(b"".join([data_frame(i) for i in items]))):
             for item in items:
                 self._to_outbox(item)
 

@@ -236,9 +236,8 @@ class WholeWrites:
         """Write `data` without ever waiting, if nothing else is being written: True when it went to
         the socket whole, or in part with the rest following before any other write (a greenlet of
         its own, holding the lock); False when it was not written at all (the caller queues it)."""
-        if self._writing.locked():
+        if not self._writing.acquire(blocking=False):
             return False
-        self._writing.acquire()
         try:
             sent = self.raw.send(data, 0, timeout=0.0)  # gevent's: raises instead of waiting
         except OSError:  # the buffer is full (BlockingIOError), or the socket gone: the writer's case
