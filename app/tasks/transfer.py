@@ -17,7 +17,6 @@ messages keep their order (P3). Only the message that fails on its own is dead-l
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from celery import bootsteps
 
 from app.celery_app import celery_app
 from app.config import settings
-from app.core import classify, quarantine
+from app.core import classify, compact_json, quarantine
 from app.core.constants import GROUP_CHAT, MSG_FROM_SYSTEM, MSG_STATUS_SUCCESS
 from app.core.conversation import conversation_id_for
 from app.ops import metrics
@@ -442,14 +441,14 @@ def take_queued_batches() -> list[Batch]:
 def queued_batch(raw: str | bytes) -> Batch | None:
     """(msgs, journal) of a kombu Redis message holding a journaled transfer.batch call; else None."""
     try:
-        envelope = json.loads(raw)
+        envelope = compact_json.loads(raw)
         headers, props = envelope["headers"], envelope["properties"]
         if headers.get("task") != "transfer.batch" or headers.get("eta") or envelope.get("content-type") != JSON:
             return None
         body = envelope["body"]
         if props.get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args, kwargs, _embed = json.loads(body)
+        args, kwargs, _embed = compact_json.loads(body)
         journal = kwargs.get("journal")
         if len(args) != 1 or set(kwargs) != {"journal"} or not hand_offs.is_entry(journal):
             return None
