@@ -8,12 +8,24 @@ local function raise(key, value)
   local current = tonumber(redis.call('GET', key) or '0')
   if tonumber(value) > current then redis.call('SET', key, value) end
 end
-for i = 1, n do
-  if redis.call('HEXISTS', KEYS[2], ARGV[4 + n + i]) == 1 then return -1 end
+-- the clientMsgIDs are ARGV[5 + n .. 4 + 2n], their seqs ARGV[5 + 2n .. 4 + 3n]; in chunks: unpack has a limit
+for first = 1, n, 500 do
+  local last = math.min(first + 499, n)
+  local seen = redis.call('HMGET', KEYS[2], unpack(ARGV, 4 + n + first, 4 + n + last))
+  for i = 1, #seen do
+    if seen[i] then return -1 end
+  end
 end
 for i = 1, n do
   redis.call('SET', KEYS[3 + i], ARGV[4 + i], 'EX', ARGV[2])
-  redis.call('HSET', KEYS[2], ARGV[4 + n + i], ARGV[4 + 2 * n + i])
+end
+for first = 1, n, 250 do
+  local records = {}
+  for i = first, math.min(first + 249, n) do
+    records[#records + 1] = ARGV[4 + n + i]
+    records[#records + 1] = ARGV[4 + 2 * n + i]
+  end
+  redis.call('HSET', KEYS[2], unpack(records))
 end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 raise(KEYS[1], ARGV[4])

@@ -17,23 +17,25 @@ local function malloc(size)
     redis.call('EXPIRE', key, lock_seconds)
     return {1}
   end
-  if redis.call('EXISTS', key) == 0 then
-    return start_over()
-  end
-  if redis.call('HEXISTS', key, 'LOCK') == 1 then
+  -- one read of the fields every outcome needs (a missing key reads as all nil: start over)
+  local fields = redis.call('HMGET', key, 'LOCK', 'CURR', 'LAST', 'RID')
+  if fields[1] then
     return {2}
   end
-  local curr = tonumber(redis.call('HGET', key, 'CURR'))
-  local last = tonumber(redis.call('HGET', key, 'LAST'))
+  local curr = tonumber(fields[2])
+  local last = tonumber(fields[3])
+  if curr == nil or last == nil then
+    -- no block, or a half-written hash: start over from MongoDB
+    return start_over()
+  end
   -- This server's replication id (read only when there is a block to serve): a replica promoted to
   -- master takes a new one. A block cached under another id may have gone back (replication is
   -- asynchronous: the old master can have handed out seqs its replica never saw), so it is no block
   -- at all and MongoDB's next one is taken instead.
   local info = redis.pcall('INFO', 'replication')
   local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
-  if curr == nil or last == nil or redis.call('HGET', key, 'RID') ~= rid then
-    -- a half-written hash, or one cached before a failover: start over from MongoDB
-    return start_over()
+  if fields[4] ~= rid then
+    return start_over()  -- cached before a failover
   end
   if curr + size > last then
     local born = redis.call('HGET', key, 'BORN') or '0'
