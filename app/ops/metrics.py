@@ -20,9 +20,9 @@ MSG_INSERT_MONGO_FAILED = Counter(
 
 # Online push, on the gateway node that writes to the sockets.
 PUSH_DELIVERIES_RECEIVED = Counter("push_deliveries_received", "push deliveries routed to this gateway node")
-ONLINE_PUSH_SUCCESS = Counter("msg_online_push_success", "push frames queued to recipients' sockets")
+ONLINE_PUSH_SUCCESS = Counter("msg_online_push_success", "messages queued to recipients' sockets, once per socket")
 ONLINE_PUSH_FAILED = Counter(
-    "msg_online_push_failed", "routed recipients with no pushable socket here any more (they pull on return)"
+    "msg_online_push_failed", "messages routed to recipients with no pushable socket here any more (they pull them)"
 )
 ONLINE_USERS = Gauge("online_user_num", "users with at least one connection on this gateway node")
 CONNECTIONS = Gauge("gateway_connections", "open client connections on this gateway node")

@@ -493,14 +493,15 @@ class Hub:
                 received += 1
                 # each frame encoded once per (encoding, gzip), for every recipient socket on this node
                 frames = push_frames.PushFrames(push_frames.push_runs(delivery["conversation_id"], delivery["msgs"]))
+                msgs = len(delivery["msgs"])  # counted per message and socket, however many frames carry them
                 for user_id in delivery["users"]:
                     targets = [c for c in self._by_user.get(user_id, ()) if c.pushable]
                     if not targets:
-                        offline += 1
+                        offline += msgs
                     for conn in targets:
                         for frame in frames.frames(conn.sdk_type, conn.gzip):
                             conn.send_encoded(frame)
-                        sent += 1
+                        sent += msgs
         finally:  # counted once per payload, as far as it got
             metrics.PUSH_DELIVERIES_RECEIVED.inc(received)
             if offline:
