@@ -354,9 +354,17 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker). A batch
     the worker received from the broker also takes the batches waiting behind it into its run."""
     waiting = take_queued_batches() if _merge_queues and journal and transfer_batch.request.delivery_info else []
-    if waiting:
-        return transfer_many([(msgs, journal), *waiting])
-    return transfer_one(msgs, journal)
+    count = transfer_many([(msgs, journal), *waiting]) if waiting else transfer_one(msgs, journal)
+    reserve_seq_blocks_ahead()
+    return count
+
+
+def reserve_seq_blocks_ahead() -> None:
+    """After a run, off its messages' way: the next seq blocks of conversations running low."""
+    try:
+        seq_allocator().reserve_ahead()
+    except Exception:  # they take theirs from MongoDB when they run out, as without this
+        log.warning("reserving seq blocks ahead failed", exc_info=True)
 
 
 def transfer_one(msgs: Any, journal: Journal | None) -> int:

@@ -337,3 +337,86 @@ def test_a_probing_allocation_takes_a_block_for_a_new_cache_and_many_ids(allocat
         assert allocator.malloc(conv, 1) == 1199  # the block from MongoDB served 1,199 seqs
     finally:
         r.delete(f"FLAG:{{{conv}}}", f"RECORDED:{{{conv}}}")
+
+
+def counting_allocator() -> tuple[SeqAllocator, list[tuple[str, int]]]:
+    """An allocator that records every MongoDB block it takes, one conversation at a time."""
+    taken: list[tuple[str, int]] = []
+
+    def take_block(conv_id: str, size: int) -> int:
+        taken.append((conv_id, size))
+        return seq_blocks.take_seq_block(conv_id, size)
+
+    return new_seq_allocator(take_block, lock_seconds=1), taken
+
+
+def test_a_block_running_low_gets_its_successor_ahead_and_continues_into_it(infra: dict[str, str], uid: str) -> None:
+    mongo.ensure_indexes()
+    allocator, taken = counting_allocator()
+    conv = f"si_a{uid}_n{uid}"
+    assert allocator.malloc(conv, 1) == 0  # block 0..51
+    assert allocator.reserve_ahead() == 0  # 50 seqs left: not low yet
+    assert allocator.malloc(conv, 10) == 1  # 40 left: fewer than a base block
+    assert allocator.reserve_ahead() == 1
+    assert allocator.reserve_ahead() == 0  # asked once
+    ahead = get_redis().hgetall(malloc_seq_key(conv))
+    assert int(ahead["NEXT_CURR"]) == 51 and int(ahead["NEXT_LAST"]) > 51
+    assert len(taken) == 2  # the first block, and the one ahead
+    # the cached block's 40 and 30 of the block ahead: one range across both, no MongoDB on the way
+    assert allocator.malloc(conv, 70) == 11
+    assert len(taken) == 2
+    state = get_redis().hgetall(malloc_seq_key(conv))
+    assert int(state["CURR"]) == 81 and state["LAST"] == ahead["NEXT_LAST"] and "NEXT_CURR" not in state
+    assert seq_doc(conv)["max_seq"] == int(ahead["NEXT_LAST"])
+
+
+def test_a_block_ahead_that_does_not_follow_the_cached_one_is_skipped_to_or_refused(
+    infra: dict[str, str], uid: str
+) -> None:
+    mongo.ensure_indexes()
+    allocator, _taken = counting_allocator()
+    conv = f"si_a{uid}_o{uid}"
+    allocator.malloc(conv, 11)  # block 0..61, 50 left
+    allocator.malloc(conv, 20)  # 30 left: low
+    seq_blocks.take_seq_block(conv, 1000)  # someone reserved 61..1061 in MongoDB meanwhile
+    assert allocator.reserve_ahead() == 1  # its block starts at 1061: above the cached end
+    assert allocator.malloc(conv, 30) == 31  # the cached block's rest first
+    assert allocator.malloc(conv, 5) == 1061  # then the block ahead, skipping what was not ours
+    # a block reserved before the cached one was: never kept (it lies below what is handed out)
+    r = get_redis()
+    key = malloc_seq_key(conv)
+    last = int(r.hget(key, "LAST") or 0)
+    store_next = allocator._store_next
+    assert store_next(keys=[key], args=[last - 10, last + 40, 0, 50]) == 0
+    assert store_next(keys=[f"{key}:missing"], args=[last, last + 50, 0, 50]) == 0  # no cached block
+    assert store_next(keys=[key], args=[last, last + 50, 0, 50]) == 1
+    assert store_next(keys=[key], args=[last + 50, last + 100, 0, 50]) == 0  # one ahead is enough
+
+
+def test_a_new_block_from_mongodb_drops_the_one_ahead(infra: dict[str, str], uid: str) -> None:
+    """A request larger than the block ahead can give takes a newer block; the older one ahead must
+    never be served after it (P4)."""
+    mongo.ensure_indexes()
+    allocator, _taken = counting_allocator()
+    conv = f"si_a{uid}_p{uid}"
+    allocator.malloc(conv, 11)
+    allocator.malloc(conv, 20)  # 30 left: low
+    assert allocator.reserve_ahead() == 1  # 61..111
+    handed = [allocator.malloc(conv, 200)]  # more than both: a block from MongoDB, above 111
+    assert handed[0] >= 111
+    assert "NEXT_CURR" not in get_redis().hgetall(malloc_seq_key(conv))
+    handed.append(allocator.malloc(conv, 1))
+    assert handed[1] == handed[0] + 200
+
+
+def test_a_promoted_replica_drops_the_block_ahead_with_the_cached_one(infra: dict[str, str], uid: str) -> None:
+    mongo.ensure_indexes()
+    allocator, _taken = counting_allocator()
+    conv = f"si_a{uid}_q{uid}"
+    allocator.malloc(conv, 11)
+    allocator.malloc(conv, 20)
+    assert allocator.reserve_ahead() == 1
+    reserved_end = seq_doc(conv)["max_seq"]
+    get_redis().hset(malloc_seq_key(conv), "RID", "another-servers-replication-id")  # as after a failover
+    start = allocator.malloc(conv, 1)
+    assert start >= reserved_end  # from MongoDB, above the block ahead too

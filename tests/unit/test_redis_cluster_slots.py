@@ -48,6 +48,7 @@ SCRIPT_KEYS: dict[str, Callable[[str], list[str]]] = {
     # as transfer probes: the seq block, the clientMsgID records and the conversation's ready flag
     "malloc_seq": lambda c: [keys.malloc_seq_key(c), keys.client_msg_key(c), keys.conversation_ready_key(c)],
     "store_seq_block": lambda conv: [keys.malloc_seq_key(conv)],
+    "store_next_seq_block": lambda conv: [keys.malloc_seq_key(conv)],
     "fill_members": lambda group: [keys.group_members_key(group)],
     "change_members": lambda group: [keys.group_members_key(group)],
     "delete_if_equal": lambda user: [keys.fcm_token_key(user, 2)],

@@ -1,4 +1,5 @@
--- Hand out seqs from a conversation's cached block (app/seq_lua.py has the outcomes).
+-- Hand out seqs from a conversation's cached block, or the one reserved ahead of it (app/seq_lua.py
+-- has the outcomes).
 -- KEYS[1] malloc key; ARGV: size, lock seconds, data seconds, now ms, lock owner.
 -- Probing (KEYS[2] a hash of the ids that have their seqs already, KEYS[3] a key that must exist
 -- before anything is allocated, ARGV[6..] ids): the size is the number of distinct ids the hash
@@ -18,7 +19,7 @@ local function malloc(size)
     return {1}
   end
   -- one read of the fields every outcome needs (a missing key reads as all nil: start over)
-  local fields = redis.call('HMGET', key, 'LOCK', 'CURR', 'LAST', 'RID')
+  local fields = redis.call('HMGET', key, 'LOCK', 'CURR', 'LAST', 'RID', 'NEXT_CURR', 'NEXT_LAST')
   if fields[1] then
     return {2}
   end
@@ -37,6 +38,22 @@ local function malloc(size)
   if fields[4] ~= rid then
     return start_over()  -- cached before a failover
   end
+  local next_curr = tonumber(fields[5])
+  local next_last = tonumber(fields[6])
+  if curr + size > last and next_curr ~= nil and next_last ~= nil and next_curr >= last then
+    -- The block reserved ahead (store_next_seq_block.lua): continue into it where it follows the
+    -- cached one, else start at its beginning (the cached rest is skipped, never handed out).
+    local start = curr
+    if next_curr > last then start = next_curr end
+    if start + size <= next_last then
+      local ahead = redis.call('HMGET', key, 'NEXT_BORN', 'NEXT_EXTRA')
+      redis.call('HDEL', key, 'NEXT_CURR', 'NEXT_LAST', 'NEXT_BORN', 'NEXT_EXTRA')
+      redis.call('HSET', key, 'CURR', start + size, 'LAST', next_last, 'TIME', now_ms,
+        'BORN', ahead[1] or now_ms, 'EXTRA', ahead[2] or '0')
+      redis.call('EXPIRE', key, data_seconds)
+      return {0, start, next_last, 0}
+    end
+  end
   if curr + size > last then
     local born = redis.call('HGET', key, 'BORN') or '0'
     local extra = redis.call('HGET', key, 'EXTRA') or '0'
@@ -46,7 +63,8 @@ local function malloc(size)
   end
   redis.call('HSET', key, 'CURR', curr + size, 'TIME', now_ms)
   redis.call('EXPIRE', key, data_seconds)
-  return {0, curr, last}
+  -- the fourth field: whether a block is reserved ahead already (the caller refills when low)
+  return {0, curr, last, next_curr and 1 or 0}
 end
 
 if #KEYS == 1 then

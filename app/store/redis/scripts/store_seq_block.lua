@@ -9,8 +9,10 @@ local curr = tonumber(ARGV[3])
 local info = redis.pcall('INFO', 'replication')
 local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local fields = {'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6], 'RID', rid}
+-- a block reserved ahead lies below this newer one: never to be served
+local ahead = {'NEXT_CURR', 'NEXT_LAST', 'NEXT_BORN', 'NEXT_EXTRA'}
 if redis.call('HGET', key, 'LOCK') == ARGV[1] then
-  redis.call('HDEL', key, 'LOCK')
+  redis.call('HDEL', key, 'LOCK', unpack(ahead))
   redis.call('HSET', key, unpack(fields))
   redis.call('EXPIRE', key, tonumber(ARGV[2]))
   return 0
@@ -19,6 +21,7 @@ local cached = tonumber(redis.call('HGET', key, 'CURR'))
 if cached ~= nil and cached >= curr and redis.call('HGET', key, 'RID') == rid then
   return 2
 end
+redis.call('HDEL', key, unpack(ahead))
 redis.call('HSET', key, unpack(fields))
 if redis.call('HEXISTS', key, 'LOCK') == 0 then
   redis.call('EXPIRE', key, tonumber(ARGV[2]))
