@@ -9,7 +9,7 @@ local curr = tonumber(ARGV[3])
 local info = redis.pcall('INFO', 'replication')
 local rid = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
 local fields = {'CURR', ARGV[3], 'LAST', ARGV[4], 'TIME', ARGV[5], 'BORN', ARGV[5], 'EXTRA', ARGV[6], 'RID', rid}
--- a block reserved ahead lies below this newer one: never to be served
+-- a block reserved ahead is dropped: it may lie below this newer one, and must never be served then (P4)
 local ahead = {'NEXT_CURR', 'NEXT_LAST', 'NEXT_BORN', 'NEXT_EXTRA'}
 if redis.call('HGET', key, 'LOCK') == ARGV[1] then
   redis.call('HDEL', key, 'LOCK', unpack(ahead))
