@@ -190,6 +190,11 @@ class SeqAllocator:
             for (conv, size, group), result in zip(wants, results, strict=True)
             if int(result[0]) in (1, 3)
         }
+        return self._blocks_in_one_call(sizes)
+
+    def _blocks_in_one_call(self, sizes: dict[str, int]) -> dict[str, int]:
+        """The starts of several conversations' MongoDB blocks from one call, where this allocator
+        takes them so (else none: each is taken on its own)."""
         if self._take_blocks is None or len(sizes) < 2:
             return {}
         return self._take_blocks(sizes)
@@ -258,13 +263,11 @@ class SeqAllocator:
         for conv, (born, extra) in zip(convs, pipe.execute(), strict=True):
             base = GROUP_BLOCK if low[conv] else SINGLE_BLOCK
             sizes[conv] = next_block_extra(base, int(extra or 0), int(born or 0), now_ms)
-        if self._take_blocks is not None and len(sizes) > 1:
-            starts = self._take_blocks(sizes)
-        else:
-            starts = {conv: self._take_block(conv, size) for conv, size in sizes.items()}
+        starts = self._blocks_in_one_call(sizes)
         store = scripts.pipeline(self._redis)  # only store_next_seq_block.lua: none ran on NOSCRIPT
         for conv in convs:
-            start, size = starts[conv], sizes[conv]
+            size = sizes[conv]
+            start = starts[conv] if conv in starts else self._take_block(conv, size)
             scripts.call(self._store_next, [malloc_seq_key(conv)], [start, start + size, now_ms, size], store)
         return sum(int(kept) for kept in store.execute())
 

@@ -420,3 +420,24 @@ def test_a_promoted_replica_drops_the_block_ahead_with_the_cached_one(infra: dic
     get_redis().hset(malloc_seq_key(conv), "RID", "another-servers-replication-id")  # as after a failover
     start = allocator.malloc(conv, 1)
     assert start >= reserved_end  # from MongoDB, above the block ahead too
+
+
+def test_blocks_ahead_of_many_conversations_come_in_one_mongodb_call(infra: dict[str, str], uid: str) -> None:
+    mongo.ensure_indexes()
+    calls: list[dict[str, int]] = []
+
+    def take_blocks(sizes: dict[str, int]) -> dict[str, int]:
+        calls.append(dict(sizes))
+        return seq_blocks.take_seq_blocks(sizes)
+
+    allocator = new_seq_allocator(lock_seconds=1, take_blocks=take_blocks)
+    convs = [f"si_a{uid}_r{uid}", f"si_a{uid}_s{uid}"]
+    for conv in convs:
+        allocator.malloc(conv, 11)
+        allocator.malloc(conv, 20)  # 30 left: low
+    calls.clear()
+    assert allocator.reserve_ahead() == 2
+    assert [sorted(c) for c in calls] == [sorted(convs)]
+    for conv in convs:
+        assert allocator.malloc(conv, 40) == 31  # across the cached block and the one ahead
+        assert seq_doc(conv)["max_seq"] == int(get_redis().hget(malloc_seq_key(conv), "LAST") or 0)
