@@ -40,6 +40,8 @@ class WebhookFailed(Exception):
 def config() -> WebhooksConfig:
     """WEBHOOKS_CONFIG (OpenIM's webhooks.yml) or WEBHOOKS_ENABLED, read once per process."""
     global _config
+    if _config is not None:  # read on every SendMsg: no lock once it is read
+        return _config
     with _lock:
         if _config is None:
             if settings.webhooks_config_file:
