@@ -159,8 +159,16 @@ class ShardBatcher(Generic[T]):
             results = {shard: exc for shard in batches}
         for shard, entries in batches.items():
             answers = results.get(shard)
-            if answers is None or (not isinstance(answers, Exception) and len(answers) != len(entries)):
-                got = "nothing" if answers is None else len(answers)
+            if not isinstance(answers, (Exception, Sequence)) or (
+                not isinstance(answers, Exception) and len(answers) != len(entries)
+            ):
+                got = (
+                    "nothing"
+                    if answers is None
+                    else len(answers)
+                    if isinstance(answers, Sequence)
+                    else f"a {type(answers).__name__}"
+                )
                 answers = RuntimeError(f"handler answered {got} of {len(entries)} items")
             if isinstance(answers, Exception):
                 log.error("handling %d items for shard %d failed: %r", len(entries), shard, answers)

@@ -207,3 +207,21 @@ def test_items_past_the_deadline_are_answered_overdue_and_once() -> None:
     release.set()
     assert batcher.drain(2)  # the stalled batch and the one behind it were handled after all
     assert len(answered) == 2  # and their late results were not answered again
+
+
+def test_a_handler_answer_of_the_wrong_kind_fails_its_items_and_the_batcher_goes_on() -> None:
+    """An answer that is neither a list nor an Exception fails that batch's items, and the next
+    items are still handled (the flusher is the gateway's only way to the broker)."""
+    answers: list[object] = [42, None]
+
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        if answers:
+            return {shard: answers.pop(0) for shard in batches}  # type: ignore[misc]
+        return {shard: list(items) for shard, items in batches.items()}
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.001, 100)
+    for _ in range(2):
+        with pytest.raises(Exception, match="handler answered"):
+            batcher.submit(0, 1).get(timeout=2)
+    assert batcher.submit(0, 7).get(timeout=2) == 7
+    assert batcher.drain(1)
