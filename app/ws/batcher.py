@@ -70,6 +70,22 @@ def take_batches(pending: dict[int, list[T]], max_batch: int) -> dict[int, list[
     return batches
 
 
+def usable(answers: ShardResults | None, expected: int) -> ShardResults:
+    """A shard's answers as the handler gave them, or the RuntimeError that stands for answers of
+    the wrong kind or number (then every item of the shard fails with it)."""
+    if isinstance(answers, Exception):
+        return answers
+    if answers is None:
+        got = "nothing"
+    elif not isinstance(answers, Sequence):  # a handler's bug: its annotation is not enforced
+        got = f"a {type(answers).__name__}"
+    elif len(answers) == expected:
+        return answers
+    else:
+        got = str(len(answers))
+    return RuntimeError(f"handler answered {got} of {expected} items")
+
+
 def _settle_async_result(done: AsyncResult) -> Answer:
     def answer(result: object) -> None:
         if isinstance(result, BaseException):
@@ -158,18 +174,7 @@ class ShardBatcher(Generic[T]):
             log.error("handling %d shard batches failed: %r", len(batches), exc)
             results = {shard: exc for shard in batches}
         for shard, entries in batches.items():
-            answers = results.get(shard)
-            if not isinstance(answers, (Exception, Sequence)) or (
-                not isinstance(answers, Exception) and len(answers) != len(entries)
-            ):
-                got = (
-                    "nothing"
-                    if answers is None
-                    else len(answers)
-                    if isinstance(answers, Sequence)
-                    else f"a {type(answers).__name__}"
-                )
-                answers = RuntimeError(f"handler answered {got} of {len(entries)} items")
+            answers = usable(results.get(shard), len(entries))
             if isinstance(answers, Exception):
                 log.error("handling %d items for shard %d failed: %r", len(entries), shard, answers)
                 for entry in entries:
