@@ -156,6 +156,10 @@ class ShardBatcher(Generic[T]):
             self._handling = handled
             try:
                 self._answer(batches)
+            except Exception as exc:  # a bug in answering: its items learn it now, not at the deadline
+                log.exception("answering a flush of %d items failed", len(handled))
+                for entry in handled:
+                    _settle(entry, exc)
             finally:
                 self._handling = []
                 self.in_flight -= len(handled)
@@ -173,6 +177,9 @@ class ShardBatcher(Generic[T]):
         except Exception as exc:  # the whole flush failed: every item learns it
             log.error("handling %d shard batches failed: %r", len(batches), exc)
             results = {shard: exc for shard in batches}
+        if not isinstance(results, Mapping):  # a handler's bug, as in usable()
+            wrong = RuntimeError(f"handler answered a {type(results).__name__}, not answers per shard")
+            results = {shard: wrong for shard in batches}
         for shard, entries in batches.items():
             answers = usable(results.get(shard), len(entries))
             if isinstance(answers, Exception):

@@ -225,3 +225,45 @@ def test_a_handler_answer_of_the_wrong_kind_fails_its_items_and_the_batcher_goes
             batcher.submit(0, 1).get(timeout=2)
     assert batcher.submit(0, 7).get(timeout=2) == 7
     assert batcher.drain(1)
+
+
+def test_a_handler_answer_that_is_not_per_shard_fails_its_flush_and_the_batcher_goes_on() -> None:
+    """A handler answering a list instead of answers per shard fails that flush's items with a
+    clear error; the flusher lives on."""
+    wrong = [True]
+
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        if wrong.pop() if wrong else False:
+            return [list(items) for items in batches.values()]  # type: ignore[return-value]
+        return {shard: list(items) for shard, items in batches.items()}
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.001, 100)
+    with pytest.raises(RuntimeError, match="handler answered a list, not answers per shard"):
+        batcher.submit(0, 1).get(timeout=2)
+    assert batcher.submit(1, 8).get(timeout=2) == 8
+    assert batcher.drain(1)
+
+
+class _Unreadable(dict[int, ShardResults]):
+    """Answers per shard that break when read: a bug inside the answering itself."""
+
+    def get(self, key: int, default: Any = None) -> Any:
+        raise KeyError(f"shard {key} unreadable")
+
+
+def test_a_failure_while_answering_a_flush_answers_its_items_at_once_and_the_batcher_goes_on() -> None:
+    """Whatever breaks while a flush is answered, its items get that error at once (not the
+    watchdog's Overdue, seconds later) and the next flush is handled."""
+    broken = [True]
+
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        answers: dict[int, ShardResults] = {shard: list(items) for shard, items in batches.items()}
+        return _Unreadable(answers) if broken and broken.pop() else answers
+
+    batcher: ShardBatcher[int] = ShardBatcher(handle, 0.001, 100, deadline_seconds=30.0)
+    first, second = batcher.submit(0, 1), batcher.submit(1, 2)
+    for waiting in (first, second):
+        with pytest.raises(KeyError, match="unreadable"):
+            waiting.get(timeout=2)
+    assert batcher.submit(0, 3).get(timeout=2) == 3
+    assert batcher.drain(1)
