@@ -115,6 +115,9 @@ class ShardBatcher(Generic[T]):
         self._pending: dict[int, list[_Entry[T]]] = {}  # per shard, in acceptance order
         self._handling: list[_Entry[T]] = []  # the batches the flusher is handling now
         self._wakeup = Event()
+        self._enough = Event()  # a busy linger may end: as many items wait as the last flush took
+        self._enough_at = 0  # that many (0: the linger runs its course)
+        self._last_flush = 0  # items the last flush took
         self.in_flight = 0  # submitted, not yet handled
         self._idle = Event()
         self._idle.set()
@@ -139,6 +142,8 @@ class ShardBatcher(Generic[T]):
         self._idle.clear()
         self._pending.setdefault(shard, []).append(_Entry(item, answer, time.monotonic()))
         self._wakeup.set()
+        if self._enough_at and self.in_flight >= self._enough_at:  # while lingering, all in flight wait
+            self._enough.set()
 
     def _flush_forever(self) -> None:
         linger = self._linger
@@ -148,11 +153,12 @@ class ShardBatcher(Generic[T]):
             if not self._pending:
                 continue
             if linger > 0 and max(map(len, self._pending.values())) < self._max_batch:
-                gevent.sleep(linger)
+                self._linger_for(linger)
             # the busiest shard sets the next linger, as if it had its own flusher
             busiest = max(map(len, self._pending.values()))
             batches = take_batches(self._pending, self._max_batch)
             handled = [entry for entries in batches.values() for entry in entries]
+            self._last_flush = len(handled)
             self._handling = handled
             try:
                 self._answer(batches)
@@ -170,6 +176,23 @@ class ShardBatcher(Generic[T]):
                 # next linger, so it does not go out as a flush of its own (a broker message per shard).
                 self._wakeup.set()
             linger = next_linger(self._linger, self._max_linger, busiest)
+
+    def _linger_for(self, linger: float) -> None:
+        """Wait `linger` for more items. A busy linger (longer than the base) ends early once as many
+        items wait as the last flush took: senders that wait for their answers before sending again
+        (one message in flight each) have all sent by then, and lingering on would only delay them;
+        a steady stream reaches that count about when the linger ends anyway."""
+        if linger <= self._linger or self._last_flush <= 1:
+            gevent.sleep(linger)
+            return
+        if self.in_flight >= self._last_flush:
+            return
+        self._enough.clear()
+        self._enough_at = self._last_flush
+        try:
+            self._enough.wait(linger)
+        finally:
+            self._enough_at = 0
 
     def _answer(self, batches: dict[int, list[_Entry[T]]]) -> None:
         try:

@@ -267,3 +267,54 @@ def test_a_failure_while_answering_a_flush_answers_its_items_at_once_and_the_bat
             waiting.get(timeout=2)
     assert batcher.submit(0, 3).get(timeout=2) == 3
     assert batcher.drain(1)
+
+
+def _sizes_of_flushes(sizes: list[int]) -> Handler[int]:
+    def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        sizes.append(sum(map(len, batches.values())))
+        return {shard: list(items) for shard, items in batches.items()}
+
+    return handle
+
+
+def test_a_busy_linger_ends_once_as_many_wait_as_the_last_flush_took() -> None:
+    """Senders with one message in flight each send again once answered: when all of them have,
+    the flush goes out instead of lingering on (base 20 ms: after a flush of 4 the linger is 80 ms)."""
+    sizes: list[int] = []
+    batcher: ShardBatcher[int] = ShardBatcher(_sizes_of_flushes(sizes), 0.02, 100, max_linger_seconds=1.0)
+    first = [batcher.submit(0, i) for i in range(4)]
+    for waiting in first:
+        waiting.get(timeout=2)
+    assert sizes == [4]
+    again = []
+    for i in range(4):  # the same four senders, answered, send again a moment apart
+        again.append(batcher.submit(i % 2, 10 + i))  # shard 0 held 4: the busiest sets the linger
+        gevent.sleep(0.005)
+    gevent.sleep(0.03)  # well within the 80 ms linger
+    late = batcher.submit(0, 20)
+    assert [w.get(timeout=2) for w in [*again, late]] == [10, 11, 12, 13, 20]
+    assert sizes == [4, 4, 1]  # lingering the full 80 ms would have taken the late one along: [4, 5]
+
+
+def test_a_busy_linger_with_fewer_waiting_than_the_last_flush_runs_its_course() -> None:
+    sizes: list[int] = []
+    batcher: ShardBatcher[int] = ShardBatcher(_sizes_of_flushes(sizes), 0.05, 100, max_linger_seconds=1.0)
+    for waiting in [batcher.submit(0, i) for i in range(4)]:
+        waiting.get(timeout=2)
+    three = [batcher.submit(0, 10 + i) for i in range(3)]
+    gevent.sleep(0.03)  # well within the 200 ms linger: the fourth joins the three
+    fourth = batcher.submit(0, 13)
+    assert [w.get(timeout=2) for w in [*three, fourth]] == [10, 11, 12, 13]
+    assert sizes == [4, 4]
+
+
+def test_the_base_linger_is_never_cut_short() -> None:
+    """Quiet traffic (a flush of one) keeps its short linger: the next item waits for company."""
+    sizes: list[int] = []
+    batcher: ShardBatcher[int] = ShardBatcher(_sizes_of_flushes(sizes), 0.2, 100, max_linger_seconds=1.0)
+    assert batcher.submit(0, 1).get(timeout=2) == 1
+    second = batcher.submit(0, 2)
+    gevent.sleep(0.03)  # well within the 200 ms base linger
+    third = batcher.submit(1, 3)
+    assert (second.get(timeout=2), third.get(timeout=2)) == (2, 3)
+    assert sizes == [1, 2]
