@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -54,7 +54,7 @@ from app.store.redis.keys import ONLINE_EVENTS_CHANNEL, push_channel
 from app.store.redis.online import get_online, publish_to_node
 from app.ws import send_hooks
 from app.ws.acceptance import Ack, LaterSettlements, Pending
-from app.ws.batcher import ShardBatcher
+from app.ws.batcher import Handler, ShardBatcher, ShardResults
 from app.ws.connections import Conn, ConnArgs, Hub, online_event
 from app.ws.publish import accept_shard_batches
 from app.ws.sockets import (
@@ -510,6 +510,20 @@ class Gateway:
                 log.warning("renewing online state failed", exc_info=True)
 
 
+def measured_flush(handle: Handler[Pending]) -> Handler[Pending]:
+    """The batcher's handler, its flushes' sizes and publishing time recorded (gateway_flush_*)."""
+
+    def flush(batches: dict[int, list[Pending]]) -> Mapping[int, ShardResults]:
+        started = time.perf_counter()
+        try:
+            return handle(batches)
+        finally:
+            metrics.GATEWAY_FLUSH_SECONDS.observe(time.perf_counter() - started)
+            metrics.GATEWAY_FLUSH_MESSAGES.observe(sum(map(len, batches.values())))
+
+    return flush
+
+
 def _text_ping(text: str) -> dict[str, Any] | None:
     """OpenIM's text ping `{"type":"ping","body":...}` (the web SDKs cannot send PING control frames)."""
     try:
@@ -728,7 +742,7 @@ def serve() -> None:
     settlements = LaterSettlements(SETTLE_AFTER_SECONDS, gevent.spawn_later)
     batcher: ShardBatcher[Pending] = ShardBatcher(
         # confirmations off the answer's path, sent with the next flush's reservations
-        functools.partial(accept_shard_batches, settlements=settlements),
+        measured_flush(functools.partial(accept_shard_batches, settlements=settlements)),
         settings.batch_linger_ms / 1000.0,
         settings.batch_max_msgs,
         settings.batch_linger_max_ms / 1000.0,

@@ -39,6 +39,18 @@ SEND_MSG_SECONDS = Histogram(
     " socket's write queue",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+# What the gateway's linger makes of the traffic (BATCH_LINGER_MS, BATCH_LINGER_MAX_MS): flush sizes and
+# how long the publishing of one took, the answers' wait beyond the linger.
+GATEWAY_FLUSH_MESSAGES = Histogram(
+    "gateway_flush_messages",
+    "SendMsg requests in one flush of this gateway node (every shard's batch, published together)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+GATEWAY_FLUSH_SECONDS = Histogram(
+    "gateway_flush_seconds",
+    "one flush's reservations, journal and publish on this gateway node, before its SendMsgs are answered",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
 QUEUE_DEPTH = Gauge("queue_depth", "messages waiting in a broker queue (read by the gateway at scrape time)", ["queue"])
 TASK_SECONDS = Histogram(
     "task_seconds",

@@ -35,11 +35,13 @@ def test_a_short_scenario_moves_every_stages_counters(stack: Any, uid: str) -> N
     names = {
         ("gateway", "msg_accepted_total"),
         ("gateway", "send_msg_seconds_count"),
+        ("gateway", "gateway_flush_messages_sum"),  # the five SendMsgs, in however many flushes
         ("gateway", "msg_online_push_success_total"),
         ("transfer", "seq_allocated_total"),
         ("persist", "msg_insert_mongo_success_total"),
     }
-    before = {key: stack.metric(*key) for key in names}
+    flushes = ("gateway", "gateway_flush_seconds_count")
+    before = {key: stack.metric(*key) for key in names | {flushes}}
     alice, bob = login(stack, f"a{uid}"), login(stack, f"b{uid}")
     try:
         for i in range(5):
@@ -52,6 +54,7 @@ def test_a_short_scenario_moves_every_stages_counters(stack: Any, uid: str) -> N
         for key in names - {pushed}:
             assert stack.metric(*key) >= before[key] + 5, key
         assert stack.metric(*pushed) >= before[pushed] + 10  # however many frames (transfer runs) carried them
+        assert before[flushes] + 1 <= stack.metric(*flushes) <= before[flushes] + 5
         assert conv in bob.newest_seqs()
         text = requests.get(f"http://127.0.0.1:{stack.gateway_port}/metrics", timeout=5).text
         assert "online_user_num" in text and "gateway_connections" in text
