@@ -230,10 +230,11 @@ def test_a_handler_answer_of_the_wrong_kind_fails_its_items_and_the_batcher_goes
 def test_a_handler_answer_that_is_not_per_shard_fails_its_flush_and_the_batcher_goes_on() -> None:
     """A handler answering a list instead of answers per shard fails that flush's items with a
     clear error; the flusher lives on."""
-    wrong = [True]
+    flushes: list[int] = []
 
     def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
-        if wrong.pop() if wrong else False:
+        flushes.append(len(batches))
+        if len(flushes) == 1:  # the first flush only
             return [list(items) for items in batches.values()]  # type: ignore[return-value]
         return {shard: list(items) for shard, items in batches.items()}
 
@@ -254,11 +255,12 @@ class _Unreadable(dict[int, ShardResults]):
 def test_a_failure_while_answering_a_flush_answers_its_items_at_once_and_the_batcher_goes_on() -> None:
     """Whatever breaks while a flush is answered, its items get that error at once (not the
     watchdog's Overdue, seconds later) and the next flush is handled."""
-    broken = [True]
+    flushes: list[int] = []
 
     def handle(batches: dict[int, list[int]]) -> dict[int, ShardResults]:
+        flushes.append(len(batches))
         answers: dict[int, ShardResults] = {shard: list(items) for shard, items in batches.items()}
-        return _Unreadable(answers) if broken and broken.pop() else answers
+        return _Unreadable(answers) if len(flushes) == 1 else answers  # the first flush only
 
     batcher: ShardBatcher[int] = ShardBatcher(handle, 0.001, 100, deadline_seconds=30.0)
     first, second = batcher.submit(0, 1), batcher.submit(1, 2)
