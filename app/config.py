@@ -142,6 +142,11 @@ class Settings:
     # Redis broker: a leased transfer worker takes up to this many more gateway batches waiting in
     # each of its shard queues into the run of the one it received (1: no merging).
     transfer_merge_max: int = env("TRANSFER_MERGE_MAX", 16)
+    # ... and a run of at least TRANSFER_LINGER_MIN_MESSAGES, while the gateways' flushes come at
+    # most TRANSFER_LINGER_MAX_MS apart, waits up to that long for the next flush to join it: fewer
+    # runs for less CPU, at the price of push latency (0, the default: never; README "Session 21").
+    transfer_linger_max_ms: float = env("TRANSFER_LINGER_MAX_MS", 0.0)
+    transfer_linger_min_messages: int = env("TRANSFER_LINGER_MIN_MESSAGES", 12)
     seq_block_single: int = env("SEQ_BLOCK_SINGLE", 50)
     seq_block_group: int = env("SEQ_BLOCK_GROUP", 100)
     seq_block_growth_max: int = env("SEQ_BLOCK_GROWTH_MAX", 16)

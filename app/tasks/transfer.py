@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -45,6 +46,7 @@ from app.store.redis.keys import (
     client_msg_key,
     conversation_ready_key,
 )
+from app.tasks.pace import FlushPace
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ _commit_guard: Callable[[], None] | None = None
 # The shard queues this worker alone consumes (it holds their lease, Redis broker): a delivered
 # batch's run also takes the batches waiting there (take_queued_batches). Empty: no merging.
 _merge_queues: list[str] = []
+
+# How far apart the gateways' flushes reach this worker: a busy run waits for the next (pace.py).
+_pace = FlushPace()
+LINGER_POLL_SECONDS = 0.002  # how often a waiting run looks into its queues once the flush is due
 
 Journal = list[str]  # [queue, journal entry id] of a gateway batch (Redis broker)
 Batch = tuple[Any, Journal | None]  # (the broker message's msgs, its journal entry)
@@ -353,7 +359,14 @@ def process_checked(msgs: Msgs) -> int:
 def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker). A batch
     the worker received from the broker also takes the batches waiting behind it into its run."""
-    waiting = take_queued_batches() if _merge_queues and journal and transfer_batch.request.delivery_info else []
+    waiting: list[Batch] = []
+    if _merge_queues and journal and transfer_batch.request.delivery_info:
+        _pace.seen(time.monotonic())
+        waiting = take_queued_batches()
+        size = len(msgs) if isinstance(msgs, list) else 1
+        size += sum(len(m) if isinstance(m, list) else 1 for m, _ in waiting)
+        # one flush holds a batch per shard at most: more waiting means this worker fell behind
+        waiting += take_next_flush(size, behind=len(waiting) >= len(_merge_queues))
     count = transfer_many([(msgs, journal), *waiting]) if waiting else transfer_one(msgs, journal)
     reserve_seq_blocks_ahead()
     return count
@@ -444,6 +457,32 @@ def take_queued_batches() -> list[Batch]:
                 break
             taken.append(batch)
     return taken
+
+
+def take_next_flush(messages: int, behind: bool) -> list[Batch]:
+    """The batches of the gateways' next flush, should a run of `messages` wait for them
+    (TRANSFER_LINGER_*, pace.py): it sleeps until the flush is due at the last gap's pace and then
+    looks every few milliseconds, up to TRANSFER_LINGER_MAX_MS in all. Empty when it does not wait
+    or nothing came: the run goes on with what it has."""
+    wait = _pace.linger(messages, behind, settings.transfer_linger_max_ms / 1000, settings.transfer_linger_min_messages)
+    if wait <= 0:
+        return []
+    now = time.monotonic()
+    deadline = now + wait
+    due = _pace.next_due() or now
+    wake = min(deadline, max(now, due - LINGER_POLL_SECONDS))
+    while True:
+        pause = wake - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        taken = take_queued_batches()
+        if taken:
+            _pace.seen(time.monotonic())
+            return taken
+        now = time.monotonic()
+        if now >= deadline:
+            return []
+        wake = min(deadline, now + LINGER_POLL_SECONDS)
 
 
 def queued_batch(raw: str | bytes) -> Batch | None:
