@@ -13,11 +13,11 @@ first four as in OpenIM's allocator:
   4  (probing, `malloc_unrecorded_many`) nothing allocated: every id already has its seq, or the
      flag key is missing
 A cached block that runs low (fewer seqs left than a base block) gets its successor reserved in
-MongoDB ahead of need (`reserve_ahead`, which transfer runs on a thread of its own after each run)
-and kept beside it (NEXT_CURR, NEXT_LAST, NEXT_BORN, NEXT_EXTRA): the malloc script continues into
-it with no MongoDB round trip on the way of a message. Conversations that started together (a crowd
-after a restart, a benchmark) otherwise run out together, and one run's MongoDB blocks for all of
-them held up every shard: at 1,000 msg/s over 100 chats, push p50 0.9 s for the second it took.
+MongoDB ahead of need (`reserve_ahead`, which transfer calls after each run) and kept beside it
+(NEXT_CURR, NEXT_LAST, NEXT_BORN, NEXT_EXTRA): the malloc script continues into it with no MongoDB
+round trip on the way of a message. Conversations that started together (a crowd after a restart,
+a benchmark) otherwise run out together, and one run's MongoDB blocks for all of them held up every
+shard: at 1,000 msg/s over 100 chats, push p50 0.9 s for the second it took.
 MongoDB's `seq.max_seq` only ever grows, so even after Redis loses everything the next block starts
 above every seq already handed out (P4): a jump forward, never reuse.
 """
@@ -25,7 +25,6 @@ above every seq already handed out (P4): a jump forward, never reuse.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +111,6 @@ class SeqAllocator:
         self._store = scripts.load("store_seq_block", client)
         self._store_next = scripts.load("store_next_seq_block", client)
         self._low: dict[str, bool] = {}  # conversation -> group: its cached block runs low, none ahead
-        self._low_lock = threading.Lock()  # reserve_ahead may run on a thread of its own
 
     def malloc(self, conversation_id: str, size: int, group: bool = False) -> int:
         """Reserve `size` consecutive seqs; returns start, the seqs are start+1 .. start+size."""
@@ -247,15 +245,13 @@ class SeqAllocator:
         if len(result) < 4 or int(result[3]) or len(self._low) >= MAX_LOW_REMEMBERED:
             return
         if int(result[2]) - int(result[1]) - size < (GROUP_BLOCK if group else SINGLE_BLOCK):
-            with self._low_lock:
-                self._low[conv] = group
+            self._low[conv] = group
 
     def reserve_ahead(self) -> int:
         """Reserve in MongoDB the next block of every conversation whose cached block ran low since
         the last call, and keep it beside the cached one; returns how many were kept. A block that
         is not kept (the cache moved on meanwhile) is a gap in MongoDB's numbering, never a reuse."""
-        with self._low_lock:
-            low, self._low = self._low, {}
+        low, self._low = self._low, {}
         if not low:
             return 0
         convs = list(low)

@@ -35,7 +35,6 @@ from app.core.conversation import conversation_id_for
 from app.ops import metrics
 from app.pipeline import dead_letters
 from app.pipeline import journal as hand_offs
-from app.pipeline.background import BackgroundJob
 from app.pipeline.backoff import TRANSIENT_ERRORS, until_done
 from app.pipeline.shard_lease import LeaseLost
 from app.seq_lua import seq_allocator
@@ -369,15 +368,16 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
         # one flush holds a batch per shard at most: more waiting means this worker fell behind
         waiting += take_next_flush(size, behind=len(waiting) >= len(_merge_queues))
     count = transfer_many([(msgs, journal), *waiting]) if waiting else transfer_one(msgs, journal)
-    seq_blocks_ahead.request()
+    reserve_seq_blocks_ahead()
     return count
 
 
-# After a run, off its messages' way: the next seq blocks of conversations running low, reserved in
-# MongoDB on a thread of their own. Chats that started together run low together, and one MongoDB
-# call for all their blocks on the worker's thread held up the next run (the worst second of a
-# steady 1,000 msg/s). Should it fail, they take theirs from MongoDB when they run out, as without it.
-seq_blocks_ahead = BackgroundJob("reserve seq blocks ahead", lambda: seq_allocator().reserve_ahead())
+def reserve_seq_blocks_ahead() -> None:
+    """After a run, off its messages' way: the next seq blocks of conversations running low."""
+    try:
+        seq_allocator().reserve_ahead()
+    except Exception:  # they take theirs from MongoDB when they run out, as without this
+        log.warning("reserving seq blocks ahead failed", exc_info=True)
 
 
 def transfer_one(msgs: Any, journal: Journal | None) -> int:
