@@ -358,7 +358,8 @@ def process_checked(msgs: Msgs) -> int:
 @celery_app.task(name="transfer.batch", acks_late=True)
 def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     """`journal` is [queue, entry id] when the gateway journaled the batch (Redis broker). A batch
-    the worker received from the broker also takes the batches waiting behind it into its run."""
+    the worker received from the broker also takes the batches waiting behind it into its run and,
+    where TRANSFER_LINGER_MAX_MS lets a busy run wait, the gateways' next flush."""
     waiting: list[Batch] = []
     if _merge_queues and journal and transfer_batch.request.delivery_info:
         _pace.seen(time.monotonic())
