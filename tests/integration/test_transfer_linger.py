@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from app.config import settings
+from app.core.conversation import single_conversation_id
+from app.pipeline import journal as hand_offs
+from app.store.redis import msg_cache
 from app.store.redis.client import get_broker_redis
 from app.store.redis.keys import journal_key
 from app.tasks import transfer
@@ -83,6 +86,29 @@ def test_a_run_waits_no_longer_than_the_linger_and_leaves_what_comes_later(
     assert time.monotonic() - started >= LINGER_MS / 1000 * 0.95
     publish_docs(lone_queue, batch(uid, 0, 2))
     assert get_broker_redis().llen(lone_queue) == 1  # for the next run, through kombu
+
+
+def test_a_delivered_batch_runs_with_the_flush_that_came_while_it_waited(
+    lone_queue: str, uid: str, monkeypatch: pytest.MonkeyPatch, stack: Any
+) -> None:
+    """The task as a broker delivery runs it (a request with delivery_info): one run, one commit,
+    both flushes' messages in their order, the second flush's entry removed with the first's."""
+    monkeypatch.setattr(transfer, "_pace", pace_every(0.05))
+    conv = single_conversation_id(f"s{uid}", f"r{uid}")
+    first, second = batch(uid, 0, 3), batch(uid, 3, 2)
+    journal = [lone_queue, hand_offs.append(lone_queue, first)]
+    publisher = threading.Timer(0.03, publish_docs, args=(lone_queue, second))
+    publisher.start()
+    try:
+        ran = transfer.transfer_batch.apply(args=[first], kwargs={"journal": journal})
+    finally:
+        publisher.join()
+    assert ran.get() == 5  # without the wait: 3, and the second flush a run of its own
+    assert msg_cache.get_visible_max_seqs([conv]) == {conv: 5}
+    cached = msg_cache.get_cached_msgs(conv, range(1, 6))
+    assert [cached[seq]["client_msg_id"] for seq in range(1, 6)] == [m["client_msg_id"] for m in first + second]
+    hand_offs.later_removals.flush()
+    assert get_broker_redis().xlen(journal_key(lone_queue)) == 0
 
 
 @pytest.mark.parametrize(
