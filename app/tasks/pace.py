@@ -2,11 +2,11 @@
 
 Every run costs the stack about the same whatever it carries: a task message, a seq allocation and
 commit round trip, a push task, a persist hand-off. At a steady rate the gateways flush every few
-tens of milliseconds and each flush is one run; a busy run that waits for the next flush halves
-the runs for a little push latency. A run waits only when flushes come close together (the next
-is due within the wait) and it is busy enough that its cost per message matters; a quiet stream,
-or senders waiting for their acks before sending again (no flush comes until the run is long
-over), are never held back.
+tens of milliseconds and each flush is one run; a busy run that waits for the next flush halves the
+runs, and its first flush's messages reach their recipients up to a flush's gap later. A run waits
+only when flushes come close together (the next is due within the wait) and it is busy enough that
+its cost per message matters; a quiet stream, or senders waiting for their acks before sending
+again (no flush comes until the run is long over), are never held back.
 """
 
 from __future__ import annotations
