@@ -364,8 +364,7 @@ def transfer_batch(msgs: Msgs, journal: list[str] | None = None) -> int:
     if _merge_queues and journal and transfer_batch.request.delivery_info:
         _pace.seen(time.monotonic())
         waiting = take_queued_batches()
-        size = len(msgs) if isinstance(msgs, list) else 1
-        size += sum(len(m) if isinstance(m, list) else 1 for m, _ in waiting)
+        size = sum(len(m) if isinstance(m, list) else 1 for m, _ in [(msgs, journal), *waiting])
         # one flush holds a batch per shard at most: more waiting means this worker fell behind
         waiting += take_next_flush(size, behind=len(waiting) >= len(_merge_queues))
     count = transfer_many([(msgs, journal), *waiting]) if waiting else transfer_one(msgs, journal)

@@ -77,7 +77,7 @@ def test_a_busy_run_takes_the_next_flush_when_it_comes(
     assert get_broker_redis().llen(lone_queue) == 0
 
 
-def test_a_run_waits_no_longer_than_the_linger_and_leaves_what_comes_later(
+def test_a_run_waits_out_the_linger_when_nothing_comes_and_leaves_what_comes_later(
     lone_queue: str, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transfer, "_pace", pace_every(0.05))
