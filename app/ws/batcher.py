@@ -1,7 +1,7 @@
 """Gateway side of the transfer queues: every shard's waiting messages flushed together, per linger window.
 
 One flusher greenlet hands over every shard's batch in one go (one handler call: one reservation
-round trip, one journal round trip, one publish pipeline), so a batch's cost does not grow with the
+round trip, one round trip that journals and publishes them), so a batch's cost does not grow with the
 number of shards, and the shards' batches reach the transfer workers together (a worker consuming
 several shards takes them into one run, app/tasks/transfer.py). Batches of one shard are handed over
 in acceptance order. The handler answers each item (a value, or an Exception for that item alone, or

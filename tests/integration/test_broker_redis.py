@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -50,11 +49,20 @@ def test_a_hand_off_is_celerys_own_task_message_on_its_queue(infra: dict[str, st
         assert headers["task"] == "push.batch" and headers["id"] and headers["lang"] == "py"
         assert headers["argsrepr"] == "[<1 arguments>]"  # what Flower shows (journal.shown)
         assert props["delivery_mode"] == 2 and props["delivery_info"]["routing_key"] == queue
-        body = json.loads(base64.b64decode(envelope["body"]))
+        # the body is JSON text in the envelope (the journal's script placed the entry id in it)
+        assert "body_encoding" not in props
+        body = json.loads(envelope["body"])
         # Celery's protocol 2 body: args, kwargs, embed; the kwargs name the journal entry to remove
         assert body[0] == args and body[1] == {"journal": [queue, entry_id]}
         assert set(body[2]) >= {"callbacks", "errbacks", "chain", "chord"}
+        assert headers["kwargsrepr"] == repr({"journal": [queue, entry_id]})
         assert journal.entries(queue) == [(entry_id, args)]
+        # and kombu's consumer reads it as the task message it is
+        with celery_app.connection_for_read() as conn, conn.SimpleQueue(queue) as simple:
+            message = simple.get(timeout=5)
+            message.ack()
+        assert message.headers["task"] == "push.batch"
+        assert message.payload == [args, {"journal": [queue, entry_id]}, body[2]]
     finally:
         broker.delete(queue, journal_key(queue))
 

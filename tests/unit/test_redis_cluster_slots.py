@@ -55,6 +55,10 @@ SCRIPT_KEYS: dict[str, Callable[[str], list[str]]] = {
     "badge_add": lambda user: [keys.badge_key(user)],
     "lease_acquire_all": lease_keys,
     "lease_release": lease_keys,
+    # one hand-off: its journal stream and its queue. It runs on the broker's Redis, which kombu's
+    # transport needs to be one server, so a call's several hand-offs (every shard of a gateway
+    # flush; push and persist) may lie in several slots
+    "journal_publish": lambda queue: [keys.journal_key(queue), queue],
 }
 
 
