@@ -1,4 +1,5 @@
--- Journal hand-offs and publish their task messages, in one round trip and all or nothing.
+-- Journal hand-offs and publish their task messages, in one round trip and atomically: no consumer
+-- pops a message before its entry exists.
 -- KEYS: per hand-off, its journal stream and its queue (a kombu Redis list).
 -- ARGV[1]: the streams' approximate cap; then per hand-off: its journal payload, the number of
 -- pieces of its task message, and the pieces. A task message names its own journal entry, whose id
