@@ -19,6 +19,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    # a Redis Cluster in a failover ("The cluster is down", MASTERDOWN) or moving a slot (TRYAGAIN):
+    # redis-py retries them for single commands, but a pipeline raises them, and they are never
+    # the messages' fault (one seen in CI dead-lettered an acknowledged message mid-failover)
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
     pymongo.errors.AutoReconnect,
     pymongo.errors.ServerSelectionTimeoutError,
     pymongo.errors.NetworkTimeout,
