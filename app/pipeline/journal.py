@@ -75,19 +75,6 @@ def entries(queue: str, count: int = 500, until: str = "+") -> list[tuple[str, A
 # --- hand-offs ---------------------------------------------------------------------------------
 
 
-def publish(queue: str, payload: Any, send_message: Callable[[list[str] | None], Any]) -> None:
-    """Journal `payload` first on a Redis broker, then `send_message(journal)`, where journal is
-    [queue, entry id] (None on RabbitMQ) for the consumer to pass to `done`. A failed publish
-    removes its entry again: the sender hears of the failure and sends again, so it is not replayed."""
-    journal = [queue, append(queue, payload)] if JOURNALING else None
-    try:
-        send_message(journal)
-    except Exception:
-        if journal:
-            remove(*journal)
-        raise
-
-
 def shown(args: list[Any], journal: list[str] | None) -> dict[str, str]:
     """What Flower shows of a hand-off: without it Celery walks every message with saferepr (a
     fifth of a transfer worker's publish)."""
@@ -95,20 +82,17 @@ def shown(args: list[Any], journal: list[str] | None) -> dict[str, str]:
 
 
 def send(task: Any, args: list[Any], queue: str) -> None:
-    """Publish `task(*args)` on `queue`, journaled first on a Redis broker."""
-    publish(
-        queue,
-        args,
-        lambda journal: task.apply_async(args=args, kwargs={"journal": journal}, queue=queue, **shown(args, journal)),
-    )
+    """Publish `task(*args)` on `queue`, journaled on a Redis broker (`send_many`)."""
+    send_many([(task, args, queue)])
 
 
 def send_many(sends: list[tuple[Any, list[Any], str]]) -> None:
-    """`send` for several hand-offs (task, args, queue): on a Redis broker in one round trip
-    (`publish_journaled`)."""
+    """Publish hand-offs (task, args, queue): on a Redis broker with their journal entries in one
+    round trip (`publish_journaled`); on RabbitMQ, which loses no delivered message, as Celery
+    sends them (journal None)."""
     if not JOURNALING:
         for task, args, queue in sends:
-            send(task, args, queue)
+            task.apply_async(args=args, kwargs={"journal": None}, queue=queue, **shown(args, None))
         return
     if sends:
         publish_journaled(sends[0][0].app, [(task.name, args, queue) for task, args, queue in sends])

@@ -493,7 +493,7 @@ def queued_batch(raw: str | bytes) -> Batch | None:
         if headers.get("task") != "transfer.batch" or headers.get("eta") or envelope.get("content-type") != JSON:
             return None
         body = envelope["body"]
-        if props.get("body_encoding") == "base64":
+        if props.get("body_encoding") == "base64":  # kombu's own publish (a gateway of an older version)
             body = base64.b64decode(body)
         args, kwargs, _embed = compact_json.loads(body)
         journal = kwargs.get("journal")
